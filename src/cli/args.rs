@@ -1,0 +1,107 @@
+//! Command-line arguments (clap). Every flag says what it does in `--help`.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(name = "autoround-cpu", version, about = "Quantize Hugging Face LLMs with AutoRound, write GGUF, and run quantized models on CPUs")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Generate text from a prompt, streaming tokens as they come.
+    Run(RunArgs),
+    /// Show a GGUF or safetensors file's metadata and tensor table (like gguf-dump).
+    Inspect(InspectArgs),
+    /// Perplexity of a model on a text file, with llama-perplexity's method and output.
+    Perplexity(PerplexityArgs),
+    /// Show CPU features, threads and which kernel tier each weight type would use.
+    Doctor(DoctorArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Model: a .gguf file or a Hugging Face folder (config.json, *.safetensors, tokenizer.json).
+    #[arg(short = 'm', long)]
+    pub model: PathBuf,
+    /// The prompt text (special tokens like <|im_start|> are parsed).
+    #[arg(short = 'p', long)]
+    pub prompt: String,
+    /// Number of tokens to generate (stops early at an end-of-generation token).
+    #[arg(short = 'n', long = "n-predict", default_value_t = 128)]
+    pub n_predict: usize,
+    /// Worker threads (default: all cores).
+    #[arg(short = 't', long)]
+    pub threads: Option<usize>,
+    /// Context size in tokens (prompt + generation); default: min(model's training context, 4096).
+    #[arg(short = 'c', long = "ctx-size")]
+    pub ctx_size: Option<usize>,
+    /// Sampling temperature; 0 is greedy decoding.
+    #[arg(long, default_value_t = 0.8)]
+    pub temp: f32,
+    /// Keep only the K most likely tokens (0: off).
+    #[arg(long = "top-k", default_value_t = 40)]
+    pub top_k: usize,
+    /// Keep the smallest set of tokens whose probability adds up to P (1.0: off).
+    #[arg(long = "top-p", default_value_t = 0.95)]
+    pub top_p: f32,
+    /// Drop tokens less likely than P times the most likely one (0.0: off).
+    #[arg(long = "min-p", default_value_t = 0.05)]
+    pub min_p: f32,
+    /// Penalize tokens seen in the last --repeat-last-n tokens (1.0: off).
+    #[arg(long = "repeat-penalty", default_value_t = 1.0)]
+    pub repeat_penalty: f32,
+    /// How many recent tokens the repeat penalty considers.
+    #[arg(long = "repeat-last-n", default_value_t = 64)]
+    pub repeat_last_n: usize,
+    /// Random seed for sampling (same seed, same output).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Keep generating past end-of-generation tokens.
+    #[arg(long = "ignore-eos")]
+    pub ignore_eos: bool,
+    /// Take the prompt literally: do not turn \n, \t, \\ and \" into newline, tab, backslash, quote.
+    #[arg(long = "no-escape")]
+    pub no_escape: bool,
+    /// Print the generated token ids to stderr at the end.
+    #[arg(long = "print-ids")]
+    pub print_ids: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct InspectArgs {
+    /// A .gguf or .safetensors file.
+    pub file: PathBuf,
+    /// Print arrays in full instead of their first few items.
+    #[arg(long)]
+    pub full: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct PerplexityArgs {
+    /// Model: a .gguf file or a Hugging Face folder.
+    #[arg(short = 'm', long)]
+    pub model: PathBuf,
+    /// Text file to evaluate.
+    #[arg(short = 'f', long)]
+    pub file: PathBuf,
+    /// Window size in tokens; the second half of each window is scored.
+    #[arg(short = 'c', long = "ctx-size", default_value_t = 512)]
+    pub ctx_size: usize,
+    /// Evaluate at most this many windows (default: all).
+    #[arg(long)]
+    pub chunks: Option<usize>,
+    /// Worker threads (default: all cores).
+    #[arg(short = 't', long)]
+    pub threads: Option<usize>,
+}
+
+#[derive(Args, Debug)]
+pub struct DoctorArgs {
+    /// Worker threads to report (default: all cores).
+    #[arg(short = 't', long)]
+    pub threads: Option<usize>,
+}

@@ -1,0 +1,40 @@
+//! The `autoround-cpu` command line: argument definitions live in [`args`], one module per command.
+
+pub mod args;
+mod doctor;
+mod inspect;
+mod perplexity;
+mod run;
+
+use clap::Parser;
+use std::process::ExitCode;
+
+/// Entry point of the binary: parse arguments, run the command, print errors with their causes.
+pub fn main() -> ExitCode {
+    let cli = args::Cli::parse();
+    let result = match cli.command {
+        args::Command::Run(a) => run::run(a),
+        args::Command::Inspect(a) => inspect::inspect(a),
+        args::Command::Perplexity(a) => perplexity::perplexity(a),
+        args::Command::Doctor(a) => doctor::doctor(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Size the global rayon pool: `threads` if given, else all available cores.
+pub(crate) fn init_threads(threads: Option<usize>) -> anyhow::Result<usize> {
+    let n = match threads {
+        Some(0) => anyhow::bail!("--threads must be at least 1"),
+        Some(n) => n,
+        None => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+    };
+    // A second initialisation (tests calling twice) keeps the first pool; that is fine.
+    let _ = rayon::ThreadPoolBuilder::new().num_threads(n).build_global();
+    Ok(n)
+}

@@ -1,0 +1,14 @@
+//! autoround-cpu: AutoRound quantization, GGUF, and a CPU inference engine for Llama-family models.
+//!
+//! - [`tensor`]: weights borrowed from memory-mapped files and the reference matmul.
+//! - [`model`]: the Llama-family decoder (Llama, Mistral, Qwen2, Qwen3) in f32.
+//! - [`engine`]: sampling, generation and perplexity on top of the model.
+//! - [`cli`]: the `autoround-cpu` command line.
+
+pub mod cli;
+pub mod engine;
+pub mod model;
+pub mod tensor;
+
+pub use autoround_formats as formats;
+pub use autoround_kernels as kernels;

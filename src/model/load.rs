@@ -1,0 +1,222 @@
+//! Opening a model from a GGUF file or a Hugging Face folder (config.json + safetensors).
+//!
+//! Weights are borrowed from the memory maps: [`ModelSource`] owns the maps, [`Model`] borrows them.
+//! Norm vectors and biases (a few KB) are converted to f32 at load.
+
+use super::config::{ConfigError, ModelConfig};
+use super::llama::{Layer, Model};
+use crate::tensor::{TensorError, Weight};
+use autoround_formats::gguf::{GgufError, GgufFile};
+use autoround_formats::hf::HfConfig;
+use autoround_formats::safetensors::{SafetensorsError, SafetensorsModel};
+use autoround_formats::tokenizer::{Tokenizer, TokenizerError};
+use std::borrow::Cow;
+use std::path::{Path, PathBuf};
+
+/// Errors opening or loading a model.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("{0}")]
+    Gguf(#[from] GgufError),
+    #[error("{0}")]
+    Safetensors(#[from] SafetensorsError),
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    #[error("{0}")]
+    Tensor(#[from] TensorError),
+    #[error("{0}")]
+    Tokenizer(#[from] TokenizerError),
+    #[error("{file}: tensor '{name}' is missing")]
+    Missing { file: String, name: String },
+    #[error("{path}: not found (expected a .gguf file or a Hugging Face model folder)")]
+    NotFound { path: PathBuf },
+}
+
+/// Where a model's bytes come from. Owns the memory maps that [`Model`] borrows.
+pub enum ModelSource {
+    Gguf(GgufFile),
+    Hf { dir: PathBuf, config: HfConfig, tensors: SafetensorsModel },
+}
+
+impl ModelSource {
+    /// Open a `.gguf` file or a Hugging Face folder.
+    pub fn open(path: &Path) -> Result<ModelSource, LoadError> {
+        if path.is_dir() {
+            let config = HfConfig::from_dir(path).map_err(ConfigError::from)?;
+            let tensors = SafetensorsModel::open_dir(path)?;
+            Ok(ModelSource::Hf { dir: path.to_path_buf(), config, tensors })
+        } else if path.is_file() {
+            Ok(ModelSource::Gguf(GgufFile::open(path)?))
+        } else {
+            Err(LoadError::NotFound { path: path.to_path_buf() })
+        }
+    }
+
+    /// The tokenizer that belongs to the model.
+    pub fn tokenizer(&self) -> Result<Tokenizer, LoadError> {
+        Ok(match self {
+            ModelSource::Gguf(f) => Tokenizer::from_gguf(f)?,
+            ModelSource::Hf { dir, .. } => Tokenizer::from_hf_dir(dir)?,
+        })
+    }
+
+    /// Build the model over this source's bytes.
+    pub fn load(&self) -> Result<Model<'_>, LoadError> {
+        match self {
+            ModelSource::Gguf(f) => load_gguf(f),
+            ModelSource::Hf { dir, config, tensors } => load_hf(dir, config, tensors),
+        }
+    }
+}
+
+fn load_gguf(f: &GgufFile) -> Result<Model<'_>, LoadError> {
+    let cfg = ModelConfig::from_gguf(f)?;
+    let file = f.path().display().to_string();
+    let get = |name: &str| f.tensor(name).ok_or_else(|| LoadError::Missing { file: file.clone(), name: name.into() });
+    let mat = |name: &str, rows: usize, cols: usize| -> Result<Weight<'_>, LoadError> {
+        let t = get(name)?;
+        let dims: Vec<u64> = t.dims.clone();
+        if dims != [cols as u64, rows as u64] {
+            return Err(TensorError::Shape {
+                name: name.into(),
+                expected: format!("[{cols}, {rows}]"),
+                found: format!("{dims:?}"),
+            }
+            .into());
+        }
+        Ok(Weight::new(name, t.ty, rows, cols, Cow::Borrowed(f.tensor_data(t)))?)
+    };
+    let vec = |name: &str, len: usize| -> Result<Vec<f32>, LoadError> {
+        let t = get(name)?;
+        if t.dims != [len as u64] {
+            return Err(TensorError::Shape { name: name.into(), expected: format!("[{len}]"), found: format!("{:?}", t.dims) }.into());
+        }
+        Ok(Weight::new(name, t.ty, 1, len, Cow::Borrowed(f.tensor_data(t)))?.to_f32())
+    };
+    let opt_vec = |name: &str, len: usize| -> Result<Option<Vec<f32>>, LoadError> {
+        if f.tensor(name).is_some() {
+            vec(name, len).map(Some)
+        } else {
+            Ok(None)
+        }
+    };
+    let c = &cfg;
+    let (q_dim, kv_dim) = (c.n_head * c.head_dim, c.n_head_kv * c.head_dim);
+    let mut layers = Vec::with_capacity(c.n_layer);
+    for i in 0..c.n_layer {
+        let p = |s: &str| format!("blk.{i}.{s}");
+        layers.push(Layer {
+            attn_norm: vec(&p("attn_norm.weight"), c.n_embd)?,
+            wq: mat(&p("attn_q.weight"), q_dim, c.n_embd)?,
+            wk: mat(&p("attn_k.weight"), kv_dim, c.n_embd)?,
+            wv: mat(&p("attn_v.weight"), kv_dim, c.n_embd)?,
+            wo: mat(&p("attn_output.weight"), c.n_embd, q_dim)?,
+            bq: opt_vec(&p("attn_q.bias"), q_dim)?,
+            bk: opt_vec(&p("attn_k.bias"), kv_dim)?,
+            bv: opt_vec(&p("attn_v.bias"), kv_dim)?,
+            q_norm: opt_vec(&p("attn_q_norm.weight"), c.head_dim)?,
+            k_norm: opt_vec(&p("attn_k_norm.weight"), c.head_dim)?,
+            ffn_norm: vec(&p("ffn_norm.weight"), c.n_embd)?,
+            w_gate: mat(&p("ffn_gate.weight"), c.n_ff, c.n_embd)?,
+            w_up: mat(&p("ffn_up.weight"), c.n_ff, c.n_embd)?,
+            w_down: mat(&p("ffn_down.weight"), c.n_embd, c.n_ff)?,
+        });
+    }
+    let output = if f.tensor("output.weight").is_some() { Some(mat("output.weight", c.vocab_size, c.n_embd)?) } else { None };
+    Ok(Model {
+        tok_embd: mat("token_embd.weight", c.vocab_size, c.n_embd)?,
+        layers,
+        out_norm: vec("output_norm.weight", c.n_embd)?,
+        output,
+        rope_freq_factors: opt_vec("rope_freqs.weight", c.rope_dims / 2)?,
+        cfg,
+    })
+}
+
+fn load_hf<'a>(dir: &Path, hf: &HfConfig, st: &'a SafetensorsModel) -> Result<Model<'a>, LoadError> {
+    let file = dir.join("config.json").display().to_string();
+    let cfg = ModelConfig::from_hf(hf, &file)?;
+    let mat = |name: &str, rows: usize, cols: usize| -> Result<Weight<'a>, LoadError> {
+        let t = st.tensor(name)?;
+        if t.shape != [rows, cols] {
+            return Err(TensorError::Shape { name: name.into(), expected: format!("[{rows}, {cols}]"), found: format!("{:?}", t.shape) }.into());
+        }
+        Ok(Weight::new(name, t.dtype, rows, cols, Cow::Borrowed(t.data))?)
+    };
+    let vec = |name: &str, len: usize| -> Result<Vec<f32>, LoadError> {
+        let t = st.tensor(name)?;
+        if t.shape != [len] {
+            return Err(TensorError::Shape { name: name.into(), expected: format!("[{len}]"), found: format!("{:?}", t.shape) }.into());
+        }
+        Ok(Weight::new(name, t.dtype, 1, len, Cow::Borrowed(t.data))?.to_f32())
+    };
+    let has = |name: &str| st.tensor(name).is_ok();
+    let opt_vec = |name: &str, len: usize| if has(name) { vec(name, len).map(Some) } else { Ok(None) };
+    let c = &cfg;
+    let (q_dim, kv_dim) = (c.n_head * c.head_dim, c.n_head_kv * c.head_dim);
+    let mut layers = Vec::with_capacity(c.n_layer);
+    for i in 0..c.n_layer {
+        let p = |s: &str| format!("model.layers.{i}.{s}");
+        layers.push(Layer {
+            attn_norm: vec(&p("input_layernorm.weight"), c.n_embd)?,
+            wq: mat(&p("self_attn.q_proj.weight"), q_dim, c.n_embd)?,
+            wk: mat(&p("self_attn.k_proj.weight"), kv_dim, c.n_embd)?,
+            wv: mat(&p("self_attn.v_proj.weight"), kv_dim, c.n_embd)?,
+            wo: mat(&p("self_attn.o_proj.weight"), c.n_embd, q_dim)?,
+            bq: opt_vec(&p("self_attn.q_proj.bias"), q_dim)?,
+            bk: opt_vec(&p("self_attn.k_proj.bias"), kv_dim)?,
+            bv: opt_vec(&p("self_attn.v_proj.bias"), kv_dim)?,
+            q_norm: opt_vec(&p("self_attn.q_norm.weight"), c.head_dim)?,
+            k_norm: opt_vec(&p("self_attn.k_norm.weight"), c.head_dim)?,
+            ffn_norm: vec(&p("post_attention_layernorm.weight"), c.n_embd)?,
+            w_gate: mat(&p("mlp.gate_proj.weight"), c.n_ff, c.n_embd)?,
+            w_up: mat(&p("mlp.up_proj.weight"), c.n_ff, c.n_embd)?,
+            w_down: mat(&p("mlp.down_proj.weight"), c.n_embd, c.n_ff)?,
+        });
+    }
+    let output = if !hf.tie_word_embeddings && has("lm_head.weight") {
+        Some(mat("lm_head.weight", c.vocab_size, c.n_embd)?)
+    } else {
+        None
+    };
+    Ok(Model {
+        tok_embd: mat("model.embed_tokens.weight", c.vocab_size, c.n_embd)?,
+        layers,
+        out_norm: vec("model.norm.weight", c.n_embd)?,
+        output,
+        rope_freq_factors: llama3_freq_factors(hf, c),
+        cfg,
+    })
+}
+
+/// Llama 3's RoPE frequency divisors, computed from `rope_scaling` as llama.cpp's converter does.
+fn llama3_freq_factors(hf: &HfConfig, c: &ModelConfig) -> Option<Vec<f32>> {
+    let rs = hf.rope_scaling.as_ref()?;
+    if rs.rope_type.as_deref() != Some("llama3") {
+        return None;
+    }
+    let factor = rs.factor.unwrap_or(8.0);
+    let low = rs.low_freq_factor.unwrap_or(1.0);
+    let high = rs.high_freq_factor.unwrap_or(4.0);
+    let old_ctx = rs.original_max_position_embeddings.unwrap_or(8192) as f64;
+    let (low_wavelen, high_wavelen) = (old_ctx / low, old_ctx / high);
+    let dim = c.rope_dims as f64;
+    Some(
+        (0..c.rope_dims / 2)
+            .map(|i| {
+                let freq = 1.0 / (c.rope_base as f64).powf(2.0 * i as f64 / dim);
+                let wavelen = 2.0 * std::f64::consts::PI / freq;
+                let f = if wavelen < high_wavelen {
+                    1.0
+                } else if wavelen > low_wavelen {
+                    factor
+                } else {
+                    let smooth = (old_ctx / wavelen - low) / (high - low);
+                    1.0 / ((1.0 - smooth) / factor + smooth)
+                };
+                f as f32
+            })
+            .collect(),
+    )
+}
+

@@ -1,0 +1,149 @@
+//! Weights and the reference matrix multiply.
+//!
+//! A [`Weight`] is a 2-D matrix of `rows` output rows, each `cols` elements of one ggml type, laid
+//! out row after row exactly as in GGUF (and as in safetensors for F32/F16/BF16): the bytes are
+//! borrowed from the memory map, never copied at load.
+//!
+//! [`matmul`] follows llama.cpp's CPU numerics so that our logits track llama.cpp's closely: each
+//! activation row is first converted to the weight type's "vec-dot type" (Q8_0, Q8_1, Q8_K, F16,
+//! ...) and every output is the scalar reference dot product of a weight row with that row. The
+//! fast SIMD kernels (a later issue) must agree with this path.
+
+use autoround_kernels::reference;
+use autoround_kernels::GgmlType;
+use rayon::prelude::*;
+use std::borrow::Cow;
+
+/// Errors building weights from file tensors.
+#[derive(Debug, thiserror::Error)]
+pub enum TensorError {
+    #[error("tensor '{name}': expected shape {expected}, found {found}")]
+    Shape { name: String, expected: String, found: String },
+    #[error("tensor '{name}': type {ty} is not supported for computation yet")]
+    Type { name: String, ty: GgmlType },
+    #[error("tensor '{name}': row length {cols} is not a multiple of the {ty} block size {block}")]
+    Ragged { name: String, ty: GgmlType, cols: usize, block: usize },
+    #[error("tensor '{name}': holds {got} bytes, shape needs {want}")]
+    Bytes { name: String, got: usize, want: usize },
+}
+
+/// A row-major matrix of `rows` × `cols` elements of type `ty`.
+#[derive(Debug, Clone)]
+pub struct Weight<'a> {
+    pub name: String,
+    pub ty: GgmlType,
+    pub rows: usize,
+    pub cols: usize,
+    pub data: Cow<'a, [u8]>,
+}
+
+impl<'a> Weight<'a> {
+    /// Check the type and byte size and wrap the bytes.
+    pub fn new(
+        name: &str,
+        ty: GgmlType,
+        rows: usize,
+        cols: usize,
+        data: Cow<'a, [u8]>,
+    ) -> Result<Weight<'a>, TensorError> {
+        if !reference::can_dequantize(ty) {
+            return Err(TensorError::Type { name: name.into(), ty });
+        }
+        if cols % ty.block_size() != 0 {
+            return Err(TensorError::Ragged {
+                name: name.into(),
+                ty,
+                cols,
+                block: ty.block_size(),
+            });
+        }
+        let want = ty
+            .row_bytes(cols as u64)
+            .and_then(|r| r.checked_mul(rows as u64))
+            .unwrap_or(u64::MAX);
+        if data.len() as u64 != want {
+            return Err(TensorError::Bytes { name: name.into(), got: data.len(), want: want as usize });
+        }
+        Ok(Weight { name: name.into(), ty, rows, cols, data })
+    }
+
+    /// Bytes of one row.
+    pub fn row_bytes(&self) -> usize {
+        self.data.len() / self.rows.max(1)
+    }
+
+    /// The raw bytes of row `r`.
+    pub fn row(&self, r: usize) -> &[u8] {
+        let rb = self.row_bytes();
+        &self.data[r * rb..(r + 1) * rb]
+    }
+
+    /// Dequantize row `r` into `out` (`cols` values).
+    pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
+        reference::dequantize_row(self.ty, self.row(r), out)
+            .expect("weight type and size were checked at construction");
+    }
+
+    /// The whole matrix as f32 (for small tensors: norms, biases).
+    pub fn to_f32(&self) -> Vec<f32> {
+        let mut out = vec![0f32; self.rows * self.cols];
+        for (r, o) in out.chunks_mut(self.cols).enumerate() {
+            self.dequantize_row(r, o);
+        }
+        out
+    }
+}
+
+/// Activations converted once to a weight type's vec-dot type, one packed row per token.
+pub struct QuantizedActivations {
+    ty: GgmlType,
+    row_bytes: usize,
+    data: Vec<u8>,
+}
+
+impl QuantizedActivations {
+    /// Convert `n` rows of `cols` floats for multiplication with weights of type `wty`.
+    pub fn new(wty: GgmlType, x: &[f32], n: usize, cols: usize) -> QuantizedActivations {
+        let ty = reference::vec_dot_type(wty);
+        let row_bytes = ty.row_bytes(cols as u64).expect("cols checked against the weight") as usize;
+        let mut data = vec![0u8; row_bytes * n];
+        data.par_chunks_mut(row_bytes.max(1))
+            .zip(x.par_chunks(cols))
+            .for_each(|(dst, src)| reference::quantize_row_to(ty, src, dst));
+        QuantizedActivations { ty, row_bytes, data }
+    }
+
+    fn row(&self, t: usize) -> &[u8] {
+        &self.data[t * self.row_bytes..(t + 1) * self.row_bytes]
+    }
+}
+
+/// `out[t][r] = sum_c w[r][c] * x[t][c]` for `n` tokens: `x` is `n × w.cols`, `out` is `n × w.rows`.
+pub fn matmul(w: &Weight, x: &[f32], n: usize, out: &mut [f32]) {
+    assert_eq!(x.len(), n * w.cols, "matmul input of {}", w.name);
+    assert_eq!(out.len(), n * w.rows, "matmul output of {}", w.name);
+    let qa = QuantizedActivations::new(w.ty, x, n, w.cols);
+    matmul_quantized(w, &qa, n, out);
+}
+
+/// [`matmul`] with activations already converted (shared by the q, k and v projections).
+pub fn matmul_quantized(w: &Weight, qa: &QuantizedActivations, n: usize, out: &mut [f32]) {
+    assert_eq!(qa.ty, reference::vec_dot_type(w.ty));
+    // Rows in parallel; each worker keeps its weight rows hot in cache across all tokens.
+    const ROWS_PER_TASK: usize = 16;
+    let mut tmp = vec![0f32; w.rows * n];
+    tmp.par_chunks_mut(ROWS_PER_TASK * n).enumerate().for_each(|(chunk, block)| {
+        let r0 = chunk * ROWS_PER_TASK;
+        for (i, row_out) in block.chunks_mut(n).enumerate() {
+            let wr = w.row(r0 + i);
+            for (t, o) in row_out.iter_mut().enumerate() {
+                *o = reference::vec_dot(w.ty, w.cols, wr, qa.row(t)).expect("type checked at load");
+            }
+        }
+    });
+    for t in 0..n {
+        for r in 0..w.rows {
+            out[t * w.rows + r] = tmp[r * n + t];
+        }
+    }
+}

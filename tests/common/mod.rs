@@ -1,0 +1,47 @@
+//! Shared helpers of the integration tests: where the test models live, and the golden data.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+/// The model cache (`AUTOROUND_MODELS`, default `~/.cache/autoround-cpu/models`).
+pub fn models_dir() -> PathBuf {
+    if let Ok(d) = std::env::var("AUTOROUND_MODELS") {
+        return PathBuf::from(d);
+    }
+    let home = std::env::var("HOME").unwrap_or_else(|_| ".".into());
+    PathBuf::from(home).join(".cache/autoround-cpu/models")
+}
+
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && v != "false")
+}
+
+/// Path of `SmolLM2-135M-Instruct.{variant}.gguf`, or `None` (with a loud message) when it has not
+/// been made. Under CI a missing model is a failure, not a skip.
+pub fn model(variant: &str) -> Option<PathBuf> {
+    let p = models_dir().join(format!("SmolLM2-135M-Instruct.{variant}.gguf"));
+    if p.is_file() {
+        return Some(p);
+    }
+    let msg = format!(
+        "{} is missing: run tools/fetch-models.sh (Q4_1) and tools/make-models.sh (F16, Q8_0, Q4_K_M)",
+        p.display()
+    );
+    if in_ci() {
+        panic!("{msg}");
+    }
+    eprintln!("SKIP: {msg}");
+    None
+}
+
+/// The golden data recorded from llama.cpp by tools/make-golden.sh.
+pub fn golden() -> serde_json::Value {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/llama_cpp/golden.json");
+    let s = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e} (run tools/make-golden.sh)", p.display()));
+    serde_json::from_str(&s).expect("golden.json parses")
+}
+
+/// `../shared/data/<name>` beside the checkout.
+pub fn shared_data(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data").join(name)
+}

