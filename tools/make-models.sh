@@ -17,5 +17,6 @@ for t in F16 Q8_0 Q4_K_M; do
   "$BIN/llama-quantize" --allow-requantize "$SRC" "$out.tmp" "$t" 2 >/dev/null 2>"$DIR/.quantize-$t.log" \
     || { cat "$DIR/.quantize-$t.log" >&2; rm -f "$out.tmp"; exit 1; }
   mv "$out.tmp" "$out"
+  rm -f "$DIR/.quantize-$t.log"
 done
 echo "$DIR"

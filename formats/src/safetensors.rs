@@ -99,10 +99,11 @@ impl Shard {
         // reader, the file must not be truncated or modified while it is mapped; weights files
         // are written once (atomically, see `write_safetensors`) and then only read.
         let mmap = unsafe { Mmap::map(&file) }.map_err(|e| io_err(path, e))?;
-        let (n, metadata) = SafeTensors::read_metadata(&mmap).map_err(|e| SafetensorsError::Format {
-            path: path.to_path_buf(),
-            msg: describe_st_error(&e),
-        })?;
+        let (n, metadata) =
+            SafeTensors::read_metadata(&mmap).map_err(|e| SafetensorsError::Format {
+                path: path.to_path_buf(),
+                msg: describe_st_error(&e),
+            })?;
         Ok(Shard {
             path: path.to_path_buf(),
             mmap,
@@ -148,7 +149,10 @@ impl std::fmt::Debug for SafetensorsModel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SafetensorsModel")
             .field("origin", &self.origin)
-            .field("shards", &self.shards.iter().map(|s| &s.path).collect::<Vec<_>>())
+            .field(
+                "shards",
+                &self.shards.iter().map(|s| &s.path).collect::<Vec<_>>(),
+            )
             .field("tensors", &self.index.len())
             .finish()
     }
@@ -256,8 +260,11 @@ impl SafetensorsModel {
             msg,
         };
         let text = std::fs::read_to_string(index_path).map_err(|e| io_err(index_path, e))?;
-        let parsed: IndexJson = serde_json::from_str(&text)
-            .map_err(|e| bad(format!("expected {{\"weight_map\": {{tensor: shard file}}}}: {e}")))?;
+        let parsed: IndexJson = serde_json::from_str(&text).map_err(|e| {
+            bad(format!(
+                "expected {{\"weight_map\": {{tensor: shard file}}}}: {e}"
+            ))
+        })?;
         if parsed.weight_map.is_empty() {
             return Err(bad("weight_map is empty".into()));
         }
@@ -271,10 +278,8 @@ impl SafetensorsModel {
         let mut shard_of: HashMap<&str, usize> = HashMap::new();
         for name in shard_names {
             let rel = Path::new(name);
-            let safe = !name.is_empty()
-                && rel
-                    .components()
-                    .all(|c| matches!(c, Component::Normal(_)));
+            let safe =
+                !name.is_empty() && rel.components().all(|c| matches!(c, Component::Normal(_)));
             if !safe {
                 return Err(bad(format!(
                     "shard file name '{name}' must be a relative path inside the model directory"
@@ -356,13 +361,13 @@ impl SafetensorsModel {
     /// The tensor of this name, zero-copy. Errors name the tensor when it is missing or of an
     /// unsupported dtype.
     pub fn tensor(&self, name: &str) -> Result<StTensor<'_>, SafetensorsError> {
-        let (key, &si) = self
-            .index
-            .get_key_value(name)
-            .ok_or_else(|| SafetensorsError::MissingTensor {
-                name: name.to_string(),
-                path: self.origin.clone(),
-            })?;
+        let (key, &si) =
+            self.index
+                .get_key_value(name)
+                .ok_or_else(|| SafetensorsError::MissingTensor {
+                    name: name.to_string(),
+                    path: self.origin.clone(),
+                })?;
         let shard = &self.shards[si];
         let info = shard
             .metadata
@@ -465,14 +470,7 @@ pub fn write_safetensors(
                 ),
             ));
         }
-        views.push((
-            name.as_str(),
-            WriteView {
-                dtype,
-                shape,
-                data,
-            },
-        ));
+        views.push((name.as_str(), WriteView { dtype, shape, data }));
     }
 
     let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
@@ -556,10 +554,8 @@ mod tests {
     use super::*;
 
     fn tmpdir(tag: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!(
-            "autoround-st-unit-{tag}-{}",
-            std::process::id()
-        ));
+        let d =
+            std::env::temp_dir().join(format!("autoround-st-unit-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).unwrap();
         d
@@ -586,11 +582,17 @@ mod tests {
         assert_eq!(m.names(), vec!["a", "b", "c"]);
         assert_eq!(m.metadata().get("format").map(String::as_str), Some("pt"));
         let t = m.tensor("a").unwrap();
-        assert_eq!((t.dtype, t.shape.clone(), t.data), (GgmlType::F32, vec![2, 3], &a[..]));
+        assert_eq!(
+            (t.dtype, t.shape.clone(), t.data),
+            (GgmlType::F32, vec![2, 3], &a[..])
+        );
         let e = m.tensor("c").unwrap_err().to_string();
         assert!(e.contains("'c'") && e.contains("I32"), "{e}");
         let e = m.tensor("nope").unwrap_err().to_string();
-        assert!(e.contains("'nope'") && e.contains("model.safetensors"), "{e}");
+        assert!(
+            e.contains("'nope'") && e.contains("model.safetensors"),
+            "{e}"
+        );
         // Writer rejects a size mismatch, naming the tensor.
         let e = write_safetensors(&p, &[("x".into(), GgmlType::F16, vec![3], &a)], None)
             .unwrap_err()

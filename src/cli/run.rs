@@ -136,7 +136,7 @@ mod tests {
 
     #[test]
     fn unescape_handles_llama_cpp_escapes() {
-        assert_eq!(unescape(r"a\nb\tc\\d\"e\q"), "a\nb\tc\\d\"e\\q");
+        assert_eq!(unescape(r#"a\nb\tc\\d\"e\q"#), "a\nb\tc\\d\"e\\q");
         assert_eq!(unescape("trailing\\"), "trailing\\");
     }
 

@@ -1,7 +1,7 @@
 //! Hyper-parameters of a Llama-family decoder, read from GGUF metadata or a Hugging Face config.
 
 use autoround_formats::gguf::{GgufFile, GgufValue};
-use autoround_formats::hf::{Arch as HfArch, HfConfig};
+use autoround_formats::hf::{Arch as HfArch, HfConfig, RopeType};
 
 /// The architectures the model code runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -197,11 +197,15 @@ impl ModelConfig {
         };
         let mut rope_freq_scale = 1.0f32;
         if let Some(rs) = &c.rope_scaling {
-            if rs.rope_type.as_deref() == Some("linear") {
-                if let Some(f) = rs.factor {
-                    if f > 0.0 {
-                        rope_freq_scale = (1.0 / f) as f32;
-                    }
+            match &rs.rope_type {
+                RopeType::Default | RopeType::Llama3 => {}
+                RopeType::Linear if rs.factor > 0.0 => rope_freq_scale = (1.0 / rs.factor) as f32,
+                other => {
+                    return Err(ConfigError::Bad {
+                        file: file.into(),
+                        key: "rope_scaling".into(),
+                        why: format!("{other:?} RoPE scaling is not supported yet (default, linear, llama3)"),
+                    })
                 }
             }
         }

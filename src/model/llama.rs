@@ -3,8 +3,9 @@
 //! Numerics follow llama.cpp's CPU backend where that is cheap to do, so that greedy tokens and
 //! perplexities agree with it: RMSNorm sums squares in f64; RoPE angles are built by repeated
 //! multiplication in f32 as ggml's cache does; K and V are stored in f16 (llama.cpp's default KV
-//! cache type) and Q is rounded to f16 for the Q·K products; softmax sums in f64; SiLU is
-//! `x / (1 + e^-x)`; every matrix product goes through [`crate::tensor::matmul`].
+//! cache type) and attention follows llama.cpp's CPU flash-attention paths (see
+//! [`Model::attention`]); SiLU is `x / (1 + e^-x)`; every matrix product goes through
+//! [`crate::tensor::matmul`].
 
 use super::config::{ModelConfig, RopeLayout};
 use crate::tensor::{matmul, matmul_quantized, QuantizedActivations, Weight};
@@ -44,7 +45,6 @@ pub struct Model<'a> {
 /// Keys and values of every layer for positions `0..len`, stored in f16 like llama.cpp's default.
 pub struct KvCache {
     n_ctx: usize,
-    kv_dim: usize,
     k: Vec<Vec<f16>>,
     v: Vec<Vec<f16>>,
     len: usize,
@@ -56,7 +56,6 @@ impl KvCache {
         let kv_dim = cfg.n_head_kv * cfg.head_dim;
         KvCache {
             n_ctx,
-            kv_dim,
             k: (0..cfg.n_layer).map(|_| vec![f16::ZERO; n_ctx * kv_dim]).collect(),
             v: (0..cfg.n_layer).map(|_| vec![f16::ZERO; n_ctx * kv_dim]).collect(),
             len: 0,
@@ -290,7 +289,15 @@ impl<'a> Model<'a> {
         Ok(x)
     }
 
-    /// Causal grouped-query attention of `n` new queries over cached positions `0..pos0+n`.
+    /// Causal grouped-query attention of `n` new queries over cached positions `0..pos0+n`,
+    /// with the numerics of llama.cpp's CPU flash attention (its default), which has two paths:
+    ///
+    /// - batches of at least [`FA_TILE_Q`] queries (prompt processing, perplexity): the tiled path.
+    ///   Q stays f32, K and V are widened from f16, scores and the V sum are f32, and softmax runs
+    ///   online over tiles of [`FA_TILE_KV`] keys.
+    /// - smaller batches and decoding: the one-query path. Q is rounded to f16, each score is an
+    ///   f16 dot product, softmax runs online key by key, and the weighted sum of V is accumulated
+    ///   **in f16** (rounded after every key), then divided by the f32 sum at the end.
     fn attention(&self, q: &[f32], kc: &[f16], vc: &[f16], pos0: usize, n: usize, out: &mut [f32]) {
         let c = &self.cfg;
         let hd = c.head_dim;
@@ -298,42 +305,141 @@ impl<'a> Model<'a> {
         let kv_dim = c.n_head_kv * hd;
         let group = c.n_head / c.n_head_kv;
         let scale = 1.0 / (hd as f32).sqrt();
+        let tiled = n >= FA_TILE_Q;
         out.par_chunks_mut(hd).enumerate().for_each(|(idx, o)| {
             let t = idx / c.n_head;
             let h = idx % c.n_head;
             let kvh = h / group;
             let n_kv = pos0 + t + 1;
-            // Q rounded to f16, as ggml converts it to the K cache's type for the dot product.
-            let qh: Vec<f32> = q[t * q_dim + h * hd..t * q_dim + (h + 1) * hd]
-                .iter()
-                .map(|&x| f16::from_f32(x).to_f32())
-                .collect();
-            let mut s = vec![0f32; n_kv];
-            let mut max = f32::NEG_INFINITY;
-            for (j, sj) in s.iter_mut().enumerate() {
-                let kr = &kc[j * kv_dim + kvh * hd..j * kv_dim + (kvh + 1) * hd];
-                let mut dot = 0f64;
-                for i in 0..hd {
-                    dot += (qh[i] * kr[i].to_f32()) as f64;
-                }
-                *sj = (dot as f32) * scale;
-                max = max.max(*sj);
-            }
-            let mut sum = 0f64;
-            for sj in s.iter_mut() {
-                *sj = (*sj - max).exp();
-                sum += *sj as f64;
-            }
-            let inv = (1.0 / sum) as f32;
-            o.fill(0.0);
-            for (j, sj) in s.iter().enumerate() {
-                let p = sj * inv;
-                let vr = &vc[j * kv_dim + kvh * hd..j * kv_dim + (kvh + 1) * hd];
-                for i in 0..hd {
-                    o[i] += p * vr[i].to_f32();
-                }
+            let qh = &q[t * q_dim + h * hd..t * q_dim + (h + 1) * hd];
+            let k_row = |j: usize| &kc[j * kv_dim + kvh * hd..j * kv_dim + (kvh + 1) * hd];
+            let v_row = |j: usize| &vc[j * kv_dim + kvh * hd..j * kv_dim + (kvh + 1) * hd];
+            if tiled {
+                attention_tiled(qh, n_kv, k_row, v_row, scale, o);
+            } else {
+                attention_one(qh, n_kv, k_row, v_row, scale, o);
             }
         });
+    }
+}
+
+/// Queries per tile above which llama.cpp's CPU flash attention takes its tiled path.
+pub const FA_TILE_Q: usize = 64;
+/// Keys per tile of the tiled path.
+pub const FA_TILE_KV: usize = 64;
+
+/// llama.cpp's tiled flash-attention numerics for one query row (see [`Model::attention`]).
+fn attention_tiled<'k>(
+    qh: &[f32],
+    n_kv: usize,
+    k_row: impl Fn(usize) -> &'k [f16],
+    v_row: impl Fn(usize) -> &'k [f16],
+    scale: f32,
+    o: &mut [f32],
+) {
+    let hd = qh.len();
+    let (mut m, mut s_sum) = (f32::NEG_INFINITY, 0f32);
+    o.fill(0.0);
+    let mut kq = [0f32; FA_TILE_KV];
+    for ic in (0..n_kv).step_by(FA_TILE_KV) {
+        let tile = FA_TILE_KV.min(n_kv - ic);
+        for (tk, sk) in kq.iter_mut().enumerate() {
+            *sk = if tk < tile {
+                let kr = k_row(ic + tk);
+                let mut acc = 0f32;
+                for d in 0..hd {
+                    acc += qh[d] * kr[d].to_f32();
+                }
+                acc * scale
+            } else {
+                f32::NEG_INFINITY
+            };
+        }
+        let tile_max = kq.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let m_new = m.max(tile_max);
+        if m_new > m {
+            let ms = (m - m_new).exp();
+            o.iter_mut().for_each(|x| *x *= ms);
+            s_sum *= ms;
+        }
+        m = m_new;
+        let mut tile_sum = 0f64;
+        for sk in kq.iter_mut() {
+            *sk = (*sk - m).exp();
+            tile_sum += *sk as f64;
+        }
+        s_sum += tile_sum as f32;
+        for (tk, &p) in kq.iter().enumerate().take(tile) {
+            let vr = v_row(ic + tk);
+            for d in 0..hd {
+                o[d] += vr[d].to_f32() * p;
+            }
+        }
+    }
+    let inv = if s_sum == 0.0 { 0.0 } else { 1.0 / s_sum };
+    o.iter_mut().for_each(|x| *x *= inv);
+}
+
+/// ggml's AVX2 f16 dot product order: 4 accumulators of 8 lanes over steps of 32, reduced
+/// pairwise, remaining elements added in f64.
+fn dot_f16(a: &[f16], b: &[f16]) -> f32 {
+    let n = a.len();
+    let np = n & !31;
+    let mut acc = [[0f32; 8]; 4];
+    for i in (0..np).step_by(32) {
+        for (j, accj) in acc.iter_mut().enumerate() {
+            for (l, lane) in accj.iter_mut().enumerate() {
+                let k = i + j * 8 + l;
+                *lane += a[k].to_f32() * b[k].to_f32();
+            }
+        }
+    }
+    for l in 0..8 {
+        acc[0][l] += acc[2][l];
+        acc[1][l] += acc[3][l];
+        acc[0][l] += acc[1][l];
+    }
+    let t0: Vec<f32> = (0..4).map(|l| acc[0][l] + acc[0][l + 4]).collect();
+    let mut sum = ((t0[0] + t0[1]) + (t0[2] + t0[3])) as f64;
+    for k in np..n {
+        sum += (a[k].to_f32() * b[k].to_f32()) as f64;
+    }
+    sum as f32
+}
+
+/// llama.cpp's one-query flash-attention numerics (see [`Model::attention`]).
+fn attention_one<'k>(
+    qh: &[f32],
+    n_kv: usize,
+    k_row: impl Fn(usize) -> &'k [f16],
+    v_row: impl Fn(usize) -> &'k [f16],
+    scale: f32,
+    o: &mut [f32],
+) {
+    let hd = qh.len();
+    let q16: Vec<f16> = qh.iter().map(|&x| f16::from_f32(x)).collect();
+    let mut vkq = vec![f16::ZERO; hd];
+    let (mut m, mut s_sum) = (f32::NEG_INFINITY, 0f32);
+    for j in 0..n_kv {
+        let s = dot_f16(k_row(j), &q16) * scale;
+        let (mut ms, mut vs) = (1f32, 1f32);
+        if s > m {
+            let m_old = m;
+            m = s;
+            ms = (m_old - m).exp();
+            vkq.iter_mut().for_each(|x| *x = f16::from_f32(x.to_f32() * ms));
+        } else {
+            vs = (s - m).exp();
+        }
+        let vr = v_row(j);
+        for d in 0..hd {
+            vkq[d] = f16::from_f32(vr[d].to_f32() * vs + vkq[d].to_f32());
+        }
+        s_sum = s_sum * ms + vs;
+    }
+    let inv = if s_sum == 0.0 { 0.0 } else { 1.0 / s_sum };
+    for d in 0..hd {
+        o[d] = vkq[d].to_f32() * inv;
     }
 }
 

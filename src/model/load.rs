@@ -192,10 +192,10 @@ fn load_hf<'a>(dir: &Path, hf: &HfConfig, st: &'a SafetensorsModel) -> Result<Mo
 /// Llama 3's RoPE frequency divisors, computed from `rope_scaling` as llama.cpp's converter does.
 fn llama3_freq_factors(hf: &HfConfig, c: &ModelConfig) -> Option<Vec<f32>> {
     let rs = hf.rope_scaling.as_ref()?;
-    if rs.rope_type.as_deref() != Some("llama3") {
+    if rs.rope_type != autoround_formats::hf::RopeType::Llama3 {
         return None;
     }
-    let factor = rs.factor.unwrap_or(8.0);
+    let factor = rs.factor;
     let low = rs.low_freq_factor.unwrap_or(1.0);
     let high = rs.high_freq_factor.unwrap_or(4.0);
     let old_ctx = rs.original_max_position_embeddings.unwrap_or(8192) as f64;

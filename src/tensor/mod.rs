@@ -109,7 +109,9 @@ impl QuantizedActivations {
         let mut data = vec![0u8; row_bytes * n];
         data.par_chunks_mut(row_bytes.max(1))
             .zip(x.par_chunks(cols))
-            .for_each(|(dst, src)| reference::quantize_row_to(ty, src, dst));
+            .for_each(|(dst, src)| {
+                reference::quantize_row_to(ty, src, dst).expect("vec-dot types are quantizable")
+            });
         QuantizedActivations { ty, row_bytes, data }
     }
 
@@ -129,6 +131,7 @@ pub fn matmul(w: &Weight, x: &[f32], n: usize, out: &mut [f32]) {
 /// [`matmul`] with activations already converted (shared by the q, k and v projections).
 pub fn matmul_quantized(w: &Weight, qa: &QuantizedActivations, n: usize, out: &mut [f32]) {
     assert_eq!(qa.ty, reference::vec_dot_type(w.ty));
+    let dot = reference::vec_dot_fn(w.ty).expect("weight type checked at construction");
     // Rows in parallel; each worker keeps its weight rows hot in cache across all tokens.
     const ROWS_PER_TASK: usize = 16;
     let mut tmp = vec![0f32; w.rows * n];
@@ -137,7 +140,7 @@ pub fn matmul_quantized(w: &Weight, qa: &QuantizedActivations, n: usize, out: &m
         for (i, row_out) in block.chunks_mut(n).enumerate() {
             let wr = w.row(r0 + i);
             for (t, o) in row_out.iter_mut().enumerate() {
-                *o = reference::vec_dot(w.ty, w.cols, wr, qa.row(t)).expect("type checked at load");
+                *o = dot(w.cols, wr, qa.row(t));
             }
         }
     });

@@ -16,10 +16,11 @@
 //! type ([`GgufValueType`]): fixed-size scalars (a bool is one byte), a string, or an array: `u32`
 //! element type, `u64` count, then the elements without type ids (arrays may nest). A tensor's size
 //! is its ggml row bytes (`ne[0]` must be whole blocks of its [`GgmlType`](crate::GgmlType)) times
-//! the other dimensions. llama.cpp's `ggml/src/gguf.cpp` is the reference; the reader accepts what
-//! it accepts, except that strings must be valid UTF-8 (we hand out `String`s), tensor data need
-//! not be packed in info order, and arrays may nest (up to [`GGUF_MAX_ARRAY_DEPTH`] levels, as
-//! gguf-py allows).
+//! the other dimensions. llama.cpp's `ggml/src/gguf.cpp` is the reference; the reader rejects what
+//! it rejects, except that: strings must also be valid UTF-8 (we hand out `String`s); tensor data
+//! need only be aligned and inside the file, not packed in info order; tensor names of 64 bytes or
+//! more are read (the writer refuses them, as llama.cpp cannot load them); and arrays may nest (up
+//! to [`GGUF_MAX_ARRAY_DEPTH`] levels, as gguf-py allows).
 //!
 //! # Why our own reader and writer
 //!

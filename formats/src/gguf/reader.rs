@@ -190,8 +190,8 @@ struct Parser<'b> {
     pos: usize,
 }
 
-/// Fewest bytes of one metadata entry: key length, a 1-byte key, type id, a 1-byte value.
-const MIN_KV_BYTES: u64 = 8 + 1 + 4 + 1;
+/// Fewest bytes of one metadata entry: key length, type id, a 1-byte value.
+const MIN_KV_BYTES: u64 = 8 + 4 + 1;
 /// Fewest bytes of one tensor info: name length, n_dims, type id, offset.
 const MIN_TENSOR_INFO_BYTES: u64 = 8 + 4 + 4 + 8;
 
@@ -226,7 +226,10 @@ impl<'b> Parser<'b> {
         };
         let len = usize::try_from(n).map_err(|_| truncated(self))?;
         let end = self.pos.checked_add(len).ok_or_else(|| truncated(self))?;
-        let s = self.bytes.get(self.pos..end).ok_or_else(|| truncated(self))?;
+        let s = self
+            .bytes
+            .get(self.pos..end)
+            .ok_or_else(|| truncated(self))?;
         self.pos = end;
         Ok(s)
     }
@@ -436,9 +439,9 @@ impl<'b> Parser<'b> {
         let mut seen: HashMap<String, u64> = HashMap::with_capacity(n_kv as usize);
         for index in 0..n_kv {
             let key_at = self.offset();
-            let key = self.string("key").map_err(|f| {
-                f.at(Location::Key { index, key: None })
-            })?;
+            let key = self
+                .string("key")
+                .map_err(|f| f.at(Location::Key { index, key: None }))?;
             let location = || Location::Key {
                 index,
                 key: Some(key.clone()),
@@ -469,9 +472,9 @@ impl<'b> Parser<'b> {
         let mut seen: HashMap<String, u64> = HashMap::with_capacity(n_tensors as usize);
         for index in 0..n_tensors {
             let name_at = self.offset();
-            let name = self.string("tensor name").map_err(|f| {
-                f.at(Location::Tensor { index, name: None })
-            })?;
+            let name = self
+                .string("tensor name")
+                .map_err(|f| f.at(Location::Tensor { index, name: None }))?;
             let location = || Location::Tensor {
                 index,
                 name: Some(name.clone()),
@@ -548,8 +551,9 @@ pub fn tensor_size(dims: &[u64], ty: GgmlType) -> Result<u64, Problem> {
         ty,
     };
     let n_elements = dims.iter().try_fold(1u64, |n, &d| n.checked_mul(d));
-    if !n_elements.is_some_and(|n| n <= i64::MAX as u64) {
-        return Err(overflow());
+    match n_elements {
+        Some(n) if n <= i64::MAX as u64 => {}
+        _ => return Err(overflow()),
     }
     let ne0 = dims.first().copied().unwrap_or(1);
     let block = ty.block_size() as u64;

@@ -266,9 +266,15 @@ impl fmt::Display for Location {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Location::Header => f.write_str("header"),
-            Location::Key { index, key: Some(k) } => write!(f, "key #{index} '{k}'"),
+            Location::Key {
+                index,
+                key: Some(k),
+            } => write!(f, "key #{index} '{k}'"),
             Location::Key { index, key: None } => write!(f, "key #{index}"),
-            Location::Tensor { index, name: Some(n) } => write!(f, "tensor #{index} '{n}'"),
+            Location::Tensor {
+                index,
+                name: Some(n),
+            } => write!(f, "tensor #{index} '{n}'"),
             Location::Tensor { index, name: None } => write!(f, "tensor #{index}"),
         }
     }
@@ -329,7 +335,10 @@ pub enum Problem {
     NameTooLong { found: usize },
     #[error("{found} dimensions, expected at most {GGUF_MAX_DIMS}")]
     TooManyDims { found: u64 },
-    #[error("dimension {axis} is {found}, expected at most {} (i64::MAX)", i64::MAX)]
+    #[error(
+        "dimension {axis} is {found}, expected at most {} (i64::MAX)",
+        i64::MAX
+    )]
     DimTooLarge { axis: usize, found: u64 },
     #[error("unknown or removed ggml type id {found}")]
     UnknownGgmlType { found: u32 },

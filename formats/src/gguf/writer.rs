@@ -295,20 +295,22 @@ impl<'a> GgufWriter<'a> {
     fn write_tmp_and_rename(&self, tmp: &Path, path: &Path) -> Result<(), GgufError> {
         let io = |p: &Path, op: &'static str| {
             let p = p.to_path_buf();
-            move |source| GgufError::Io { path: p, op, source }
+            move |source| GgufError::Io {
+                path: p,
+                op,
+                source,
+            }
         };
         // Validate before creating anything.
         self.validate()?;
         let file = File::create(tmp).map_err(io(tmp, "create"))?;
         let mut w = BufWriter::with_capacity(1 << 20, file);
         self.write_to(&mut w).map_err(|e| e.with_path(tmp))?;
-        let file = w
-            .into_inner()
-            .map_err(|e| GgufError::Io {
-                path: tmp.to_path_buf(),
-                op: "write",
-                source: e.into_error(),
-            })?;
+        let file = w.into_inner().map_err(|e| GgufError::Io {
+            path: tmp.to_path_buf(),
+            op: "write",
+            source: e.into_error(),
+        })?;
         file.sync_all().map_err(io(tmp, "fsync"))?;
         drop(file);
         std::fs::rename(tmp, path).map_err(io(path, "rename temporary file over"))?;

@@ -45,8 +45,7 @@ pub mod nonlinear;
 
 pub use float::{
     dequantize_row_bf16, dequantize_row_f16, dequantize_row_f32, fp32_to_bf16_bits,
-    quantize_row_bf16, quantize_row_f16, quantize_row_f32, vec_dot_bf16, vec_dot_f16,
-    vec_dot_f32,
+    quantize_row_bf16, quantize_row_f16, quantize_row_f32, vec_dot_bf16, vec_dot_f16, vec_dot_f32,
 };
 pub use kquants::{
     dequantize_row_q2_k, dequantize_row_q3_k, dequantize_row_q4_k, dequantize_row_q5_k,
@@ -56,8 +55,7 @@ pub use kquants::{
 pub use legacy::{
     dequantize_row_q4_0, dequantize_row_q4_1, dequantize_row_q5_0, dequantize_row_q5_1,
     dequantize_row_q8_0, dequantize_row_q8_1, quantize_row_q8_0, quantize_row_q8_1,
-    vec_dot_q4_0_q8_0, vec_dot_q4_1_q8_1, vec_dot_q5_0_q8_0, vec_dot_q5_1_q8_1,
-    vec_dot_q8_0_q8_0,
+    vec_dot_q4_0_q8_0, vec_dot_q4_1_q8_1, vec_dot_q5_0_q8_0, vec_dot_q5_1_q8_1, vec_dot_q8_0_q8_0,
 };
 pub use nonlinear::{
     dequantize_row_iq4_nl, dequantize_row_iq4_xs, dequantize_row_mxfp4, vec_dot_iq4_nl_q8_0,
@@ -207,9 +205,19 @@ pub(crate) fn check_row(ty: GgmlType, n: usize, bytes: usize) -> Result<(), Kern
     }
     let want = (n / block)
         .checked_mul(ty.type_size())
-        .ok_or(KernelError::SourceSize { ty, n, got: bytes, want: usize::MAX })?;
+        .ok_or(KernelError::SourceSize {
+            ty,
+            n,
+            got: bytes,
+            want: usize::MAX,
+        })?;
     if bytes != want {
-        return Err(KernelError::SourceSize { ty, n, got: bytes, want });
+        return Err(KernelError::SourceSize {
+            ty,
+            n,
+            got: bytes,
+            want,
+        });
     }
     Ok(())
 }
@@ -291,11 +299,19 @@ mod tests {
     fn check_row_reports_ragged_and_size() {
         assert!(matches!(
             check_row(GgmlType::Q4_0, 33, 18),
-            Err(KernelError::RaggedRow { n: 33, block: 32, .. })
+            Err(KernelError::RaggedRow {
+                n: 33,
+                block: 32,
+                ..
+            })
         ));
         assert!(matches!(
             check_row(GgmlType::Q4_0, 64, 35),
-            Err(KernelError::SourceSize { got: 35, want: 36, .. })
+            Err(KernelError::SourceSize {
+                got: 35,
+                want: 36,
+                ..
+            })
         ));
         assert!(check_row(GgmlType::Q4_0, 64, 36).is_ok());
         assert!(check_row(GgmlType::Q4_K, 0, 0).is_ok());
