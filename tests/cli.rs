@@ -8,7 +8,10 @@ use std::borrow::Cow;
 use std::process::{Command, Output};
 
 fn cli(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_autoround-cpu")).args(args).output().expect("runs the binary")
+    Command::new(env!("CARGO_BIN_EXE_autoround-cpu"))
+        .args(args)
+        .output()
+        .expect("runs the binary")
 }
 
 fn stderr(o: &Output) -> String {
@@ -18,7 +21,10 @@ fn stderr(o: &Output) -> String {
 /// Fails with a message containing every one of `needles`, and without a panic.
 fn assert_clean_error(o: &Output, needles: &[&str]) {
     let e = stderr(o);
-    assert!(!o.status.success(), "expected failure, got success; stderr: {e}");
+    assert!(
+        !o.status.success(),
+        "expected failure, got success; stderr: {e}"
+    );
     assert!(!e.contains("panicked"), "panicked: {e}");
     for n in needles {
         assert!(e.contains(n), "stderr should mention {n:?}: {e}");
@@ -40,7 +46,9 @@ fn bad_flag_is_rejected_with_usage() {
 
 #[test]
 fn truncated_gguf_is_a_clear_error() {
-    let Some(path) = common::model("Q4_1") else { return };
+    let Some(path) = common::model("Q4_1") else {
+        return;
+    };
     let bytes = std::fs::read(&path).unwrap();
     let dir = std::env::temp_dir().join(format!("arc-cli-trunc-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -63,7 +71,13 @@ fn unknown_architecture_is_named() {
     let mut w = GgufWriter::new(3, 32);
     w.add_kv("general.architecture", GgufValue::String("gpt9".into()));
     let data = vec![0u8; 4 * 8];
-    w.add_tensor("token_embd.weight", vec![8, 1], GgmlType::F32, Cow::Owned(data)).unwrap();
+    w.add_tensor(
+        "token_embd.weight",
+        vec![8, 1],
+        GgmlType::F32,
+        Cow::Owned(data),
+    )
+    .unwrap();
     w.write_to_path(&p).unwrap();
     let o = cli(&["run", "-m", p.to_str().unwrap(), "-p", "hi"]);
     assert_clean_error(&o, &["gpt9", "not supported"]);
@@ -72,19 +86,36 @@ fn unknown_architecture_is_named() {
 
 #[test]
 fn prompt_longer_than_context_is_refused() {
-    let Some(path) = common::model("Q4_1") else { return };
+    let Some(path) = common::model("Q4_1") else {
+        return;
+    };
     let prompt = "word ".repeat(100);
-    let o = cli(&["run", "-m", path.to_str().unwrap(), "-p", &prompt, "-c", "32", "-n", "4"]);
+    let o = cli(&[
+        "run",
+        "-m",
+        path.to_str().unwrap(),
+        "-p",
+        &prompt,
+        "-c",
+        "32",
+        "-n",
+        "4",
+    ]);
     assert_clean_error(&o, &["longer than the context of 32"]);
 }
 
 #[test]
 fn inspect_lists_metadata_and_every_tensor() {
-    let Some(path) = common::model("Q4_1") else { return };
+    let Some(path) = common::model("Q4_1") else {
+        return;
+    };
     let o = cli(&["inspect", path.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
     let out = String::from_utf8_lossy(&o.stdout);
-    assert!(out.contains("GGUF v3, 33 metadata keys, 272 tensors"), "{out}");
+    assert!(
+        out.contains("GGUF v3, 33 metadata keys, 272 tensors"),
+        "{out}"
+    );
     assert!(out.contains("general.architecture"));
     assert!(out.contains("blk.29.ffn_down.weight"));
     assert!(out.contains("token_embd.weight") && out.contains("Q8_0"));
@@ -101,12 +132,22 @@ fn doctor_reports_features_and_types() {
 
 #[test]
 fn perplexity_refuses_too_short_text() {
-    let Some(path) = common::model("Q4_1") else { return };
+    let Some(path) = common::model("Q4_1") else {
+        return;
+    };
     let dir = std::env::temp_dir().join(format!("arc-cli-ppl-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let f = dir.join("short.txt");
     std::fs::write(&f, "Only a few words.").unwrap();
-    let o = cli(&["perplexity", "-m", path.to_str().unwrap(), "-f", f.to_str().unwrap(), "-c", "128"]);
+    let o = cli(&[
+        "perplexity",
+        "-m",
+        path.to_str().unwrap(),
+        "-f",
+        f.to_str().unwrap(),
+        "-c",
+        "128",
+    ]);
     assert_clean_error(&o, &["you need at least 256 tokens"]);
     std::fs::remove_dir_all(&dir).ok();
 }

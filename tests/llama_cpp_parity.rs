@@ -13,13 +13,21 @@ use autoround_cpu::model::llama::{KvCache, Logits};
 use autoround_cpu::model::ModelSource;
 
 fn ids(v: &serde_json::Value) -> Vec<u32> {
-    v.as_array().expect("array of ids").iter().map(|x| x.as_u64().expect("id") as u32).collect()
+    v.as_array()
+        .expect("array of ids")
+        .iter()
+        .map(|x| x.as_u64().expect("id") as u32)
+        .collect()
 }
 
 fn check_greedy(variant: &str) {
-    let Some(path) = common::model(variant) else { return };
+    let Some(path) = common::model(variant) else {
+        return;
+    };
     let golden = common::golden();
-    let cases = golden["models"][variant]["greedy"].as_array().unwrap_or_else(|| panic!("no golden greedy data for {variant}"));
+    let cases = golden["models"][variant]["greedy"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no golden greedy data for {variant}"));
     let src = ModelSource::open(&path).unwrap();
     let tok = src.tokenizer().unwrap();
     let model = src.load().unwrap();
@@ -28,14 +36,25 @@ fn check_greedy(variant: &str) {
         let prompt = case["prompt"].as_str().unwrap();
         let want_prompt = ids(&case["prompt_ids"]);
         let got_prompt = tok.encode(prompt, true, true).unwrap();
-        assert_eq!(got_prompt, want_prompt, "{variant}: prompt tokens of {prompt:?}");
+        assert_eq!(
+            got_prompt, want_prompt,
+            "{variant}: prompt tokens of {prompt:?}"
+        );
         let want = ids(&case["tokens"]);
         let mut cache = KvCache::new(&model.cfg, 512);
         let mut sampler = Sampler::new(SamplingParams::greedy());
-        let mut logits = model.forward(&got_prompt, &mut cache, Logits::Last).unwrap();
+        let mut logits = model
+            .forward(&got_prompt, &mut cache, Logits::Last)
+            .unwrap();
         let mut got = Vec::new();
         let mut note = String::new();
         for i in 0..want.len() {
+            // llama.cpp's ignore_eos: end-of-generation tokens get a logit bias of -inf.
+            for (id, x) in logits.iter_mut().enumerate() {
+                if tok.is_eog(id as u32) {
+                    *x = f32::NEG_INFINITY;
+                }
+            }
             let next = sampler.sample(&logits);
             if next != want[i] && note.is_empty() {
                 let (a, b) = (logits[next as usize], logits[want[i] as usize]);
@@ -45,33 +64,64 @@ fn check_greedy(variant: &str) {
             logits = model.forward(&[next], &mut cache, Logits::Last).unwrap();
         }
         if got != want {
-            failures.push(format!("{prompt:?}: {note}\n  ours:      {got:?}\n  llama.cpp: {want:?}"));
+            failures.push(format!(
+                "{prompt:?}: {note}\n  ours:      {got:?}\n  llama.cpp: {want:?}"
+            ));
         }
     }
-    assert!(failures.is_empty(), "{variant}: greedy tokens differ from llama.cpp:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{variant}: greedy tokens differ from llama.cpp:\n{}",
+        failures.join("\n")
+    );
 }
 
 fn check_perplexity(variant: &str) {
-    let Some(path) = common::model(variant) else { return };
+    let Some(path) = common::model(variant) else {
+        return;
+    };
     let golden = common::golden();
     let g = &golden["models"][variant]["perplexity"];
-    let running: Vec<f64> = g["running"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
-    let chunks: usize = std::env::var("AUTOROUND_PPL_CHUNKS").ok().and_then(|s| s.parse().ok()).unwrap_or(4);
+    let running: Vec<f64> = g["running"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect();
+    let chunks: usize = std::env::var("AUTOROUND_PPL_CHUNKS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(4);
     let chunks = chunks.clamp(1, running.len());
-    let text = std::fs::read_to_string(common::shared_data("eval.txt")).expect("../shared/data/eval.txt");
+    let text =
+        std::fs::read_to_string(common::shared_data("eval.txt")).expect("../shared/data/eval.txt");
     let src = ModelSource::open(&path).unwrap();
     let tok = src.tokenizer().unwrap();
     let model = src.load().unwrap();
     let tokens = tok.encode(&text, true, false).unwrap();
     let bos = if tok.add_bos() { tok.bos_id() } else { None };
-    let r = perplexity(&model, &tokens, bos, &PerplexityOptions { n_ctx: 512, n_chunks: Some(chunks) }, |_, _, _| {}).unwrap();
+    let r = perplexity(
+        &model,
+        &tokens,
+        bos,
+        &PerplexityOptions {
+            n_ctx: 512,
+            n_chunks: Some(chunks),
+        },
+        |_, _, _| {},
+    )
+    .unwrap();
     let want = running[chunks - 1];
     let rel = (r.ppl - want).abs() / want;
     eprintln!("{variant}: ppl over {chunks} chunks: ours {:.4}, llama.cpp {want:.4}, relative difference {:.5}%", r.ppl, rel * 100.0);
     for (i, (a, b)) in r.running.iter().zip(&running).enumerate() {
         eprintln!("  [{}] ours {a:.4} llama.cpp {b:.4}", i + 1);
     }
-    assert!(rel < 1e-3, "{variant}: perplexity {:.4} is not within 0.1% of llama.cpp's {want:.4}", r.ppl);
+    assert!(
+        rel < 1e-3,
+        "{variant}: perplexity {:.4} is not within 0.1% of llama.cpp's {want:.4}",
+        r.ppl
+    );
 }
 
 #[test]

@@ -71,7 +71,101 @@ impl Features {
     }
 }
 
-/// The kernel tier that would serve a weight type. Only the scalar reference exists so far.
+/// A kernel tier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tier {
+    /// The scalar reference, as written.
+    Scalar,
+    /// The reference compiled with AVX2/FMA/F16C enabled (x86-64).
+    Avx2,
+}
+
+/// `AUTOROUND_ISA` asked for a tier this build or CPU cannot run.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("AUTOROUND_ISA={requested}: {why}")]
+pub struct TierError {
+    pub requested: String,
+    pub why: String,
+}
+
+impl Tier {
+    /// The tier in use: `AUTOROUND_ISA` (`scalar`, `avx2`; `avx512`, `amx`, `neon` are not built
+    /// yet) if set, else the best the CPU supports. Decided once per process.
+    pub fn selected() -> Result<Tier, TierError> {
+        static T: OnceLock<Result<Tier, TierError>> = OnceLock::new();
+        T.get_or_init(|| {
+            Tier::choose(
+                std::env::var("AUTOROUND_ISA").ok().as_deref(),
+                &Features::get(),
+            )
+        })
+        .clone()
+    }
+
+    /// The choice for a given request and CPU (pure, for tests).
+    pub fn choose(request: Option<&str>, f: &Features) -> Result<Tier, TierError> {
+        let has_avx2 = f.avx2 && f.fma && f.f16c;
+        let err = |why: &str| TierError {
+            requested: request.unwrap_or("").into(),
+            why: why.into(),
+        };
+        match request.map(|s| s.trim().to_ascii_lowercase()).as_deref() {
+            None | Some("") => Ok(if has_avx2 { Tier::Avx2 } else { Tier::Scalar }),
+            Some("scalar") => Ok(Tier::Scalar),
+            Some("avx2") if has_avx2 => Ok(Tier::Avx2),
+            Some("avx2") => Err(err("this CPU lacks AVX2/FMA/F16C")),
+            Some("avx512" | "amx" | "neon") => {
+                Err(err("this tier is not built yet (scalar and avx2 are)"))
+            }
+            Some(_) => Err(err(
+                "unknown tier (expected scalar, avx2, avx512, amx or neon)",
+            )),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Tier::Scalar => "scalar",
+            Tier::Avx2 => "avx2 (reference, auto-vectorized)",
+        }
+    }
+}
+
+/// The kernel tier that serves a weight type's matrix products.
 pub fn tier_for(_ty: crate::GgmlType) -> &'static str {
-    "scalar"
+    match Tier::selected() {
+        Ok(t) => t.name(),
+        Err(_) => "invalid AUTOROUND_ISA",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tier_requests_are_checked_against_the_cpu() {
+        let none = Features::default();
+        let avx2 = Features {
+            avx2: true,
+            fma: true,
+            f16c: true,
+            ..Default::default()
+        };
+        assert_eq!(Tier::choose(None, &avx2).unwrap(), Tier::Avx2);
+        assert_eq!(Tier::choose(None, &none).unwrap(), Tier::Scalar);
+        assert_eq!(Tier::choose(Some("scalar"), &avx2).unwrap(), Tier::Scalar);
+        assert!(Tier::choose(Some("avx2"), &none)
+            .unwrap_err()
+            .to_string()
+            .contains("lacks AVX2"));
+        assert!(Tier::choose(Some("amx"), &avx2)
+            .unwrap_err()
+            .to_string()
+            .contains("not built"));
+        assert!(Tier::choose(Some("sse9"), &avx2)
+            .unwrap_err()
+            .to_string()
+            .contains("unknown tier"));
+    }
 }

@@ -3,6 +3,7 @@
 
 pub mod blocks;
 pub mod dispatch;
+pub mod matmul;
 pub mod reference;
 
 pub use blocks::{GgmlType, QK_K};
@@ -13,7 +14,16 @@ pub enum KernelError {
     #[error("ggml type {0} has no reference dequantization (yet)")]
     Unsupported(GgmlType),
     #[error("{ty}: {n} elements is not a multiple of the block size {block}")]
-    RaggedRow { ty: GgmlType, n: usize, block: usize },
+    RaggedRow {
+        ty: GgmlType,
+        n: usize,
+        block: usize,
+    },
     #[error("{ty}: source holds {got} bytes, {n} elements need {want}")]
-    SourceSize { ty: GgmlType, n: usize, got: usize, want: usize },
+    SourceSize {
+        ty: GgmlType,
+        n: usize,
+        got: usize,
+        want: usize,
+    },
 }

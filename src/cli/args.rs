@@ -4,7 +4,11 @@ use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
 #[derive(Parser, Debug)]
-#[command(name = "autoround-cpu", version, about = "Quantize Hugging Face LLMs with AutoRound, write GGUF, and run quantized models on CPUs")]
+#[command(
+    name = "autoround-cpu",
+    version,
+    about = "Quantize Hugging Face LLMs with AutoRound, write GGUF, and run quantized models on CPUs"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -60,7 +64,7 @@ pub struct RunArgs {
     /// Random seed for sampling (same seed, same output).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Keep generating past end-of-generation tokens.
+    /// Never stop at end-of-generation tokens: they are masked out (as llama.cpp's --ignore-eos).
     #[arg(long = "ignore-eos")]
     pub ignore_eos: bool,
     /// Take the prompt literally: do not turn \n, \t, \\ and \" into newline, tab, backslash, quote.

@@ -11,16 +11,30 @@ pub fn doctor(a: DoctorArgs) -> anyhow::Result<()> {
     println!("arch:     {}", std::env::consts::ARCH);
     let have: Vec<&str> = f.list().into_iter().filter(|x| x.1).map(|x| x.0).collect();
     let lack: Vec<&str> = f.list().into_iter().filter(|x| !x.1).map(|x| x.0).collect();
-    println!("features: {}", if have.is_empty() { "(none of interest)".into() } else { have.join(" ") });
+    println!(
+        "features: {}",
+        if have.is_empty() {
+            "(none of interest)".into()
+        } else {
+            have.join(" ")
+        }
+    );
     println!("missing:  {}", lack.join(" "));
     println!(
         "threads:  {threads} (cores available: {})",
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
     );
     println!("\n{:<8} {:<10} {:<8}", "type", "vec-dot", "tier");
     for &t in GgmlType::ALL {
         if reference::can_dequantize(t) && t != GgmlType::Q8_K && t != GgmlType::Q8_1 {
-            println!("{:<8} {:<10} {:<8}", t.to_string(), reference::vec_dot_type(t).to_string(), tier_for(t));
+            println!(
+                "{:<8} {:<10} {:<8}",
+                t.to_string(),
+                reference::vec_dot_type(t).to_string(),
+                tier_for(t)
+            );
         }
     }
     Ok(())

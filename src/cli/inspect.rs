@@ -10,31 +10,56 @@ fn show(v: &GgufValue, full: bool) -> String {
         GgufValue::String(s) => {
             let s = format!("{s:?}");
             if !full && s.len() > 80 {
-                format!("{}…\" ({} bytes)", &s[..s.char_indices().take_while(|(i, _)| *i < 76).last().map_or(0, |x| x.0)], s.len())
+                format!(
+                    "{}…\" ({} bytes)",
+                    &s[..s
+                        .char_indices()
+                        .take_while(|(i, _)| *i < 76)
+                        .last()
+                        .map_or(0, |x| x.0)],
+                    s.len()
+                )
             } else {
                 s
             }
         }
         GgufValue::Array(t, items) => {
-            let shown: Vec<String> = items.iter().take(if full { usize::MAX } else { 5 }).map(|x| show(x, full)).collect();
-            let more = if items.len() > shown.len() { ", …" } else { "" };
+            let shown: Vec<String> = items
+                .iter()
+                .take(if full { usize::MAX } else { 5 })
+                .map(|x| show(x, full))
+                .collect();
+            let more = if items.len() > shown.len() {
+                ", …"
+            } else {
+                ""
+            };
             format!("[{}{}] ({} × {:?})", shown.join(", "), more, items.len(), t)
         }
-        other => format!("{other:?}").split_once('(').map_or(String::new(), |x| x.1.trim_end_matches(')').to_string()),
+        other => format!("{other:?}")
+            .split_once('(')
+            .map_or(String::new(), |x| x.1.trim_end_matches(')').to_string()),
     }
 }
 
 pub fn inspect(a: InspectArgs) -> anyhow::Result<()> {
     let is_st = a.file.extension().is_some_and(|e| e == "safetensors");
     if is_st {
-        let st = SafetensorsModel::open_file(&a.file).with_context(|| format!("reading {}", a.file.display()))?;
+        let st = SafetensorsModel::open_file(&a.file)
+            .with_context(|| format!("reading {}", a.file.display()))?;
         println!("{}: safetensors", a.file.display());
         let mut names: Vec<&str> = st.names().into_iter().collect();
         names.sort();
         println!("\n{:>5}  {:<50} {:<6} shape", "#", "tensor", "dtype");
         for (i, n) in names.iter().enumerate() {
             let t = st.tensor(n)?;
-            println!("{:>5}  {:<50} {:<6} {:?}", i, n, t.dtype.to_string(), t.shape);
+            println!(
+                "{:>5}  {:<50} {:<6} {:?}",
+                i,
+                n,
+                t.dtype.to_string(),
+                t.shape
+            );
         }
         return Ok(());
     }
@@ -51,9 +76,18 @@ pub fn inspect(a: InspectArgs) -> anyhow::Result<()> {
     );
     println!("\n{:>5}  {:<45} {:<8} value", "#", "key", "type");
     for (i, (k, v)) in h.metadata.iter().enumerate() {
-        println!("{:>5}  {:<45} {:<8} {}", i, k, format!("{:?}", v.value_type()), show(v, a.full));
+        println!(
+            "{:>5}  {:<45} {:<8} {}",
+            i,
+            k,
+            format!("{:?}", v.value_type()),
+            show(v, a.full)
+        );
     }
-    println!("\n{:>5}  {:<40} {:<8} {:<22} {:>12} {:>12}", "#", "tensor", "type", "shape (ne0, ne1, ...)", "offset", "bytes");
+    println!(
+        "\n{:>5}  {:<40} {:<8} {:<22} {:>12} {:>12}",
+        "#", "tensor", "type", "shape (ne0, ne1, ...)", "offset", "bytes"
+    );
     let mut total = 0u64;
     for (i, t) in h.tensors.iter().enumerate() {
         total += t.size;
@@ -68,6 +102,11 @@ pub fn inspect(a: InspectArgs) -> anyhow::Result<()> {
         );
     }
     let n: u64 = h.tensors.iter().map(|t| t.n_elements()).sum();
-    println!("\n{} parameters, {:.2} MiB of tensor data, {:.3} bits per weight", n, total as f64 / 1048576.0, total as f64 * 8.0 / n.max(1) as f64);
+    println!(
+        "\n{} parameters, {:.2} MiB of tensor data, {:.3} bits per weight",
+        n,
+        total as f64 / 1048576.0,
+        total as f64 * 8.0 / n.max(1) as f64
+    );
     Ok(())
 }

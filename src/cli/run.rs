@@ -27,7 +27,11 @@ impl Utf8Stream {
             Err(e) => {
                 let valid = e.valid_up_to();
                 // A broken sequence (not merely an incomplete tail) is replaced, not held forever.
-                let keep_from = if e.error_len().is_some() { self.pending.len() } else { valid };
+                let keep_from = if e.error_len().is_some() {
+                    self.pending.len()
+                } else {
+                    valid
+                };
                 let s = String::from_utf8_lossy(&self.pending[..keep_from]).into_owned();
                 self.pending.drain(..keep_from);
                 s
@@ -65,18 +69,31 @@ pub fn unescape(s: &str) -> String {
 pub fn run(a: RunArgs) -> anyhow::Result<()> {
     let threads = super::init_threads(a.threads)?;
     let t0 = Instant::now();
-    let src = ModelSource::open(&a.model).with_context(|| format!("opening {}", a.model.display()))?;
-    let tok = src.tokenizer().with_context(|| format!("tokenizer of {}", a.model.display()))?;
-    let model = src.load().with_context(|| format!("loading {}", a.model.display()))?;
+    let src =
+        ModelSource::open(&a.model).with_context(|| format!("opening {}", a.model.display()))?;
+    let tok = src
+        .tokenizer()
+        .with_context(|| format!("tokenizer of {}", a.model.display()))?;
+    let model = src
+        .load()
+        .with_context(|| format!("loading {}", a.model.display()))?;
     let load_s = t0.elapsed().as_secs_f64();
     let n_ctx = a.ctx_size.unwrap_or(model.cfg.n_ctx_train.min(4096));
-    let text = if a.no_escape { a.prompt.clone() } else { unescape(&a.prompt) };
+    let text = if a.no_escape {
+        a.prompt.clone()
+    } else {
+        unescape(&a.prompt)
+    };
     let prompt = tok.encode(&text, true, true)?;
     if prompt.is_empty() {
         anyhow::bail!("the prompt is empty after tokenization");
     }
     if prompt.len() >= n_ctx {
-        anyhow::bail!("the prompt is {} tokens, longer than the context of {} (raise --ctx-size)", prompt.len(), n_ctx);
+        anyhow::bail!(
+            "the prompt is {} tokens, longer than the context of {} (raise --ctx-size)",
+            prompt.len(),
+            n_ctx
+        );
     }
     let n_predict = a.n_predict.min(n_ctx - prompt.len());
     let mut sampler = Sampler::new(SamplingParams {
@@ -102,6 +119,14 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
     let mut stream = Utf8Stream::default();
     let mut ids = Vec::new();
     for i in 0..n_predict {
+        if a.ignore_eos {
+            // As llama.cpp: end-of-generation tokens can never be sampled.
+            for (id, x) in logits.iter_mut().enumerate() {
+                if tok.is_eog(id as u32) {
+                    *x = f32::NEG_INFINITY;
+                }
+            }
+        }
         let next = sampler.sample(&logits);
         if !a.ignore_eos && tok.is_eog(next) {
             break;

@@ -28,7 +28,11 @@ pub struct PerplexityResult {
 #[derive(Debug, thiserror::Error)]
 pub enum PerplexityError {
     #[error("you need at least {need} tokens to evaluate perplexity with a context of {n_ctx}; the text has {have}")]
-    TooShort { need: usize, n_ctx: usize, have: usize },
+    TooShort {
+        need: usize,
+        n_ctx: usize,
+        have: usize,
+    },
     #[error("{0}")]
     Forward(#[from] ForwardError),
 }
@@ -51,7 +55,11 @@ pub fn perplexity(
 ) -> Result<PerplexityResult, PerplexityError> {
     let n_ctx = opts.n_ctx;
     if tokens.len() < 2 * n_ctx {
-        return Err(PerplexityError::TooShort { need: 2 * n_ctx, n_ctx, have: tokens.len() });
+        return Err(PerplexityError::TooShort {
+            need: 2 * n_ctx,
+            n_ctx,
+            have: tokens.len(),
+        });
     }
     let max_chunks = tokens.len() / n_ctx;
     let n_chunk = opts.n_chunks.map_or(max_chunks, |c| c.min(max_chunks));
@@ -68,7 +76,10 @@ pub fn perplexity(
         let logits = model.forward(&window, &mut cache, Logits::From(first))?;
         let vocab = logits.len() / (n_ctx - first);
         for j in 0..n_ctx - 1 - first {
-            let v = -log_softmax(&logits[j * vocab..(j + 1) * vocab], tokens[i * n_ctx + first + j + 1] as usize);
+            let v = -log_softmax(
+                &logits[j * vocab..(j + 1) * vocab],
+                tokens[i * n_ctx + first + j + 1] as usize,
+            );
             nll += v;
             nll2 += v * v;
         }
@@ -80,6 +91,15 @@ pub fn perplexity(
     let mean = nll / count as f64;
     let ppl = mean.exp();
     let var = nll2 / count as f64 - mean * mean;
-    let ppl_err = if var > 0.0 { (var / (count - 1) as f64).sqrt() * ppl } else { 0.0 };
-    Ok(PerplexityResult { ppl, ppl_err, running, n_tokens_scored: count })
+    let ppl_err = if var > 0.0 {
+        (var / (count - 1) as f64).sqrt() * ppl
+    } else {
+        0.0
+    };
+    Ok(PerplexityResult {
+        ppl,
+        ppl_err,
+        running,
+        n_tokens_scored: count,
+    })
 }

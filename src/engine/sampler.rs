@@ -19,14 +19,25 @@ pub struct SamplingParams {
 
 impl Default for SamplingParams {
     fn default() -> Self {
-        SamplingParams { temperature: 0.8, top_k: 40, top_p: 0.95, min_p: 0.05, repeat_penalty: 1.0, repeat_last_n: 64, seed: 0 }
+        SamplingParams {
+            temperature: 0.8,
+            top_k: 40,
+            top_p: 0.95,
+            min_p: 0.05,
+            repeat_penalty: 1.0,
+            repeat_last_n: 64,
+            seed: 0,
+        }
     }
 }
 
 impl SamplingParams {
     /// Greedy decoding.
     pub fn greedy() -> Self {
-        SamplingParams { temperature: 0.0, ..Default::default() }
+        SamplingParams {
+            temperature: 0.0,
+            ..Default::default()
+        }
     }
 }
 
@@ -58,7 +69,11 @@ pub struct Sampler {
 impl Sampler {
     pub fn new(params: SamplingParams) -> Sampler {
         let rng = Rng(params.seed);
-        Sampler { params, rng, history: Vec::new() }
+        Sampler {
+            params,
+            rng,
+            history: Vec::new(),
+        }
     }
 
     /// Record tokens (e.g. the prompt) for the repeat penalty.
@@ -75,14 +90,22 @@ impl Sampler {
 
     fn pick(&mut self, logits: &[f32]) -> u32 {
         let p = &self.params;
-        let mut cand: Vec<(u32, f32)> = logits.iter().enumerate().map(|(i, &l)| (i as u32, l)).collect();
+        let mut cand: Vec<(u32, f32)> = logits
+            .iter()
+            .enumerate()
+            .map(|(i, &l)| (i as u32, l))
+            .collect();
         if p.repeat_penalty != 1.0 && p.repeat_last_n > 0 {
             let start = self.history.len().saturating_sub(p.repeat_last_n);
             let mut seen = std::collections::HashSet::new();
             for &t in &self.history[start..] {
                 if seen.insert(t) {
                     if let Some(c) = cand.get_mut(t as usize) {
-                        c.1 = if c.1 <= 0.0 { c.1 * p.repeat_penalty } else { c.1 / p.repeat_penalty };
+                        c.1 = if c.1 <= 0.0 {
+                            c.1 * p.repeat_penalty
+                        } else {
+                            c.1 / p.repeat_penalty
+                        };
                     }
                 }
             }
@@ -154,7 +177,11 @@ mod tests {
 
     #[test]
     fn top_k_one_is_greedy_at_any_temperature() {
-        let mut s = Sampler::new(SamplingParams { temperature: 5.0, top_k: 1, ..Default::default() });
+        let mut s = Sampler::new(SamplingParams {
+            temperature: 5.0,
+            top_k: 1,
+            ..Default::default()
+        });
         for _ in 0..20 {
             assert_eq!(s.sample(&[0.5, -1.0, 2.0, 1.9]), 2);
         }
@@ -163,7 +190,14 @@ mod tests {
     #[test]
     fn seed_makes_draws_repeatable_and_frequencies_follow_softmax() {
         let logits = [0.0f32, (2.0f32).ln(), (3.0f32).ln()]; // probabilities 1/6, 2/6, 3/6
-        let params = SamplingParams { temperature: 1.0, top_k: 0, top_p: 1.0, min_p: 0.0, seed: 7, ..Default::default() };
+        let params = SamplingParams {
+            temperature: 1.0,
+            top_k: 0,
+            top_p: 1.0,
+            min_p: 0.0,
+            seed: 7,
+            ..Default::default()
+        };
         let draw = |p: &SamplingParams| {
             let mut s = Sampler::new(p.clone());
             (0..6000).map(|_| s.sample(&logits)).collect::<Vec<_>>()
@@ -181,7 +215,10 @@ mod tests {
 
     #[test]
     fn repeat_penalty_demotes_seen_tokens() {
-        let mut s = Sampler::new(SamplingParams { repeat_penalty: 2.0, ..SamplingParams::greedy() });
+        let mut s = Sampler::new(SamplingParams {
+            repeat_penalty: 2.0,
+            ..SamplingParams::greedy()
+        });
         s.accept(0);
         assert_eq!(s.sample(&[3.0, 2.0]), 1);
     }
@@ -189,11 +226,25 @@ mod tests {
     #[test]
     fn min_p_and_top_p_cut_the_tail() {
         // With min_p 0.5 only the two big logits survive; token 2 must never be drawn.
-        let mut s = Sampler::new(SamplingParams { temperature: 1.0, top_k: 0, top_p: 1.0, min_p: 0.5, seed: 1, ..Default::default() });
+        let mut s = Sampler::new(SamplingParams {
+            temperature: 1.0,
+            top_k: 0,
+            top_p: 1.0,
+            min_p: 0.5,
+            seed: 1,
+            ..Default::default()
+        });
         for _ in 0..500 {
             assert_ne!(s.sample(&[5.0, 5.0, 0.0]), 2);
         }
-        let mut s = Sampler::new(SamplingParams { temperature: 1.0, top_k: 0, top_p: 0.5, min_p: 0.0, seed: 1, ..Default::default() });
+        let mut s = Sampler::new(SamplingParams {
+            temperature: 1.0,
+            top_k: 0,
+            top_p: 0.5,
+            min_p: 0.0,
+            seed: 1,
+            ..Default::default()
+        });
         for _ in 0..500 {
             assert_eq!(s.sample(&[5.0, 1.0, 0.0]), 0);
         }

@@ -69,8 +69,14 @@ pub enum ConfigError {
     #[error("{file}: metadata key '{key}' is missing")]
     Missing { file: String, key: String },
     #[error("{file}: metadata key '{key}' has the wrong type or value: {why}")]
-    Bad { file: String, key: String, why: String },
-    #[error("{file}: architecture '{arch}' is not supported (supported: llama, mistral, qwen2, qwen3)")]
+    Bad {
+        file: String,
+        key: String,
+        why: String,
+    },
+    #[error(
+        "{file}: architecture '{arch}' is not supported (supported: llama, mistral, qwen2, qwen3)"
+    )]
     Arch { file: String, arch: String },
     #[error("{0}")]
     Hf(#[from] autoround_formats::hf::HfError),
@@ -92,10 +98,17 @@ impl Meta<'_> {
     }
     fn usize(&self, key: &str) -> Result<usize, ConfigError> {
         let full = format!("{}.{key}", self.arch);
-        let v = self.raw(key).ok_or_else(|| ConfigError::Missing { file: self.file(), key: full.clone() })?;
+        let v = self.raw(key).ok_or_else(|| ConfigError::Missing {
+            file: self.file(),
+            key: full.clone(),
+        })?;
         match v.as_u64() {
             Some(x) if x > 0 && x < (1 << 31) => Ok(x as usize),
-            _ => Err(ConfigError::Bad { file: self.file(), key: full, why: format!("expected a positive integer, found {v:?}") }),
+            _ => Err(ConfigError::Bad {
+                file: self.file(),
+                key: full,
+                why: format!("expected a positive integer, found {v:?}"),
+            }),
         }
     }
     fn usize_or(&self, key: &str, default: usize) -> Result<usize, ConfigError> {
@@ -126,15 +139,20 @@ impl ModelConfig {
         let file = f.path().display().to_string();
         let arch_name = f
             .get("general.architecture")
-            .ok_or_else(|| ConfigError::Missing { file: file.clone(), key: "general.architecture".into() })?
+            .ok_or_else(|| ConfigError::Missing {
+                file: file.clone(),
+                key: "general.architecture".into(),
+            })?
             .as_str()
             .ok_or_else(|| ConfigError::Bad {
                 file: file.clone(),
                 key: "general.architecture".into(),
                 why: "expected a string".into(),
             })?;
-        let arch = Arch::from_gguf_name(arch_name)
-            .ok_or_else(|| ConfigError::Arch { file: file.clone(), arch: arch_name.into() })?;
+        let arch = Arch::from_gguf_name(arch_name).ok_or_else(|| ConfigError::Arch {
+            file: file.clone(),
+            arch: arch_name.into(),
+        })?;
         let m = Meta { f, arch: arch_name };
         let n_embd = m.usize("embedding_length")?;
         let n_head = m.usize("attention.head_count")?;
@@ -204,7 +222,9 @@ impl ModelConfig {
                     return Err(ConfigError::Bad {
                         file: file.into(),
                         key: "rope_scaling".into(),
-                        why: format!("{other:?} RoPE scaling is not supported yet (default, linear, llama3)"),
+                        why: format!(
+                            "{other:?} RoPE scaling is not supported yet (default, linear, llama3)"
+                        ),
                     })
                 }
             }
@@ -231,15 +251,29 @@ impl ModelConfig {
     }
 
     fn validate(&self, file: &str) -> Result<(), ConfigError> {
-        let bad = |why: String| Err(ConfigError::Shape { file: file.into(), why });
+        let bad = |why: String| {
+            Err(ConfigError::Shape {
+                file: file.into(),
+                why,
+            })
+        };
         if self.n_head_kv == 0 || self.n_head % self.n_head_kv != 0 {
-            return bad(format!("{} heads are not a multiple of {} KV heads", self.n_head, self.n_head_kv));
+            return bad(format!(
+                "{} heads are not a multiple of {} KV heads",
+                self.n_head, self.n_head_kv
+            ));
         }
         if self.rope_dims > self.head_dim || self.rope_dims % 2 != 0 {
-            return bad(format!("RoPE dimensions {} do not fit head dimension {}", self.rope_dims, self.head_dim));
+            return bad(format!(
+                "RoPE dimensions {} do not fit head dimension {}",
+                self.rope_dims, self.head_dim
+            ));
         }
         if self.n_layer == 0 || self.n_layer > 4096 || self.head_dim == 0 || self.head_dim > 4096 {
-            return bad(format!("{} layers / head dimension {} out of range", self.n_layer, self.head_dim));
+            return bad(format!(
+                "{} layers / head dimension {} out of range",
+                self.n_layer, self.head_dim
+            ));
         }
         Ok(())
     }

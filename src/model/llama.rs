@@ -42,11 +42,13 @@ pub struct Model<'a> {
     pub rope_freq_factors: Option<Vec<f32>>,
 }
 
-/// Keys and values of every layer for positions `0..len`, stored in f16 like llama.cpp's default.
+/// Keys and values of every layer for positions `0..len`, rounded to f16 like llama.cpp's
+/// default cache type. The rounded values are kept as f32 (every f16 is exactly an f32), which
+/// costs twice the memory of f16 storage but no conversion in the attention loops.
 pub struct KvCache {
     n_ctx: usize,
-    k: Vec<Vec<f16>>,
-    v: Vec<Vec<f16>>,
+    k: Vec<Vec<f32>>,
+    v: Vec<Vec<f32>>,
     len: usize,
 }
 
@@ -56,8 +58,12 @@ impl KvCache {
         let kv_dim = cfg.n_head_kv * cfg.head_dim;
         KvCache {
             n_ctx,
-            k: (0..cfg.n_layer).map(|_| vec![f16::ZERO; n_ctx * kv_dim]).collect(),
-            v: (0..cfg.n_layer).map(|_| vec![f16::ZERO; n_ctx * kv_dim]).collect(),
+            k: (0..cfg.n_layer)
+                .map(|_| vec![0f32; n_ctx * kv_dim])
+                .collect(),
+            v: (0..cfg.n_layer)
+                .map(|_| vec![0f32; n_ctx * kv_dim])
+                .collect(),
             len: 0,
         }
     }
@@ -91,7 +97,11 @@ pub enum Logits {
 #[derive(Debug, thiserror::Error)]
 pub enum ForwardError {
     #[error("context full: {have} positions cached + {add} new exceed the context of {n_ctx}")]
-    ContextFull { have: usize, add: usize, n_ctx: usize },
+    ContextFull {
+        have: usize,
+        add: usize,
+        n_ctx: usize,
+    },
     #[error("token id {id} is outside the vocabulary of {vocab}")]
     BadToken { id: u32, vocab: usize },
     #[error("empty batch")]
@@ -156,22 +166,35 @@ impl<'a> Model<'a> {
         let mut x = vec![0f32; tokens.len() * d];
         for (t, &id) in tokens.iter().enumerate() {
             if id as usize >= self.tok_embd.rows {
-                return Err(ForwardError::BadToken { id, vocab: self.tok_embd.rows });
+                return Err(ForwardError::BadToken {
+                    id,
+                    vocab: self.tok_embd.rows,
+                });
             }
-            self.tok_embd.dequantize_row(id as usize, &mut x[t * d..(t + 1) * d]);
+            self.tok_embd
+                .dequantize_row(id as usize, &mut x[t * d..(t + 1) * d]);
         }
         Ok(x)
     }
 
     /// Run `tokens` at positions `cache.len()..`, append their keys/values to the cache and
     /// return logits (`n_out × vocab`) for the positions `which` selects.
-    pub fn forward(&self, tokens: &[u32], cache: &mut KvCache, which: Logits) -> Result<Vec<f32>, ForwardError> {
+    pub fn forward(
+        &self,
+        tokens: &[u32],
+        cache: &mut KvCache,
+        which: Logits,
+    ) -> Result<Vec<f32>, ForwardError> {
         let n = tokens.len();
         if n == 0 {
             return Err(ForwardError::Empty);
         }
         if cache.len + n > cache.n_ctx {
-            return Err(ForwardError::ContextFull { have: cache.len, add: n, n_ctx: cache.n_ctx });
+            return Err(ForwardError::ContextFull {
+                have: cache.len,
+                add: n,
+                n_ctx: cache.n_ctx,
+            });
         }
         let hidden = self.hidden_states(tokens, cache)?;
         let c = &self.cfg;
@@ -183,7 +206,12 @@ impl<'a> Model<'a> {
         let n_out = n - from;
         let mut normed = vec![0f32; n_out * d];
         for t in 0..n_out {
-            rms_norm(&hidden[(from + t) * d..(from + t + 1) * d], &self.out_norm, c.rms_eps, &mut normed[t * d..(t + 1) * d]);
+            rms_norm(
+                &hidden[(from + t) * d..(from + t + 1) * d],
+                &self.out_norm,
+                c.rms_eps,
+                &mut normed[t * d..(t + 1) * d],
+            );
         }
         let out_w = self.output.as_ref().unwrap_or(&self.tok_embd);
         let mut logits = vec![0f32; n_out * out_w.rows];
@@ -192,7 +220,11 @@ impl<'a> Model<'a> {
     }
 
     /// The residual stream after the last block (before the final norm), `n × n_embd`.
-    pub fn hidden_states(&self, tokens: &[u32], cache: &mut KvCache) -> Result<Vec<f32>, ForwardError> {
+    pub fn hidden_states(
+        &self,
+        tokens: &[u32],
+        cache: &mut KvCache,
+    ) -> Result<Vec<f32>, ForwardError> {
         let c = &self.cfg;
         let n = tokens.len();
         let d = c.n_embd;
@@ -219,7 +251,12 @@ impl<'a> Model<'a> {
         for (il, l) in self.layers.iter().enumerate() {
             // --- attention ---
             for t in 0..n {
-                rms_norm(&x[t * d..(t + 1) * d], &l.attn_norm, c.rms_eps, &mut xn[t * d..(t + 1) * d]);
+                rms_norm(
+                    &x[t * d..(t + 1) * d],
+                    &l.attn_norm,
+                    c.rms_eps,
+                    &mut xn[t * d..(t + 1) * d],
+                );
             }
             let qa = QuantizedActivations::new(l.wq.ty, &xn, n, d);
             matmul_quantized(&l.wq, &qa, n, &mut q);
@@ -256,11 +293,23 @@ impl<'a> Model<'a> {
             for t in 0..n {
                 let p = pos0 + t;
                 for i in 0..kv_dim {
-                    kc[p * kv_dim + i] = f16::from_f32(k[t * kv_dim + i]);
-                    vc[p * kv_dim + i] = f16::from_f32(v[t * kv_dim + i]);
+                    kc[p * kv_dim + i] = f16::from_f32(k[t * kv_dim + i]).to_f32();
+                    vc[p * kv_dim + i] = f16::from_f32(v[t * kv_dim + i]).to_f32();
                 }
             }
             self.attention(&q, &cache.k[il], &cache.v[il], pos0, n, &mut attn);
+            if std::env::var("DBG_SUMS").is_ok() && il == 0 {
+                for t in [0usize, 1, n - 1] {
+                    eprintln!(
+                        "kqv_out tok{t} {:?} .. {:?}",
+                        &attn[t * q_dim..t * q_dim + 3],
+                        &attn[t * q_dim + q_dim - 3..(t + 1) * q_dim]
+                    );
+                }
+                for t in [0usize, 1, n - 1] {
+                    eprintln!("K tok{t} {:?}", &k[t * kv_dim..t * kv_dim + 3]);
+                }
+            }
             matmul(&l.wo, &attn, n, &mut proj);
             for (xi, pi) in x.iter_mut().zip(&proj) {
                 *xi += pi;
@@ -268,7 +317,12 @@ impl<'a> Model<'a> {
 
             // --- feed-forward (SwiGLU) ---
             for t in 0..n {
-                rms_norm(&x[t * d..(t + 1) * d], &l.ffn_norm, c.rms_eps, &mut xn[t * d..(t + 1) * d]);
+                rms_norm(
+                    &x[t * d..(t + 1) * d],
+                    &l.ffn_norm,
+                    c.rms_eps,
+                    &mut xn[t * d..(t + 1) * d],
+                );
             }
             let qa = QuantizedActivations::new(l.w_gate.ty, &xn, n, d);
             matmul_quantized(&l.w_gate, &qa, n, &mut gate);
@@ -298,7 +352,7 @@ impl<'a> Model<'a> {
     /// - smaller batches and decoding: the one-query path. Q is rounded to f16, each score is an
     ///   f16 dot product, softmax runs online key by key, and the weighted sum of V is accumulated
     ///   **in f16** (rounded after every key), then divided by the f32 sum at the end.
-    fn attention(&self, q: &[f32], kc: &[f16], vc: &[f16], pos0: usize, n: usize, out: &mut [f32]) {
+    fn attention(&self, q: &[f32], kc: &[f32], vc: &[f32], pos0: usize, n: usize, out: &mut [f32]) {
         let c = &self.cfg;
         let hd = c.head_dim;
         let q_dim = c.n_head * hd;
@@ -332,8 +386,8 @@ pub const FA_TILE_KV: usize = 64;
 fn attention_tiled<'k>(
     qh: &[f32],
     n_kv: usize,
-    k_row: impl Fn(usize) -> &'k [f16],
-    v_row: impl Fn(usize) -> &'k [f16],
+    k_row: impl Fn(usize) -> &'k [f32],
+    v_row: impl Fn(usize) -> &'k [f32],
     scale: f32,
     o: &mut [f32],
 ) {
@@ -348,7 +402,7 @@ fn attention_tiled<'k>(
                 let kr = k_row(ic + tk);
                 let mut acc = 0f32;
                 for d in 0..hd {
-                    acc += qh[d] * kr[d].to_f32();
+                    acc += qh[d] * kr[d];
                 }
                 acc * scale
             } else {
@@ -372,7 +426,7 @@ fn attention_tiled<'k>(
         for (tk, &p) in kq.iter().enumerate().take(tile) {
             let vr = v_row(ic + tk);
             for d in 0..hd {
-                o[d] += vr[d].to_f32() * p;
+                o[d] += vr[d] * p;
             }
         }
     }
@@ -381,8 +435,8 @@ fn attention_tiled<'k>(
 }
 
 /// ggml's AVX2 f16 dot product order: 4 accumulators of 8 lanes over steps of 32, reduced
-/// pairwise, remaining elements added in f64.
-fn dot_f16(a: &[f16], b: &[f16]) -> f32 {
+/// pairwise, remaining elements added in f64. Inputs are f16 values held in f32.
+fn dot_f16(a: &[f32], b: &[f32]) -> f32 {
     let n = a.len();
     let np = n & !31;
     let mut acc = [[0f32; 8]; 4];
@@ -390,7 +444,7 @@ fn dot_f16(a: &[f16], b: &[f16]) -> f32 {
         for (j, accj) in acc.iter_mut().enumerate() {
             for (l, lane) in accj.iter_mut().enumerate() {
                 let k = i + j * 8 + l;
-                *lane += a[k].to_f32() * b[k].to_f32();
+                *lane += a[k] * b[k];
             }
         }
     }
@@ -402,7 +456,7 @@ fn dot_f16(a: &[f16], b: &[f16]) -> f32 {
     let t0: Vec<f32> = (0..4).map(|l| acc[0][l] + acc[0][l + 4]).collect();
     let mut sum = ((t0[0] + t0[1]) + (t0[2] + t0[3])) as f64;
     for k in np..n {
-        sum += (a[k].to_f32() * b[k].to_f32()) as f64;
+        sum += (a[k] * b[k]) as f64;
     }
     sum as f32
 }
@@ -411,13 +465,13 @@ fn dot_f16(a: &[f16], b: &[f16]) -> f32 {
 fn attention_one<'k>(
     qh: &[f32],
     n_kv: usize,
-    k_row: impl Fn(usize) -> &'k [f16],
-    v_row: impl Fn(usize) -> &'k [f16],
+    k_row: impl Fn(usize) -> &'k [f32],
+    v_row: impl Fn(usize) -> &'k [f32],
     scale: f32,
     o: &mut [f32],
 ) {
     let hd = qh.len();
-    let q16: Vec<f16> = qh.iter().map(|&x| f16::from_f32(x)).collect();
+    let q16: Vec<f32> = qh.iter().map(|&x| f16::from_f32(x).to_f32()).collect();
     let mut vkq = vec![f16::ZERO; hd];
     let (mut m, mut s_sum) = (f32::NEG_INFINITY, 0f32);
     for j in 0..n_kv {
@@ -427,13 +481,14 @@ fn attention_one<'k>(
             let m_old = m;
             m = s;
             ms = (m_old - m).exp();
-            vkq.iter_mut().for_each(|x| *x = f16::from_f32(x.to_f32() * ms));
+            vkq.iter_mut()
+                .for_each(|x| *x = f16::from_f32(x.to_f32() * ms));
         } else {
             vs = (s - m).exp();
         }
         let vr = v_row(j);
         for d in 0..hd {
-            vkq[d] = f16::from_f32(vr[d].to_f32() * vs + vkq[d].to_f32());
+            vkq[d] = f16::from_f32(vr[d] * vs + vkq[d].to_f32());
         }
         s_sum = s_sum * ms + vs;
     }

@@ -35,7 +35,11 @@ pub enum LoadError {
 /// Where a model's bytes come from. Owns the memory maps that [`Model`] borrows.
 pub enum ModelSource {
     Gguf(GgufFile),
-    Hf { dir: PathBuf, config: HfConfig, tensors: SafetensorsModel },
+    Hf {
+        dir: PathBuf,
+        config: HfConfig,
+        tensors: SafetensorsModel,
+    },
 }
 
 impl ModelSource {
@@ -44,11 +48,17 @@ impl ModelSource {
         if path.is_dir() {
             let config = HfConfig::from_dir(path).map_err(ConfigError::from)?;
             let tensors = SafetensorsModel::open_dir(path)?;
-            Ok(ModelSource::Hf { dir: path.to_path_buf(), config, tensors })
+            Ok(ModelSource::Hf {
+                dir: path.to_path_buf(),
+                config,
+                tensors,
+            })
         } else if path.is_file() {
             Ok(ModelSource::Gguf(GgufFile::open(path)?))
         } else {
-            Err(LoadError::NotFound { path: path.to_path_buf() })
+            Err(LoadError::NotFound {
+                path: path.to_path_buf(),
+            })
         }
     }
 
@@ -64,7 +74,11 @@ impl ModelSource {
     pub fn load(&self) -> Result<Model<'_>, LoadError> {
         match self {
             ModelSource::Gguf(f) => load_gguf(f),
-            ModelSource::Hf { dir, config, tensors } => load_hf(dir, config, tensors),
+            ModelSource::Hf {
+                dir,
+                config,
+                tensors,
+            } => load_hf(dir, config, tensors),
         }
     }
 }
@@ -72,7 +86,12 @@ impl ModelSource {
 fn load_gguf(f: &GgufFile) -> Result<Model<'_>, LoadError> {
     let cfg = ModelConfig::from_gguf(f)?;
     let file = f.path().display().to_string();
-    let get = |name: &str| f.tensor(name).ok_or_else(|| LoadError::Missing { file: file.clone(), name: name.into() });
+    let get = |name: &str| {
+        f.tensor(name).ok_or_else(|| LoadError::Missing {
+            file: file.clone(),
+            name: name.into(),
+        })
+    };
     let mat = |name: &str, rows: usize, cols: usize| -> Result<Weight<'_>, LoadError> {
         let t = get(name)?;
         let dims: Vec<u64> = t.dims.clone();
@@ -84,12 +103,23 @@ fn load_gguf(f: &GgufFile) -> Result<Model<'_>, LoadError> {
             }
             .into());
         }
-        Ok(Weight::new(name, t.ty, rows, cols, Cow::Borrowed(f.tensor_data(t)))?)
+        Ok(Weight::new(
+            name,
+            t.ty,
+            rows,
+            cols,
+            Cow::Borrowed(f.tensor_data(t)),
+        )?)
     };
     let vec = |name: &str, len: usize| -> Result<Vec<f32>, LoadError> {
         let t = get(name)?;
         if t.dims != [len as u64] {
-            return Err(TensorError::Shape { name: name.into(), expected: format!("[{len}]"), found: format!("{:?}", t.dims) }.into());
+            return Err(TensorError::Shape {
+                name: name.into(),
+                expected: format!("[{len}]"),
+                found: format!("{:?}", t.dims),
+            }
+            .into());
         }
         Ok(Weight::new(name, t.ty, 1, len, Cow::Borrowed(f.tensor_data(t)))?.to_f32())
     };
@@ -122,7 +152,11 @@ fn load_gguf(f: &GgufFile) -> Result<Model<'_>, LoadError> {
             w_down: mat(&p("ffn_down.weight"), c.n_embd, c.n_ff)?,
         });
     }
-    let output = if f.tensor("output.weight").is_some() { Some(mat("output.weight", c.vocab_size, c.n_embd)?) } else { None };
+    let output = if f.tensor("output.weight").is_some() {
+        Some(mat("output.weight", c.vocab_size, c.n_embd)?)
+    } else {
+        None
+    };
     Ok(Model {
         tok_embd: mat("token_embd.weight", c.vocab_size, c.n_embd)?,
         layers,
@@ -133,25 +167,51 @@ fn load_gguf(f: &GgufFile) -> Result<Model<'_>, LoadError> {
     })
 }
 
-fn load_hf<'a>(dir: &Path, hf: &HfConfig, st: &'a SafetensorsModel) -> Result<Model<'a>, LoadError> {
+fn load_hf<'a>(
+    dir: &Path,
+    hf: &HfConfig,
+    st: &'a SafetensorsModel,
+) -> Result<Model<'a>, LoadError> {
     let file = dir.join("config.json").display().to_string();
     let cfg = ModelConfig::from_hf(hf, &file)?;
     let mat = |name: &str, rows: usize, cols: usize| -> Result<Weight<'a>, LoadError> {
         let t = st.tensor(name)?;
         if t.shape != [rows, cols] {
-            return Err(TensorError::Shape { name: name.into(), expected: format!("[{rows}, {cols}]"), found: format!("{:?}", t.shape) }.into());
+            return Err(TensorError::Shape {
+                name: name.into(),
+                expected: format!("[{rows}, {cols}]"),
+                found: format!("{:?}", t.shape),
+            }
+            .into());
         }
-        Ok(Weight::new(name, t.dtype, rows, cols, Cow::Borrowed(t.data))?)
+        Ok(Weight::new(
+            name,
+            t.dtype,
+            rows,
+            cols,
+            Cow::Borrowed(t.data),
+        )?)
     };
     let vec = |name: &str, len: usize| -> Result<Vec<f32>, LoadError> {
         let t = st.tensor(name)?;
         if t.shape != [len] {
-            return Err(TensorError::Shape { name: name.into(), expected: format!("[{len}]"), found: format!("{:?}", t.shape) }.into());
+            return Err(TensorError::Shape {
+                name: name.into(),
+                expected: format!("[{len}]"),
+                found: format!("{:?}", t.shape),
+            }
+            .into());
         }
         Ok(Weight::new(name, t.dtype, 1, len, Cow::Borrowed(t.data))?.to_f32())
     };
     let has = |name: &str| st.tensor(name).is_ok();
-    let opt_vec = |name: &str, len: usize| if has(name) { vec(name, len).map(Some) } else { Ok(None) };
+    let opt_vec = |name: &str, len: usize| {
+        if has(name) {
+            vec(name, len).map(Some)
+        } else {
+            Ok(None)
+        }
+    };
     let c = &cfg;
     let (q_dim, kv_dim) = (c.n_head * c.head_dim, c.n_head_kv * c.head_dim);
     let mut layers = Vec::with_capacity(c.n_layer);
@@ -219,4 +279,3 @@ fn llama3_freq_factors(hf: &HfConfig, c: &ModelConfig) -> Option<Vec<f32>> {
             .collect(),
     )
 }
-

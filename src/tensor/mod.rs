@@ -18,13 +18,26 @@ use std::borrow::Cow;
 #[derive(Debug, thiserror::Error)]
 pub enum TensorError {
     #[error("tensor '{name}': expected shape {expected}, found {found}")]
-    Shape { name: String, expected: String, found: String },
+    Shape {
+        name: String,
+        expected: String,
+        found: String,
+    },
     #[error("tensor '{name}': type {ty} is not supported for computation yet")]
     Type { name: String, ty: GgmlType },
     #[error("tensor '{name}': row length {cols} is not a multiple of the {ty} block size {block}")]
-    Ragged { name: String, ty: GgmlType, cols: usize, block: usize },
+    Ragged {
+        name: String,
+        ty: GgmlType,
+        cols: usize,
+        block: usize,
+    },
     #[error("tensor '{name}': holds {got} bytes, shape needs {want}")]
-    Bytes { name: String, got: usize, want: usize },
+    Bytes {
+        name: String,
+        got: usize,
+        want: usize,
+    },
 }
 
 /// A row-major matrix of `rows` × `cols` elements of type `ty`.
@@ -47,7 +60,10 @@ impl<'a> Weight<'a> {
         data: Cow<'a, [u8]>,
     ) -> Result<Weight<'a>, TensorError> {
         if !reference::can_dequantize(ty) {
-            return Err(TensorError::Type { name: name.into(), ty });
+            return Err(TensorError::Type {
+                name: name.into(),
+                ty,
+            });
         }
         if cols % ty.block_size() != 0 {
             return Err(TensorError::Ragged {
@@ -62,9 +78,19 @@ impl<'a> Weight<'a> {
             .and_then(|r| r.checked_mul(rows as u64))
             .unwrap_or(u64::MAX);
         if data.len() as u64 != want {
-            return Err(TensorError::Bytes { name: name.into(), got: data.len(), want: want as usize });
+            return Err(TensorError::Bytes {
+                name: name.into(),
+                got: data.len(),
+                want: want as usize,
+            });
         }
-        Ok(Weight { name: name.into(), ty, rows, cols, data })
+        Ok(Weight {
+            name: name.into(),
+            ty,
+            rows,
+            cols,
+            data,
+        })
     }
 
     /// Bytes of one row.
@@ -105,18 +131,19 @@ impl QuantizedActivations {
     /// Convert `n` rows of `cols` floats for multiplication with weights of type `wty`.
     pub fn new(wty: GgmlType, x: &[f32], n: usize, cols: usize) -> QuantizedActivations {
         let ty = reference::vec_dot_type(wty);
-        let row_bytes = ty.row_bytes(cols as u64).expect("cols checked against the weight") as usize;
+        let row_bytes = ty
+            .row_bytes(cols as u64)
+            .expect("cols checked against the weight") as usize;
         let mut data = vec![0u8; row_bytes * n];
+        let quantize = reference::engine_quantize_fn(ty).expect("vec-dot types are quantizable");
         data.par_chunks_mut(row_bytes.max(1))
             .zip(x.par_chunks(cols))
-            .for_each(|(dst, src)| {
-                reference::quantize_row_to(ty, src, dst).expect("vec-dot types are quantizable")
-            });
-        QuantizedActivations { ty, row_bytes, data }
-    }
-
-    fn row(&self, t: usize) -> &[u8] {
-        &self.data[t * self.row_bytes..(t + 1) * self.row_bytes]
+            .for_each(|(dst, src)| quantize(src, dst));
+        QuantizedActivations {
+            ty,
+            row_bytes,
+            data,
+        }
     }
 }
 
@@ -131,19 +158,25 @@ pub fn matmul(w: &Weight, x: &[f32], n: usize, out: &mut [f32]) {
 /// [`matmul`] with activations already converted (shared by the q, k and v projections).
 pub fn matmul_quantized(w: &Weight, qa: &QuantizedActivations, n: usize, out: &mut [f32]) {
     assert_eq!(qa.ty, reference::vec_dot_type(w.ty));
-    let dot = reference::vec_dot_fn(w.ty).expect("weight type checked at construction");
+
     // Rows in parallel; each worker keeps its weight rows hot in cache across all tokens.
     const ROWS_PER_TASK: usize = 16;
     let mut tmp = vec![0f32; w.rows * n];
-    tmp.par_chunks_mut(ROWS_PER_TASK * n).enumerate().for_each(|(chunk, block)| {
-        let r0 = chunk * ROWS_PER_TASK;
-        for (i, row_out) in block.chunks_mut(n).enumerate() {
-            let wr = w.row(r0 + i);
-            for (t, o) in row_out.iter_mut().enumerate() {
-                *o = dot(w.cols, wr, qa.row(t));
-            }
-        }
-    });
+    tmp.par_chunks_mut(ROWS_PER_TASK * n)
+        .enumerate()
+        .for_each(|(chunk, block)| {
+            let r0 = chunk * ROWS_PER_TASK;
+            let rows = block.len() / n;
+            let rb = w.row_bytes();
+            autoround_kernels::matmul::vec_dot_rows(
+                w.ty,
+                w.cols,
+                &w.data[r0 * rb..(r0 + rows) * rb],
+                &qa.data,
+                n,
+                block,
+            );
+        });
     for t in 0..n {
         for r in 0..w.rows {
             out[t * w.rows + r] = tmp[r * n + t];

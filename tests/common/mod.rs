@@ -37,11 +37,14 @@ pub fn model(variant: &str) -> Option<PathBuf> {
 /// The golden data recorded from llama.cpp by tools/make-golden.sh.
 pub fn golden() -> serde_json::Value {
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/llama_cpp/golden.json");
-    let s = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e} (run tools/make-golden.sh)", p.display()));
+    let s = std::fs::read_to_string(&p)
+        .unwrap_or_else(|e| panic!("{}: {e} (run tools/make-golden.sh)", p.display()));
     serde_json::from_str(&s).expect("golden.json parses")
 }
 
 /// `../shared/data/<name>` beside the checkout.
 pub fn shared_data(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/data")
+        .join(name)
 }

@@ -78,6 +78,7 @@ pub fn quantize_row_bf16(x: &[f32], out: &mut [u8]) {
 }
 
 /// Σ x[i]·y[i] over `n` F32 elements: f32 products, f64 sum, rounded to f32 at the end.
+#[inline(always)]
 pub fn vec_dot_f32(n: usize, x: &[u8], y: &[u8]) -> f32 {
     assert_row(GgmlType::F32, n, x.len());
     assert_row(GgmlType::F32, n, y.len());
@@ -90,6 +91,7 @@ pub fn vec_dot_f32(n: usize, x: &[u8], y: &[u8]) -> f32 {
 
 /// Σ x[i]·y[i] over `n` F16 elements (weights `x`, activations `y` both F16): each product is
 /// the f32 product of the exactly converted halves, summed in f64, rounded to f32 at the end.
+#[inline(always)]
 pub fn vec_dot_f16(n: usize, x: &[u8], y: &[u8]) -> f32 {
     assert_row(GgmlType::F16, n, x.len());
     assert_row(GgmlType::F16, n, y.len());
@@ -101,6 +103,7 @@ pub fn vec_dot_f16(n: usize, x: &[u8], y: &[u8]) -> f32 {
 }
 
 /// Σ x[i]·y[i] over `n` BF16 elements: f32 products, f64 sum, rounded to f32 at the end.
+#[inline(always)]
 pub fn vec_dot_bf16(n: usize, x: &[u8], y: &[u8]) -> f32 {
     assert_row(GgmlType::BF16, n, x.len());
     assert_row(GgmlType::BF16, n, y.len());

@@ -313,6 +313,7 @@ fn assert_dot(wt: GgmlType, n: usize, x: &[u8], y: &[u8]) {
 ///
 /// # Panics
 /// If `n` is not a multiple of 256 or `x`/`y` are not exactly the bytes of `n` elements.
+#[inline(always)]
 pub fn vec_dot_q2_k_q8_k(n: usize, x: &[u8], y: &[u8]) -> f32 {
     assert_dot(GgmlType::Q2_K, n, x, y);
     let mut sumf = 0.0f32;
@@ -358,6 +359,7 @@ fn lane_sums(q8: &[u8], a: &[i8; QK_K], scale: impl Fn(usize) -> i32) -> [i32; 8
 ///
 /// # Panics
 /// If `n` is not a multiple of 256 or `x`/`y` are not exactly the bytes of `n` elements.
+#[inline(always)]
 pub fn vec_dot_q3_k_q8_k(n: usize, x: &[u8], y: &[u8]) -> f32 {
     assert_dot(GgmlType::Q3_K, n, x, y);
     let mut sums = [0.0f32; 8];
@@ -407,6 +409,7 @@ fn k4_scales_mins(packed: &[u8]) -> ([i32; 8], [i32; 8]) {
 ///
 /// # Panics
 /// If `n` is not a multiple of 256 or `x`/`y` are not exactly the bytes of `n` elements.
+#[inline(always)]
 pub fn vec_dot_q4_k_q8_k(n: usize, x: &[u8], y: &[u8]) -> f32 {
     assert_dot(GgmlType::Q4_K, n, x, y);
     let mut sums = [0.0f32; 8];
@@ -441,6 +444,7 @@ pub fn vec_dot_q4_k_q8_k(n: usize, x: &[u8], y: &[u8]) -> f32 {
 ///
 /// # Panics
 /// If `n` is not a multiple of 256 or `x`/`y` are not exactly the bytes of `n` elements.
+#[inline(always)]
 pub fn vec_dot_q5_k_q8_k(n: usize, x: &[u8], y: &[u8]) -> f32 {
     assert_dot(GgmlType::Q5_K, n, x, y);
     let mut sums = [0.0f32; 8];
@@ -479,6 +483,7 @@ pub fn vec_dot_q5_k_q8_k(n: usize, x: &[u8], y: &[u8]) -> f32 {
 ///
 /// # Panics
 /// If `n` is not a multiple of 256 or `x`/`y` are not exactly the bytes of `n` elements.
+#[inline(always)]
 pub fn vec_dot_q6_k_q8_k(n: usize, x: &[u8], y: &[u8]) -> f32 {
     assert_dot(GgmlType::Q6_K, n, x, y);
     let mut sums = [0.0f32; 8];

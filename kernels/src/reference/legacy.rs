@@ -226,6 +226,7 @@ fn assert_dot(wt: GgmlType, yt: GgmlType, n: usize, x: &[u8], y: &[u8]) {
 ///
 /// # Panics
 /// If `n` is not a multiple of 32 or `x`/`y` are not exactly the bytes of `n` elements.
+#[inline(always)]
 pub fn vec_dot_q4_0_q8_0(n: usize, x: &[u8], y: &[u8]) -> f32 {
     assert_dot(GgmlType::Q4_0, GgmlType::Q8_0, n, x, y);
     let mut sumf = 0.0f32;
@@ -250,6 +251,7 @@ pub fn vec_dot_q4_0_q8_0(n: usize, x: &[u8], y: &[u8]) -> f32 {
 ///
 /// # Panics
 /// If `n` is not a multiple of 32 or `x`/`y` are not exactly the bytes of `n` elements.
+#[inline(always)]
 pub fn vec_dot_q4_1_q8_1(n: usize, x: &[u8], y: &[u8]) -> f32 {
     assert_dot(GgmlType::Q4_1, GgmlType::Q8_1, n, x, y);
     let mut sumf = 0.0f32;
@@ -274,6 +276,7 @@ pub fn vec_dot_q4_1_q8_1(n: usize, x: &[u8], y: &[u8]) -> f32 {
 ///
 /// # Panics
 /// If `n` is not a multiple of 32 or `x`/`y` are not exactly the bytes of `n` elements.
+#[inline(always)]
 pub fn vec_dot_q5_0_q8_0(n: usize, x: &[u8], y: &[u8]) -> f32 {
     assert_dot(GgmlType::Q5_0, GgmlType::Q8_0, n, x, y);
     let mut sumf = 0.0f32;
@@ -300,6 +303,7 @@ pub fn vec_dot_q5_0_q8_0(n: usize, x: &[u8], y: &[u8]) -> f32 {
 ///
 /// # Panics
 /// If `n` is not a multiple of 32 or `x`/`y` are not exactly the bytes of `n` elements.
+#[inline(always)]
 pub fn vec_dot_q5_1_q8_1(n: usize, x: &[u8], y: &[u8]) -> f32 {
     assert_dot(GgmlType::Q5_1, GgmlType::Q8_1, n, x, y);
     let mut sumf = 0.0f32;
@@ -326,6 +330,7 @@ pub fn vec_dot_q5_1_q8_1(n: usize, x: &[u8], y: &[u8]) -> f32 {
 ///
 /// # Panics
 /// If `n` is not a multiple of 32 or `x`/`y` are not exactly the bytes of `n` elements.
+#[inline(always)]
 pub fn vec_dot_q8_0_q8_0(n: usize, x: &[u8], y: &[u8]) -> f32 {
     assert_dot(GgmlType::Q8_0, GgmlType::Q8_0, n, x, y);
     let mut sumf = 0.0f32;
@@ -384,5 +389,43 @@ mod tests {
         let dd = 21.0f32 / 127.0; // unrounded d used for s
         assert_eq!(s, half::f16::from_f32(sum as f32 * dd).to_f32());
         assert_eq!(d, half::f16::from_f32(dd).to_f32());
+    }
+}
+
+/// f32 activations → Q8_0 as ggml-cpu's x86 build (AVX/AVX2) computes it for matrix products:
+/// `d = amax / 127` stored as f16, but the multiplier is `127 / amax` (not `1 / d`) and values
+/// round half to even (`_mm256_round_ps` with `_MM_ROUND_NEAREST`). The bytes differ from
+/// [`quantize_row_q8_0`] (ggml's `_ref`) only where `x * id` falls at or near a half-integer,
+/// yet that is enough to move a small model's perplexity by ~0.2%, so the engine uses this to
+/// agree with llama.cpp on x86.
+pub fn quantize_row_q8_0_x86(x: &[f32], out: &mut [u8]) {
+    assert_row(GgmlType::Q8_0, x.len(), out.len());
+    for (xb, yb) in x.chunks_exact(QK).zip(out.chunks_exact_mut(Q8_0_BYTES)) {
+        let amax = block_amax(xb);
+        let d = amax / 127.0;
+        let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+        yb[0..2].copy_from_slice(&f32_to_f16_bits(d).to_le_bytes());
+        for (q, &v) in yb[2..].iter_mut().zip(xb) {
+            *q = (v * id).round_ties_even() as i8 as u8;
+        }
+    }
+}
+
+/// f32 activations → Q8_1 as ggml-cpu's x86 build computes it (see [`quantize_row_q8_0_x86`]),
+/// with `s = f16(d * Σ qs)`.
+pub fn quantize_row_q8_1_x86(x: &[f32], out: &mut [u8]) {
+    assert_row(GgmlType::Q8_1, x.len(), out.len());
+    for (xb, yb) in x.chunks_exact(QK).zip(out.chunks_exact_mut(Q8_1_BYTES)) {
+        let amax = block_amax(xb);
+        let d = amax / 127.0;
+        let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+        yb[0..2].copy_from_slice(&f32_to_f16_bits(d).to_le_bytes());
+        let mut sum: i32 = 0;
+        for (j, &v) in xb.iter().enumerate() {
+            let q = (v * id).round_ties_even() as i8;
+            yb[4 + j] = q as u8;
+            sum += q as i32;
+        }
+        yb[2..4].copy_from_slice(&f32_to_f16_bits(d * sum as f32).to_le_bytes());
     }
 }

@@ -117,6 +117,7 @@ pub fn dequantize_row(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<(), K
 /// (`type_traits_cpu[ty].vec_dot_type`): Q4_0, Q5_0, Q8_0, IQ4_NL, MXFP4 → Q8_0; Q4_1, Q5_1 →
 /// Q8_1; the K-quants and IQ4_XS → Q8_K; F32, F16, BF16 → themselves. Other types (which have
 /// no reference dot product here) map to themselves.
+#[inline(always)]
 pub fn vec_dot_type(ty: GgmlType) -> GgmlType {
     use GgmlType as T;
     match ty {
@@ -154,7 +155,22 @@ pub fn quantize_row_to(ty: GgmlType, x: &[f32], out: &mut [u8]) -> Result<(), Ke
     Ok(())
 }
 
+/// The activation quantizer the CPU engine uses for `ty`: ggml-cpu's, which on x86 differs from
+/// the `_ref` quantizers for Q8_0 and Q8_1 ([`legacy::quantize_row_q8_0_x86`]); elsewhere the
+/// same as [`quantize_fn`]. (On aarch64, ggml's NEON quantizers agree with the `_ref` ones up to
+/// ties; a NEON tier will pin this down when it lands.)
+pub fn engine_quantize_fn(ty: GgmlType) -> Option<QuantizeFn> {
+    match ty {
+        #[cfg(target_arch = "x86_64")]
+        GgmlType::Q8_0 => Some(legacy::quantize_row_q8_0_x86),
+        #[cfg(target_arch = "x86_64")]
+        GgmlType::Q8_1 => Some(legacy::quantize_row_q8_1_x86),
+        other => quantize_fn(other),
+    }
+}
+
 /// The typed dot product for weights of type `ty` (activations in [`vec_dot_type`]`(ty)`).
+#[inline(always)]
 pub fn vec_dot_fn(ty: GgmlType) -> Option<VecDotFn> {
     use GgmlType as T;
     Some(match ty {

@@ -130,6 +130,7 @@ fn table_sums(table: &[i8; 16], qs: &[u8], q8: &[u8]) -> (i32, i32) {
 ///
 /// # Panics
 /// If `n` is not a multiple of 32 or `x`/`y` are not exactly the bytes of `n` elements.
+#[inline(always)]
 pub fn vec_dot_iq4_nl_q8_0(n: usize, x: &[u8], y: &[u8]) -> f32 {
     assert_row(GgmlType::IQ4_NL, n, x.len());
     assert_row(GgmlType::Q8_0, n, y.len());
@@ -146,6 +147,7 @@ pub fn vec_dot_iq4_nl_q8_0(n: usize, x: &[u8], y: &[u8]) -> f32 {
 ///
 /// # Panics
 /// If `n` is not a multiple of 32 or `x`/`y` are not exactly the bytes of `n` elements.
+#[inline(always)]
 pub fn vec_dot_mxfp4_q8_0(n: usize, x: &[u8], y: &[u8]) -> f32 {
     assert_row(GgmlType::MXFP4, n, x.len());
     assert_row(GgmlType::Q8_0, n, y.len());
@@ -163,6 +165,7 @@ pub fn vec_dot_mxfp4_q8_0(n: usize, x: &[u8], y: &[u8]) -> f32 {
 ///
 /// # Panics
 /// If `n` is not a multiple of 256 or `x`/`y` are not exactly the bytes of `n` elements.
+#[inline(always)]
 pub fn vec_dot_iq4_xs_q8_k(n: usize, x: &[u8], y: &[u8]) -> f32 {
     assert_row(GgmlType::IQ4_XS, n, x.len());
     assert_row(GgmlType::Q8_K, n, y.len());

@@ -1,0 +1,356 @@
+//! Blocks of dot products for matrix multiplication, dispatched by CPU tier at run time.
+//!
+//! [`vec_dot_rows`] computes every dot product between a block of weight rows and a set of
+//! activation rows (already converted to the weight type's vec-dot type). The `avx2` tier runs
+//! the *same* scalar reference code compiled with AVX2/FMA/F16C enabled: the source fixes the
+//! order of every float operation and Rust never contracts or reassociates floats, so results
+//! are bit-identical to the scalar tier while LLVM vectorizes the integer work. Hand-written
+//! SIMD kernels (a later issue) will replace this tier type by type.
+
+use crate::dispatch::{Tier, TierError};
+use crate::reference;
+use crate::GgmlType;
+
+/// The tier in use (from `AUTOROUND_ISA` or the CPU), decided once.
+pub fn tier() -> Result<Tier, TierError> {
+    Tier::selected()
+}
+
+/// `out[i * n_tok + t] = dot(weight row i, activation row t)` for `i < out.len() / n_tok`.
+///
+/// `w` holds whole weight rows of `cols` elements of type `ty`; `acts` holds `n_tok` rows of the
+/// vec-dot type. Panics if the type has no dot product or the buffers do not fit (callers check
+/// types and shapes when they load weights).
+pub fn vec_dot_rows(
+    ty: GgmlType,
+    cols: usize,
+    w: &[u8],
+    acts: &[u8],
+    n_tok: usize,
+    out: &mut [f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if matches!(Tier::selected(), Ok(Tier::Avx2)) {
+        // SAFETY: `Tier::Avx2` is only selected when the CPU reports AVX2, FMA and F16C.
+        unsafe { vec_dot_rows_avx2(ty, cols, w, acts, n_tok, out) };
+        return;
+    }
+    vec_dot_rows_impl(ty, cols, w, acts, n_tok, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn vec_dot_rows_avx2(
+    ty: GgmlType,
+    cols: usize,
+    w: &[u8],
+    acts: &[u8],
+    n_tok: usize,
+    out: &mut [f32],
+) {
+    if let Some(kind) = Legacy::of(ty) {
+        // SAFETY (of the closure): we are inside an AVX2-enabled function on an AVX2 CPU.
+        return legacy_rows(kind, cols, w, acts, n_tok, out, |a, b| unsafe {
+            dot32_avx2(a, b)
+        });
+    }
+    vec_dot_rows_impl(ty, cols, w, acts, n_tok, out)
+}
+
+/// Σ a[j]·b[j] over 32 lanes with AVX2 (`maddubs` on |a| and sign-adjusted b). Exact while no
+/// lane has a = b = -128 (pairs then saturate): weights here are at least -16 (Q4/Q5) or come
+/// from Q8_0 files, and activations come from our quantizers, which never produce -128.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn dot32_avx2(a: &[i8], b: &[i8]) -> i32 {
+    use std::arch::x86_64::*;
+    assert!(a.len() >= 32 && b.len() >= 32);
+    // SAFETY: both slices hold at least 32 bytes (asserted); unaligned loads are allowed.
+    let (va, vb) = unsafe {
+        (
+            _mm256_loadu_si256(a.as_ptr() as *const __m256i),
+            _mm256_loadu_si256(b.as_ptr() as *const __m256i),
+        )
+    };
+    let ax = _mm256_sign_epi8(va, va);
+    let sy = _mm256_sign_epi8(vb, va);
+    let p16 = _mm256_maddubs_epi16(ax, sy);
+    let p32 = _mm256_madd_epi16(p16, _mm256_set1_epi16(1));
+    let s128 = _mm_add_epi32(
+        _mm256_castsi256_si128(p32),
+        _mm256_extracti128_si256(p32, 1),
+    );
+    let s64 = _mm_add_epi32(s128, _mm_unpackhi_epi64(s128, s128));
+    let s32 = _mm_add_epi32(s64, _mm_shuffle_epi32(s64, 1));
+    _mm_cvtsi128_si32(s32)
+}
+
+#[inline(always)]
+fn vec_dot_rows_impl(
+    ty: GgmlType,
+    cols: usize,
+    w: &[u8],
+    acts: &[u8],
+    n_tok: usize,
+    out: &mut [f32],
+) {
+    if let Some(kind) = Legacy::of(ty) {
+        return legacy_rows(kind, cols, w, acts, n_tok, out, dot32);
+    }
+    let wb = ty.row_bytes(cols as u64).expect("whole blocks") as usize;
+    let ab = reference::vec_dot_type(ty)
+        .row_bytes(cols as u64)
+        .expect("whole blocks") as usize;
+    assert_eq!(w.len(), wb * (out.len() / n_tok.max(1)), "weight rows");
+    assert_eq!(acts.len(), ab * n_tok, "activation rows");
+    macro_rules! run {
+        ($f:path) => {{
+            for (wr, o) in w.chunks_exact(wb).zip(out.chunks_exact_mut(n_tok)) {
+                for (t, ot) in o.iter_mut().enumerate() {
+                    *ot = $f(cols, wr, &acts[t * ab..(t + 1) * ab]);
+                }
+            }
+        }};
+    }
+    use reference::*;
+    use GgmlType as T;
+    match ty {
+        T::F32 => run!(vec_dot_f32),
+        T::F16 => run!(vec_dot_f16),
+        T::BF16 => run!(vec_dot_bf16),
+        T::Q4_0 => run!(vec_dot_q4_0_q8_0),
+        T::Q4_1 => run!(vec_dot_q4_1_q8_1),
+        T::Q5_0 => run!(vec_dot_q5_0_q8_0),
+        T::Q5_1 => run!(vec_dot_q5_1_q8_1),
+        T::Q8_0 => run!(vec_dot_q8_0_q8_0),
+        T::Q2_K => run!(vec_dot_q2_k_q8_k),
+        T::Q3_K => run!(vec_dot_q3_k_q8_k),
+        T::Q4_K => run!(vec_dot_q4_k_q8_k),
+        T::Q5_K => run!(vec_dot_q5_k_q8_k),
+        T::Q6_K => run!(vec_dot_q6_k_q8_k),
+        T::IQ4_NL => run!(vec_dot_iq4_nl_q8_0),
+        T::IQ4_XS => run!(vec_dot_iq4_xs_q8_k),
+        T::MXFP4 => run!(vec_dot_mxfp4_q8_0),
+        other => panic!("no dot product for {other}"),
+    }
+}
+
+/// The 32-element block types whose dot products are an integer sum per block plus a little
+/// float arithmetic. Their rows are decoded once per call (quants to i8, scales to f32) so that
+/// the per-token loop is a plain i8 dot product, with the float operations of the reference
+/// (ggml's `_generic` dot products) in the same order, hence bit-identical results.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Legacy {
+    Q4_0,
+    Q4_1,
+    Q5_0,
+    Q5_1,
+    Q8_0,
+}
+
+impl Legacy {
+    fn of(ty: GgmlType) -> Option<Legacy> {
+        Some(match ty {
+            GgmlType::Q4_0 => Legacy::Q4_0,
+            GgmlType::Q4_1 => Legacy::Q4_1,
+            GgmlType::Q5_0 => Legacy::Q5_0,
+            GgmlType::Q5_1 => Legacy::Q5_1,
+            GgmlType::Q8_0 => Legacy::Q8_0,
+            _ => return None,
+        })
+    }
+    /// Whether the activations are Q8_1 (with the block sum `s`) rather than Q8_0.
+    fn q8_1(self) -> bool {
+        matches!(self, Legacy::Q4_1 | Legacy::Q5_1)
+    }
+}
+
+#[inline(always)]
+fn f16_le(b: &[u8], off: usize) -> f32 {
+    half::f16::from_bits(u16::from_le_bytes([b[off], b[off + 1]])).to_f32()
+}
+
+/// Decode one weight row: quants into `q` (as the integers the reference multiplies), `d` and
+/// `m` (Q4_1/Q5_1 only) per block.
+#[inline(always)]
+fn decode_legacy_row(kind: Legacy, row: &[u8], q: &mut [i8], d: &mut [f32], m: &mut [f32]) {
+    let bs = match kind {
+        Legacy::Q4_0 => 18,
+        Legacy::Q4_1 => 20,
+        Legacy::Q5_0 => 22,
+        Legacy::Q5_1 => 24,
+        Legacy::Q8_0 => 34,
+    };
+    for (b, blk) in row.chunks_exact(bs).enumerate() {
+        let qb = &mut q[b * 32..(b + 1) * 32];
+        d[b] = f16_le(blk, 0);
+        match kind {
+            Legacy::Q4_0 | Legacy::Q4_1 => {
+                let (off, bias) = if kind == Legacy::Q4_0 { (2, 8) } else { (4, 0) };
+                if kind == Legacy::Q4_1 {
+                    m[b] = f16_le(blk, 2);
+                }
+                for j in 0..16 {
+                    qb[j] = (blk[off + j] & 0x0F) as i8 - bias;
+                    qb[j + 16] = (blk[off + j] >> 4) as i8 - bias;
+                }
+            }
+            Legacy::Q5_0 | Legacy::Q5_1 => {
+                let (hoff, bias) = if kind == Legacy::Q5_0 {
+                    (2, 16)
+                } else {
+                    (4, 0)
+                };
+                if kind == Legacy::Q5_1 {
+                    m[b] = f16_le(blk, 2);
+                }
+                let qh =
+                    u32::from_le_bytes([blk[hoff], blk[hoff + 1], blk[hoff + 2], blk[hoff + 3]]);
+                let qs = &blk[hoff + 4..hoff + 20];
+                for j in 0..16 {
+                    let h0 = (((qh >> j) << 4) & 0x10) as u8;
+                    let h1 = ((qh >> (j + 12)) & 0x10) as u8;
+                    qb[j] = ((qs[j] & 0x0F) | h0) as i8 - bias;
+                    qb[j + 16] = ((qs[j] >> 4) | h1) as i8 - bias;
+                }
+            }
+            Legacy::Q8_0 => {
+                for j in 0..32 {
+                    qb[j] = blk[2 + j] as i8;
+                }
+            }
+        }
+    }
+}
+
+#[inline(always)]
+fn dot32(a: &[i8], b: &[i8]) -> i32 {
+    let (a, b): (&[i8; 32], &[i8; 32]) = (a.try_into().unwrap(), b.try_into().unwrap());
+    let mut s = 0i32;
+    for j in 0..32 {
+        s += a[j] as i32 * b[j] as i32;
+    }
+    s
+}
+
+#[inline(always)]
+fn legacy_rows(
+    kind: Legacy,
+    cols: usize,
+    w: &[u8],
+    acts: &[u8],
+    n_tok: usize,
+    out: &mut [f32],
+    dot32: impl Fn(&[i8], &[i8]) -> i32,
+) {
+    let nb = cols / 32;
+    let wb = w.len() / (out.len() / n_tok.max(1)).max(1);
+    let ab = if kind.q8_1() { 36 } else { 34 };
+    let qoff = ab - 32;
+    assert_eq!(acts.len(), ab * nb * n_tok, "activation rows");
+    // Activations: quants gathered contiguously, scales (and sums) decoded once.
+    let mut aq = vec![0i8; n_tok * cols];
+    let mut ad = vec![0f32; n_tok * nb];
+    let mut asum = vec![0f32; if kind.q8_1() { n_tok * nb } else { 0 }];
+    for (i, blk) in acts.chunks_exact(ab).enumerate() {
+        ad[i] = f16_le(blk, 0);
+        if kind.q8_1() {
+            asum[i] = f16_le(blk, 2);
+        }
+        for j in 0..32 {
+            aq[i * 32 + j] = blk[qoff + j] as i8;
+        }
+    }
+    let mut wq = vec![0i8; cols];
+    let mut wd = vec![0f32; nb];
+    let mut wm = vec![0f32; nb];
+    for (row, o) in w.chunks_exact(wb).zip(out.chunks_exact_mut(n_tok)) {
+        decode_legacy_row(kind, row, &mut wq, &mut wd, &mut wm);
+        for (t, ot) in o.iter_mut().enumerate() {
+            let aqt = &aq[t * cols..(t + 1) * cols];
+            let adt = &ad[t * nb..(t + 1) * nb];
+            let mut sumf = 0f32;
+            for b in 0..nb {
+                let sumi = dot32(&wq[b * 32..b * 32 + 32], &aqt[b * 32..b * 32 + 32]);
+                // The reference's exact float expressions, per type.
+                match kind {
+                    Legacy::Q4_0 => sumf += sumi as f32 * wd[b] * adt[b],
+                    Legacy::Q5_0 => sumf += (wd[b] * adt[b]) * sumi as f32,
+                    Legacy::Q8_0 => sumf += sumi as f32 * (wd[b] * adt[b]),
+                    Legacy::Q4_1 | Legacy::Q5_1 => {
+                        sumf += (wd[b] * adt[b]) * sumi as f32 + wm[b] * asum[t * nb + b]
+                    }
+                }
+            }
+            *ot = sumf;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every tier gives bit-identical results to the scalar reference.
+    #[test]
+    fn tiers_agree_bitwise_with_the_reference() {
+        let mut seed = 0x1234_5678_9abc_def0u64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let cols = 512;
+        for ty in [
+            T::Q4_0,
+            T::Q4_1,
+            T::Q5_0,
+            T::Q5_1,
+            T::Q8_0,
+            T::Q2_K,
+            T::Q3_K,
+            T::Q4_K,
+            T::Q5_K,
+            T::Q6_K,
+            T::F16,
+        ] {
+            let wb = ty.row_bytes(cols).unwrap() as usize;
+            let xs: Vec<f32> = (0..cols as usize * 3)
+                .map(|_| (next() % 2001) as f32 / 1000.0 - 1.0)
+                .collect();
+            let mut w = vec![0u8; wb * 3];
+            // Random weight bytes: scales may be any f16, NaN included (compared as NaN == NaN).
+            for b in w.iter_mut() {
+                *b = (next() & 0xff) as u8;
+            }
+            let vt = reference::vec_dot_type(ty);
+            let ab = vt.row_bytes(cols).unwrap() as usize;
+            let mut acts = vec![0u8; ab * 2];
+            for (t, a) in acts.chunks_exact_mut(ab).enumerate() {
+                reference::quantize_row_to(vt, &xs[t * cols as usize..(t + 1) * cols as usize], a)
+                    .unwrap();
+            }
+            let mut out = vec![0f32; 6];
+            vec_dot_rows(ty, cols as usize, &w, &acts, 2, &mut out);
+            for r in 0..3 {
+                for t in 0..2 {
+                    let want = reference::vec_dot(
+                        ty,
+                        cols as usize,
+                        &w[r * wb..(r + 1) * wb],
+                        &acts[t * ab..(t + 1) * ab],
+                    )
+                    .unwrap();
+                    let got = out[r * 2 + t];
+                    assert!(
+                        got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
+                        "{ty}: {got} vs {want}"
+                    );
+                }
+            }
+        }
+    }
+    use GgmlType as T;
+}
