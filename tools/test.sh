@@ -10,4 +10,4 @@ cd "$(dirname "$0")/.."
 python3 -m pip install --quiet --disable-pip-version-check gguf numpy
 tools/fetch-models.sh >/dev/null
 tools/make-models.sh >/dev/null
-cargo test --release --workspace "$@"
+cargo test --release --workspace --no-fail-fast "$@"

@@ -29,12 +29,28 @@ pub fn vec_dot_rows(
     n_tok: usize,
     out: &mut [f32],
 ) {
+    let tier = Tier::selected().unwrap_or(Tier::Scalar);
+    vec_dot_rows_tier(tier, ty, cols, w, acts, n_tok, out)
+}
+
+/// [`vec_dot_rows`] on a given tier (tests compare tiers with this). Asking for a tier the CPU
+/// lacks runs the scalar code.
+pub fn vec_dot_rows_tier(
+    tier: Tier,
+    ty: GgmlType,
+    cols: usize,
+    w: &[u8],
+    acts: &[u8],
+    n_tok: usize,
+    out: &mut [f32],
+) {
     #[cfg(target_arch = "x86_64")]
-    if matches!(Tier::selected(), Ok(Tier::Avx2)) {
-        // SAFETY: `Tier::Avx2` is only selected when the CPU reports AVX2, FMA and F16C.
+    if tier == Tier::Avx2 && Tier::choose(Some("avx2"), &crate::dispatch::Features::get()).is_ok() {
+        // SAFETY: the CPU reports AVX2, FMA and F16C (checked just above).
         unsafe { vec_dot_rows_avx2(ty, cols, w, acts, n_tok, out) };
         return;
     }
+    let _ = tier;
     vec_dot_rows_impl(ty, cols, w, acts, n_tok, out)
 }
 
@@ -53,6 +69,18 @@ unsafe fn vec_dot_rows_avx2(
         return legacy_rows(kind, cols, w, acts, n_tok, out, |a, b| unsafe {
             dot32_avx2(a, b)
         });
+    }
+    if ty == GgmlType::F16 && cols % 8 == 0 {
+        // SAFETY (of the closures): we are inside an AVX2/FMA/F16C function on such a CPU.
+        return f16_rows(
+            cols,
+            w,
+            acts,
+            n_tok,
+            out,
+            |b, d| unsafe { widen_f16_avx2(b, d) },
+            |a, b| unsafe { dot8_lanes_avx2(a, b) },
+        );
     }
     vec_dot_rows_impl(ty, cols, w, acts, n_tok, out)
 }
@@ -98,6 +126,9 @@ fn vec_dot_rows_impl(
     if let Some(kind) = Legacy::of(ty) {
         return legacy_rows(kind, cols, w, acts, n_tok, out, dot32);
     }
+    if ty == GgmlType::F16 && cols % 8 == 0 {
+        return f16_rows(cols, w, acts, n_tok, out, widen_f16, dot8_lanes);
+    }
     let wb = ty.row_bytes(cols as u64).expect("whole blocks") as usize;
     let ab = reference::vec_dot_type(ty)
         .row_bytes(cols as u64)
@@ -134,6 +165,89 @@ fn vec_dot_rows_impl(
         T::MXFP4 => run!(vec_dot_mxfp4_q8_0),
         other => panic!("no dot product for {other}"),
     }
+}
+
+/// F16 weights · F16 activations in the order of llamafile's tinyBLAS on AVX2, which llama.cpp
+/// uses for F16 matrices on x86: eight f32 lanes, lane `l` accumulating elements `k ≡ l (mod 8)`
+/// with fused multiply-adds, then `((x0+x4)+(x2+x6)) + ((x1+x5)+(x3+x7))`. (The reference
+/// [`reference::vec_dot_f16`] sums in f64 as ggml's scalar code does; the two agree to ~1e-6.)
+#[inline(always)]
+fn f16_rows(
+    cols: usize,
+    w: &[u8],
+    acts: &[u8],
+    n_tok: usize,
+    out: &mut [f32],
+    widen: impl Fn(&[u8], &mut [f32]),
+    dot8: impl Fn(&[f32], &[f32]) -> f32,
+) {
+    let mut a = vec![0f32; n_tok * cols];
+    widen(acts, &mut a);
+    let mut wr = vec![0f32; cols];
+    for (row, o) in w.chunks_exact(cols * 2).zip(out.chunks_exact_mut(n_tok)) {
+        widen(row, &mut wr);
+        for (t, ot) in o.iter_mut().enumerate() {
+            *ot = dot8(&wr, &a[t * cols..(t + 1) * cols]);
+        }
+    }
+}
+
+/// f16 (little-endian bytes) to f32, exactly.
+fn widen_f16(b: &[u8], dst: &mut [f32]) {
+    for (d, c) in dst.iter_mut().zip(b.chunks_exact(2)) {
+        *d = half::f16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f32();
+    }
+}
+
+/// tinyBLAS's 8-lane fused multiply-add dot product and its horizontal sum (`len % 8 == 0`).
+fn dot8_lanes(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    for (ac, bc) in a.chunks_exact(8).zip(b.chunks_exact(8)) {
+        for l in 0..8 {
+            acc[l] = ac[l].mul_add(bc[l], acc[l]);
+        }
+    }
+    ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]))
+}
+
+/// [`widen_f16`] with F16C.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn widen_f16_avx2(b: &[u8], dst: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let n = dst.len().min(b.len() / 2);
+    let n8 = n / 8 * 8;
+    for i in (0..n8).step_by(8) {
+        // SAFETY: i + 8 <= n, so 16 bytes of `b` and 8 floats of `dst` are in bounds.
+        unsafe {
+            let h = _mm_loadu_si128(b.as_ptr().add(2 * i) as *const __m128i);
+            _mm256_storeu_ps(dst.as_mut_ptr().add(i), _mm256_cvtph_ps(h));
+        }
+    }
+    widen_f16(&b[2 * n8..2 * n], &mut dst[n8..n]);
+}
+
+/// [`dot8_lanes`] with AVX2/FMA: the same operations, so the same bits.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dot8_lanes_avx2(a: &[f32], b: &[f32]) -> f32 {
+    use std::arch::x86_64::*;
+    assert!(a.len() == b.len() && a.len() % 8 == 0);
+    let mut acc = _mm256_setzero_ps();
+    for i in (0..a.len()).step_by(8) {
+        // SAFETY: i + 8 <= len for both slices (asserted above).
+        unsafe {
+            acc = _mm256_fmadd_ps(
+                _mm256_loadu_ps(a.as_ptr().add(i)),
+                _mm256_loadu_ps(b.as_ptr().add(i)),
+                acc,
+            );
+        }
+    }
+    let h = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+    let h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+    let h = _mm_add_ss(h, _mm_movehdup_ps(h));
+    _mm_cvtss_f32(h)
 }
 
 /// The 32-element block types whose dot products are an integer sum per block plus a little
@@ -325,6 +439,13 @@ mod tests {
             for b in w.iter_mut() {
                 *b = (next() & 0xff) as u8;
             }
+            if ty == T::F16 {
+                // Finite weights in [-1, 1], so the two summation orders can be compared.
+                for c in w.chunks_exact_mut(2) {
+                    let v = half::f16::from_f32((next() % 2001) as f32 / 1000.0 - 1.0);
+                    c.copy_from_slice(&v.to_bits().to_le_bytes());
+                }
+            }
             let vt = reference::vec_dot_type(ty);
             let ab = vt.row_bytes(cols).unwrap() as usize;
             let mut acts = vec![0u8; ab * 2];
@@ -333,21 +454,22 @@ mod tests {
                     .unwrap();
             }
             let mut out = vec![0f32; 6];
+            let mut scalar = vec![0f32; 6];
             vec_dot_rows(ty, cols as usize, &w, &acts, 2, &mut out);
+            vec_dot_rows_tier(Tier::Scalar, ty, cols as usize, &w, &acts, 2, &mut scalar);
+            let same = |a: f32, b: f32| a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan());
             for r in 0..3 {
                 for t in 0..2 {
-                    let want = reference::vec_dot(
-                        ty,
-                        cols as usize,
-                        &w[r * wb..(r + 1) * wb],
-                        &acts[t * ab..(t + 1) * ab],
-                    )
-                    .unwrap();
-                    let got = out[r * 2 + t];
-                    assert!(
-                        got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
-                        "{ty}: {got} vs {want}"
-                    );
+                    let (wr, ar) = (&w[r * wb..(r + 1) * wb], &acts[t * ab..(t + 1) * ab]);
+                    let want = reference::vec_dot(ty, cols as usize, wr, ar).unwrap();
+                    let (got, sc) = (out[r * 2 + t], scalar[r * 2 + t]);
+                    assert!(same(got, sc), "{ty}: tiers differ: {got} vs {sc}");
+                    if ty == T::F16 {
+                        // tinyBLAS order vs ggml's f64 sum: equal up to f32 rounding.
+                        assert!((got - want).abs() <= 1e-4, "{ty}: {got} vs {want}");
+                    } else {
+                        assert!(same(got, want), "{ty}: {got} vs reference {want}");
+                    }
                 }
             }
         }

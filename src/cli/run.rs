@@ -71,12 +71,12 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
     let t0 = Instant::now();
     let src =
         ModelSource::open(&a.model).with_context(|| format!("opening {}", a.model.display()))?;
-    let tok = src
-        .tokenizer()
-        .with_context(|| format!("tokenizer of {}", a.model.display()))?;
     let model = src
         .load()
         .with_context(|| format!("loading {}", a.model.display()))?;
+    let tok = src
+        .tokenizer()
+        .with_context(|| format!("tokenizer of {}", a.model.display()))?;
     let load_s = t0.elapsed().as_secs_f64();
     let n_ctx = a.ctx_size.unwrap_or(model.cfg.n_ctx_train.min(4096));
     let text = if a.no_escape {

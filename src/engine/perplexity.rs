@@ -33,7 +33,7 @@ pub enum PerplexityError {
         n_ctx: usize,
         have: usize,
     },
-    #[error("{0}")]
+    #[error(transparent)]
     Forward(#[from] ForwardError),
 }
 

@@ -78,7 +78,7 @@ pub enum ConfigError {
         "{file}: architecture '{arch}' is not supported (supported: llama, mistral, qwen2, qwen3)"
     )]
     Arch { file: String, arch: String },
-    #[error("{0}")]
+    #[error(transparent)]
     Hf(#[from] autoround_formats::hf::HfError),
     #[error("{file}: inconsistent shape: {why}")]
     Shape { file: String, why: String },

@@ -16,15 +16,15 @@ use std::path::{Path, PathBuf};
 /// Errors opening or loading a model.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    #[error("{0}")]
+    #[error(transparent)]
     Gguf(#[from] GgufError),
-    #[error("{0}")]
+    #[error(transparent)]
     Safetensors(#[from] SafetensorsError),
-    #[error("{0}")]
+    #[error(transparent)]
     Config(#[from] ConfigError),
-    #[error("{0}")]
+    #[error(transparent)]
     Tensor(#[from] TensorError),
-    #[error("{0}")]
+    #[error(transparent)]
     Tokenizer(#[from] TokenizerError),
     #[error("{file}: tensor '{name}' is missing")]
     Missing { file: String, name: String },

@@ -159,13 +159,14 @@ pub fn matmul(w: &Weight, x: &[f32], n: usize, out: &mut [f32]) {
 pub fn matmul_quantized(w: &Weight, qa: &QuantizedActivations, n: usize, out: &mut [f32]) {
     assert_eq!(qa.ty, reference::vec_dot_type(w.ty));
 
-    // Rows in parallel; each worker keeps its weight rows hot in cache across all tokens.
-    const ROWS_PER_TASK: usize = 16;
+    // Rows in parallel, about four tasks per thread: each task decodes the activations once and
+    // keeps its weight rows hot in cache across all tokens.
+    let rows_per_task = w.rows.div_ceil(4 * rayon::current_num_threads()).max(1);
     let mut tmp = vec![0f32; w.rows * n];
-    tmp.par_chunks_mut(ROWS_PER_TASK * n)
+    tmp.par_chunks_mut(rows_per_task * n)
         .enumerate()
         .for_each(|(chunk, block)| {
-            let r0 = chunk * ROWS_PER_TASK;
+            let r0 = chunk * rows_per_task;
             let rows = block.len() / n;
             let rb = w.row_bytes();
             autoround_kernels::matmul::vec_dot_rows(
