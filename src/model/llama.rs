@@ -434,33 +434,6 @@ fn attention_tiled<'k>(
     o.iter_mut().for_each(|x| *x *= inv);
 }
 
-/// ggml's AVX2 f16 dot product order: 4 accumulators of 8 lanes over steps of 32, reduced
-/// pairwise, remaining elements added in f64. Inputs are f16 values held in f32.
-fn dot_f16(a: &[f32], b: &[f32]) -> f32 {
-    let n = a.len();
-    let np = n & !31;
-    let mut acc = [[0f32; 8]; 4];
-    for i in (0..np).step_by(32) {
-        for (j, accj) in acc.iter_mut().enumerate() {
-            for (l, lane) in accj.iter_mut().enumerate() {
-                let k = i + j * 8 + l;
-                *lane += a[k] * b[k];
-            }
-        }
-    }
-    for l in 0..8 {
-        acc[0][l] += acc[2][l];
-        acc[1][l] += acc[3][l];
-        acc[0][l] += acc[1][l];
-    }
-    let t0: Vec<f32> = (0..4).map(|l| acc[0][l] + acc[0][l + 4]).collect();
-    let mut sum = ((t0[0] + t0[1]) + (t0[2] + t0[3])) as f64;
-    for k in np..n {
-        sum += (a[k] * b[k]) as f64;
-    }
-    sum as f32
-}
-
 /// llama.cpp's one-query flash-attention numerics (see [`Model::attention`]).
 fn attention_one<'k>(
     qh: &[f32],
@@ -475,7 +448,7 @@ fn attention_one<'k>(
     let mut vkq = vec![f16::ZERO; hd];
     let (mut m, mut s_sum) = (f32::NEG_INFINITY, 0f32);
     for j in 0..n_kv {
-        let s = dot_f16(k_row(j), &q16) * scale;
+        let s = autoround_kernels::matmul::dot_f16_ggml(k_row(j), &q16) * scale;
         let (mut ms, mut vs) = (1f32, 1f32);
         if s > m {
             let m_old = m;
