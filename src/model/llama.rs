@@ -298,18 +298,6 @@ impl<'a> Model<'a> {
                 }
             }
             self.attention(&q, &cache.k[il], &cache.v[il], pos0, n, &mut attn);
-            if std::env::var("DBG_SUMS").is_ok() && il == 0 {
-                for t in [0usize, 1, n - 1] {
-                    eprintln!(
-                        "kqv_out tok{t} {:?} .. {:?}",
-                        &attn[t * q_dim..t * q_dim + 3],
-                        &attn[t * q_dim + q_dim - 3..(t + 1) * q_dim]
-                    );
-                }
-                for t in [0usize, 1, n - 1] {
-                    eprintln!("K tok{t} {:?}", &k[t * kv_dim..t * kv_dim + 3]);
-                }
-            }
             matmul(&l.wo, &attn, n, &mut proj);
             for (xi, pi) in x.iter_mut().zip(&proj) {
                 *xi += pi;
