@@ -123,7 +123,6 @@ impl<'a> Weight<'a> {
 /// Activations converted once to a weight type's vec-dot type, one packed row per token.
 pub struct QuantizedActivations {
     ty: GgmlType,
-    row_bytes: usize,
     data: Vec<u8>,
 }
 
@@ -141,7 +140,6 @@ impl QuantizedActivations {
             .for_each(|(dst, src)| quantize(src, dst));
         QuantizedActivations {
             ty,
-            row_bytes,
             data,
         }
     }
