@@ -138,10 +138,7 @@ impl QuantizedActivations {
         data.par_chunks_mut(row_bytes.max(1))
             .zip(x.par_chunks(cols))
             .for_each(|(dst, src)| quantize(src, dst));
-        QuantizedActivations {
-            ty,
-            data,
-        }
+        QuantizedActivations { ty, data }
     }
 }
 
