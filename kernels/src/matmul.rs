@@ -366,6 +366,7 @@ fn hsum8(x: &[f32; 8]) -> f32 {
 /// its flash-attention Q·K): four 8-lane fused multiply-add accumulators over steps of 32, reduced
 /// `(s0+s2) + (s1+s3)` lane-wise, then `(t0+t1) + (t2+t3)` with `t = low half + high half`; any
 /// tail beyond a multiple of 32 is added in f64.
+#[inline(always)]
 pub fn dot_f16_ggml(a: &[f32], b: &[f32]) -> f32 {
     let n = a.len().min(b.len());
     let np = n & !31;
