@@ -5,6 +5,7 @@
 //! - [`hf`]: `config.json` of the Llama family (llama, mistral, qwen2, qwen3).
 //! - [`tokenizer`]: tokenizers from `tokenizer.json` or from GGUF metadata, chat templates.
 
+mod atomic;
 pub mod gguf;
 pub mod hf;
 pub mod safetensors;

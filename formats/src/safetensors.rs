@@ -18,7 +18,6 @@
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
-use std::io::Write;
 use std::path::{Component, Path, PathBuf};
 
 use memmap2::Mmap;
@@ -421,7 +420,7 @@ impl View for WriteView<'_> {
     }
 }
 
-/// Writes a safetensors file atomically: to `<path>.tmp` next to it, fsync, then rename over
+/// Writes a safetensors file atomically: to `<path>.tmp.<pid>` next to it, fsync, then rename over
 /// `path` (and fsync of the directory where the platform allows it).
 ///
 /// Each tensor is `(name, dtype, shape, little-endian data)`; dtype is one of F32, F16, BF16,
@@ -473,41 +472,19 @@ pub fn write_safetensors(
         views.push((name.as_str(), WriteView { dtype, shape, data }));
     }
 
-    let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
-    tmp_name.push(".tmp");
-    let tmp = path.with_file_name(tmp_name);
-    let result = (|| {
-        safetensors::tensor::serialize_to_file(views, metadata, &tmp).map_err(|e| match e {
-            safetensors::SafeTensorError::IoError(io) => io_err(&tmp, io),
-            other => SafetensorsError::Format {
-                path: path.to_path_buf(),
-                msg: other.to_string(),
-            },
-        })?;
-        let f = File::options()
-            .append(true)
-            .open(&tmp)
-            .map_err(|e| io_err(&tmp, e))?;
-        f.sync_all().map_err(|e| io_err(&tmp, e))?;
-        drop(f);
-        std::fs::rename(&tmp, path).map_err(|e| io_err(path, e))?;
-        if let Some(dir) = path.parent() {
-            let dir = if dir.as_os_str().is_empty() {
-                Path::new(".")
-            } else {
-                dir
-            };
-            // Best effort: not every platform can open or fsync a directory.
-            if let Ok(d) = File::open(dir) {
-                let _ = d.sync_all();
-            }
-        }
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    crate::atomic::write_atomically(
+        path,
+        |tmp| {
+            safetensors::tensor::serialize_to_file(views, metadata, tmp).map_err(|e| match e {
+                safetensors::SafeTensorError::IoError(io) => io_err(tmp, io),
+                other => SafetensorsError::Format {
+                    path: path.to_path_buf(),
+                    msg: other.to_string(),
+                },
+            })
+        },
+        |p, _, e| io_err(p, e),
+    )
 }
 
 /// Writes a `model.safetensors.index.json` for shards already written with
@@ -537,16 +514,11 @@ pub fn write_index(
             msg: e.to_string(),
         }
     })?;
-    let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
-    tmp_name.push(".tmp");
-    let tmp = path.with_file_name(tmp_name);
-    let mut f = File::create(&tmp).map_err(|e| io_err(&tmp, e))?;
-    f.write_all(text.as_bytes())
-        .and_then(|_| f.write_all(b"\n"))
-        .and_then(|_| f.sync_all())
-        .map_err(|e| io_err(&tmp, e))?;
-    drop(f);
-    std::fs::rename(&tmp, path).map_err(|e| io_err(path, e))
+    crate::atomic::write_atomically(
+        path,
+        |tmp| std::fs::write(tmp, format!("{text}\n")).map_err(|e| io_err(tmp, e)),
+        |p, _, e| io_err(p, e),
+    )
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@
 use std::borrow::Cow;
 use std::fs::File;
 use std::io::{BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use super::reader::{align_up, tensor_size, GgufFile};
 use super::types::*;
@@ -281,51 +281,26 @@ impl<'a> GgufWriter<'a> {
     /// over `path` (and fsync the directory). On error the temporary file is removed and `path` is
     /// untouched. `path` may be the file this writer borrows from: the map keeps the old contents.
     pub fn write_to_path(&self, path: &Path) -> Result<(), GgufError> {
-        let mut tmp = path.as_os_str().to_owned();
-        tmp.push(format!(".tmp.{}", std::process::id()));
-        let tmp = PathBuf::from(tmp);
-        let result = self.write_tmp_and_rename(&tmp, path);
-        if result.is_err() {
-            // Best effort: the file may not exist (creating it may have been what failed).
-            let _ = std::fs::remove_file(&tmp);
-        }
-        result.map_err(|e| e.with_path(path))
-    }
-
-    fn write_tmp_and_rename(&self, tmp: &Path, path: &Path) -> Result<(), GgufError> {
-        let io = |p: &Path, op: &'static str| {
-            let p = p.to_path_buf();
-            move |source| GgufError::Io {
-                path: p,
-                op,
-                source,
-            }
+        let io = |p: &Path, op: &'static str, source| GgufError::Io {
+            path: p.to_path_buf(),
+            op,
+            source,
         };
-        // Validate before creating anything.
-        self.validate()?;
-        let file = File::create(tmp).map_err(io(tmp, "create"))?;
-        let mut w = BufWriter::with_capacity(1 << 20, file);
-        self.write_to(&mut w).map_err(|e| e.with_path(tmp))?;
-        let file = w.into_inner().map_err(|e| GgufError::Io {
-            path: tmp.to_path_buf(),
-            op: "write",
-            source: e.into_error(),
-        })?;
-        file.sync_all().map_err(io(tmp, "fsync"))?;
-        drop(file);
-        std::fs::rename(tmp, path).map_err(io(path, "rename temporary file over"))?;
-        // Make the rename durable. Directories cannot be opened for this on every platform.
-        if let Some(dir) = path.parent() {
-            let dir = if dir.as_os_str().is_empty() {
-                Path::new(".")
-            } else {
-                dir
-            };
-            if let Ok(d) = File::open(dir) {
-                let _ = d.sync_all();
-            }
-        }
-        Ok(())
+        crate::atomic::write_atomically(
+            path,
+            |tmp| {
+                // Validate before creating anything.
+                self.validate()?;
+                let file = File::create(tmp).map_err(|e| io(tmp, "create", e))?;
+                let mut w = BufWriter::with_capacity(1 << 20, file);
+                self.write_to(&mut w).map_err(|e| e.with_path(tmp))?;
+                w.into_inner()
+                    .map_err(|e| io(tmp, "write", e.into_error()))?;
+                Ok(())
+            },
+            io,
+        )
+        .map_err(|e| e.with_path(path))
     }
 }
 
