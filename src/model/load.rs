@@ -103,7 +103,7 @@ fn load_gguf(f: &GgufFile) -> Result<Model<'_>, LoadError> {
             }
             .into());
         }
-        Ok(Weight::new(
+        Ok(Weight::matrix(
             name,
             t.ty,
             rows,
@@ -184,7 +184,7 @@ fn load_hf<'a>(
             }
             .into());
         }
-        Ok(Weight::new(
+        Ok(Weight::matrix(
             name,
             t.dtype,
             rows,

@@ -93,6 +93,24 @@ impl<'a> Weight<'a> {
         })
     }
 
+    /// [`Weight::new`] for a matrix the engine multiplies by: its type must also have a dot
+    /// product (a file could hold, say, a Q8_K matrix, which only activations use).
+    pub fn matrix(
+        name: &str,
+        ty: GgmlType,
+        rows: usize,
+        cols: usize,
+        data: Cow<'a, [u8]>,
+    ) -> Result<Weight<'a>, TensorError> {
+        if reference::vec_dot_fn(ty).is_none() {
+            return Err(TensorError::Type {
+                name: name.into(),
+                ty,
+            });
+        }
+        Weight::new(name, ty, rows, cols, data)
+    }
+
     /// Bytes of one row.
     pub fn row_bytes(&self) -> usize {
         self.data.len() / self.rows.max(1)
@@ -177,5 +195,22 @@ pub fn matmul_quantized(w: &Weight, qa: &QuantizedActivations, n: usize, out: &m
         for r in 0..w.rows {
             out[t * w.rows + r] = tmp[r * n + t];
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matrices_need_a_dot_product_and_whole_blocks() {
+        let q8k = vec![0u8; GgmlType::Q8_K.type_size()];
+        let e = Weight::matrix("m", GgmlType::Q8_K, 1, 256, Cow::Owned(q8k)).unwrap_err();
+        assert!(e.to_string().contains("not supported"), "{e}");
+        let e = Weight::matrix("m", GgmlType::Q4_0, 1, 48, Cow::Owned(vec![0u8; 27])).unwrap_err();
+        assert!(e.to_string().contains("not a multiple"), "{e}");
+        let e = Weight::matrix("m", GgmlType::Q4_0, 2, 32, Cow::Owned(vec![0u8; 18])).unwrap_err();
+        assert!(e.to_string().contains("holds 18 bytes"), "{e}");
+        assert!(Weight::matrix("m", GgmlType::Q4_0, 2, 32, Cow::Owned(vec![0u8; 36])).is_ok());
     }
 }
