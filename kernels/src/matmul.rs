@@ -435,8 +435,8 @@ fn legacy_rows(
             for b in 0..nb {
                 let lanes = dot32_lanes(&wq[b * 32..b * 32 + 32], &aqt[b * 32..b * 32 + 32]);
                 let d = wd[b] * adt[b];
-                for (a, &q) in acc.iter_mut().zip(&lanes) {
-                    *a = d.mul_add(q as f32, *a);
+                for l in 0..8 {
+                    acc[l] = d.mul_add(lanes[l] as f32, acc[l]);
                 }
                 if kind.q8_1() {
                     summs += wm[b] * asum[t * nb + b];

@@ -8,7 +8,9 @@
 //! [`crate::tensor::matmul`].
 
 use super::config::{ModelConfig, RopeLayout};
+use super::trace;
 use crate::tensor::{matmul, matmul_quantized, QuantizedActivations, Weight};
+use autoround_kernels::ops::{flash_attn_row, swiglu, HeadRows, FA_TILE_Q};
 use half::f16;
 use rayon::prelude::*;
 
@@ -118,10 +120,6 @@ fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
     }
 }
 
-fn silu(x: f32) -> f32 {
-    x / (1.0 + (-x).exp())
-}
-
 impl<'a> Model<'a> {
     /// The cos/sin table for position `pos`, as ggml's rope cache builds it.
     fn rope_cache(&self, pos: usize, cache: &mut [f32]) {
@@ -137,6 +135,9 @@ impl<'a> Model<'a> {
         }
     }
 
+    /// Rotate one head. ggml's scalar rotation is compiled with `-march=native`, and GCC contracts
+    /// `x0*cos - x1*sin` into `fma(x0, cos, -(x1*sin))` (and `x0*sin + x1*cos` into
+    /// `fma(x0, sin, x1*cos)`) on FMA machines: checked bit for bit against llama.cpp's dumps.
     fn apply_rope(&self, cache: &[f32], head: &mut [f32]) {
         let n = self.cfg.rope_dims;
         match self.cfg.rope_layout {
@@ -144,8 +145,8 @@ impl<'a> Model<'a> {
                 for i0 in (0..n).step_by(2) {
                     let (cos, sin) = (cache[i0], cache[i0 + 1]);
                     let (x0, x1) = (head[i0], head[i0 + 1]);
-                    head[i0] = x0 * cos - x1 * sin;
-                    head[i0 + 1] = x0 * sin + x1 * cos;
+                    head[i0] = x0.mul_add(cos, -(x1 * sin));
+                    head[i0 + 1] = x0.mul_add(sin, x1 * cos);
                 }
             }
             RopeLayout::Neox => {
@@ -153,8 +154,8 @@ impl<'a> Model<'a> {
                     let (cos, sin) = (cache[i0], cache[i0 + 1]);
                     let ic = i0 / 2;
                     let (x0, x1) = (head[ic], head[ic + n / 2]);
-                    head[ic] = x0 * cos - x1 * sin;
-                    head[ic + n / 2] = x0 * sin + x1 * cos;
+                    head[ic] = x0.mul_add(cos, -(x1 * sin));
+                    head[ic + n / 2] = x0.mul_add(sin, x1 * cos);
                 }
             }
         }
@@ -196,18 +197,19 @@ impl<'a> Model<'a> {
                 n_ctx: cache.n_ctx,
             });
         }
-        let hidden = self.hidden_states(tokens, cache)?;
-        let c = &self.cfg;
-        let d = c.n_embd;
+        trace::next_step();
         let from = match which {
             Logits::Last => n - 1,
             Logits::From(i) => i.min(n - 1),
         };
+        let hidden = self.hidden_states(tokens, cache, from)?;
+        let c = &self.cfg;
+        let d = c.n_embd;
         let n_out = n - from;
         let mut normed = vec![0f32; n_out * d];
         for t in 0..n_out {
             rms_norm(
-                &hidden[(from + t) * d..(from + t + 1) * d],
+                &hidden[t * d..(t + 1) * d],
                 &self.out_norm,
                 c.rms_eps,
                 &mut normed[t * d..(t + 1) * d],
@@ -216,14 +218,18 @@ impl<'a> Model<'a> {
         let out_w = self.output.as_ref().unwrap_or(&self.tok_embd);
         let mut logits = vec![0f32; n_out * out_w.rows];
         matmul(out_w, &normed, n_out, &mut logits);
+        trace::dump("result_norm", None, &normed, d);
+        trace::dump("result_output", None, &logits, out_w.rows);
         Ok(logits)
     }
 
-    /// The residual stream after the last block (before the final norm), `n × n_embd`.
+    /// The residual stream after the last block (before the final norm) for token rows
+    /// `keep_from..` (`(n - keep_from) × n_embd`); every token still enters the KV cache.
     pub fn hidden_states(
         &self,
         tokens: &[u32],
         cache: &mut KvCache,
+        keep_from: usize,
     ) -> Result<Vec<f32>, ForwardError> {
         let c = &self.cfg;
         let n = tokens.len();
@@ -233,6 +239,8 @@ impl<'a> Model<'a> {
         let kv_dim = c.n_head_kv * hd;
         let pos0 = cache.len;
         let mut x = self.embed(tokens)?;
+        let keep_from = keep_from.min(n - 1);
+        let mut m = n;
 
         let mut rope = vec![0f32; n * c.rope_dims];
         for t in 0..n {
@@ -247,6 +255,7 @@ impl<'a> Model<'a> {
         let mut proj = vec![0f32; n * d];
         let mut gate = vec![0f32; n * c.n_ff];
         let mut up = vec![0f32; n * c.n_ff];
+        let mut act = vec![0f32; n * c.n_ff];
 
         for (il, l) in self.layers.iter().enumerate() {
             // --- attention ---
@@ -258,6 +267,7 @@ impl<'a> Model<'a> {
                     &mut xn[t * d..(t + 1) * d],
                 );
             }
+            trace::dump("attn_norm", Some(il), &xn, d);
             let qa = QuantizedActivations::new(l.wq.ty, &xn, n, d);
             matmul_quantized(&l.wq, &qa, n, &mut q);
             let same = |w: &Weight| w.ty == l.wq.ty;
@@ -268,6 +278,8 @@ impl<'a> Model<'a> {
                 matmul(&l.wk, &xn, n, &mut k);
                 matmul(&l.wv, &xn, n, &mut v);
             }
+            trace::dump("Qmm", Some(il), &q, q_dim);
+            trace::dump("Kmm", Some(il), &k, kv_dim);
             add_bias(&mut q, l.bq.as_deref());
             add_bias(&mut k, l.bk.as_deref());
             add_bias(&mut v, l.bv.as_deref());
@@ -297,14 +309,31 @@ impl<'a> Model<'a> {
                     vc[p * kv_dim + i] = f16::from_f32(v[t * kv_dim + i]).to_f32();
                 }
             }
+            trace::dump("Qcur", Some(il), &q, q_dim);
+            trace::dump("Kcur", Some(il), &k, kv_dim);
+            trace::dump("Vcur", Some(il), &v, kv_dim);
             self.attention(&q, &cache.k[il], &cache.v[il], pos0, n, &mut attn);
+            trace::dump("kqv_out", Some(il), &attn, q_dim);
             matmul(&l.wo, &attn, n, &mut proj);
+            trace::dump("attn_out", Some(il), &proj, d);
+            if il + 1 == self.layers.len() && keep_from > 0 {
+                // Like llama.cpp, run the last feed-forward only on the rows whose output is
+                // wanted (this changes which matmul kernel, and so which float order, is used).
+                m = n - keep_from;
+                for buf in [&mut x, &mut proj, &mut xn] {
+                    buf.drain(..keep_from * d);
+                }
+                for buf in [&mut gate, &mut up, &mut act] {
+                    buf.truncate(m * c.n_ff);
+                }
+            }
             for (xi, pi) in x.iter_mut().zip(&proj) {
                 *xi += pi;
             }
+            trace::dump("ffn_inp", Some(il), &x, d);
 
             // --- feed-forward (SwiGLU) ---
-            for t in 0..n {
+            for t in 0..m {
                 rms_norm(
                     &x[t * d..(t + 1) * d],
                     &l.ffn_norm,
@@ -312,34 +341,38 @@ impl<'a> Model<'a> {
                     &mut xn[t * d..(t + 1) * d],
                 );
             }
-            let qa = QuantizedActivations::new(l.w_gate.ty, &xn, n, d);
-            matmul_quantized(&l.w_gate, &qa, n, &mut gate);
+            trace::dump("ffn_norm", Some(il), &xn, d);
+            let qa = QuantizedActivations::new(l.w_gate.ty, &xn, m, d);
+            matmul_quantized(&l.w_gate, &qa, m, &mut gate);
             if l.w_up.ty == l.w_gate.ty {
-                matmul_quantized(&l.w_up, &qa, n, &mut up);
+                matmul_quantized(&l.w_up, &qa, m, &mut up);
             } else {
-                matmul(&l.w_up, &xn, n, &mut up);
+                matmul(&l.w_up, &xn, m, &mut up);
             }
-            for (g, u) in gate.iter_mut().zip(&up) {
-                *g = silu(*g) * u;
+            trace::dump("ffn_gate", Some(il), &gate, c.n_ff);
+            trace::dump("ffn_up", Some(il), &up, c.n_ff);
+            for ((g, u), o) in gate
+                .chunks(c.n_ff)
+                .zip(up.chunks(c.n_ff))
+                .zip(act.chunks_mut(c.n_ff))
+            {
+                swiglu(g, u, o);
             }
-            matmul(&l.w_down, &gate, n, &mut proj);
+            trace::dump("ffn_swiglu", Some(il), &act, c.n_ff);
+            matmul(&l.w_down, &act, m, &mut proj);
+            trace::dump("ffn_out", Some(il), &proj, d);
             for (xi, pi) in x.iter_mut().zip(&proj) {
                 *xi += pi;
             }
+            trace::dump("l_out", Some(il), &x, d);
         }
         cache.len += n;
         Ok(x)
     }
 
     /// Causal grouped-query attention of `n` new queries over cached positions `0..pos0+n`,
-    /// with the numerics of llama.cpp's CPU flash attention (its default), which has two paths:
-    ///
-    /// - batches of at least [`FA_TILE_Q`] queries (prompt processing, perplexity): the tiled path.
-    ///   Q stays f32, K and V are widened from f16, scores and the V sum are f32, and softmax runs
-    ///   online over tiles of [`FA_TILE_KV`] keys.
-    /// - smaller batches and decoding: the one-query path. Q is rounded to f16, each score is an
-    ///   f16 dot product, softmax runs online key by key, and the weighted sum of V is accumulated
-    ///   **in f16** (rounded after every key), then divided by the f32 sum at the end.
+    /// with the numerics of llama.cpp's CPU flash attention (its default); see
+    /// [`autoround_kernels::ops`] for its two paths.
     fn attention(&self, q: &[f32], kc: &[f32], vc: &[f32], pos0: usize, n: usize, out: &mut [f32]) {
         let c = &self.cfg;
         let hd = c.head_dim;
@@ -354,108 +387,14 @@ impl<'a> Model<'a> {
             let kvh = h / group;
             let n_kv = pos0 + t + 1;
             let qh = &q[t * q_dim + h * hd..t * q_dim + (h + 1) * hd];
-            let k_row = |j: usize| &kc[j * kv_dim + kvh * hd..j * kv_dim + (kvh + 1) * hd];
-            let v_row = |j: usize| &vc[j * kv_dim + kvh * hd..j * kv_dim + (kvh + 1) * hd];
-            if tiled {
-                attention_tiled(qh, n_kv, k_row, v_row, scale, o);
-            } else {
-                attention_one(qh, n_kv, k_row, v_row, scale, o);
-            }
-        });
-    }
-}
-
-/// Queries per tile above which llama.cpp's CPU flash attention takes its tiled path.
-pub const FA_TILE_Q: usize = 64;
-/// Keys per tile of the tiled path.
-pub const FA_TILE_KV: usize = 64;
-
-/// llama.cpp's tiled flash-attention numerics for one query row (see [`Model::attention`]).
-fn attention_tiled<'k>(
-    qh: &[f32],
-    n_kv: usize,
-    k_row: impl Fn(usize) -> &'k [f32],
-    v_row: impl Fn(usize) -> &'k [f32],
-    scale: f32,
-    o: &mut [f32],
-) {
-    let hd = qh.len();
-    let (mut m, mut s_sum) = (f32::NEG_INFINITY, 0f32);
-    o.fill(0.0);
-    let mut kq = [0f32; FA_TILE_KV];
-    for ic in (0..n_kv).step_by(FA_TILE_KV) {
-        let tile = FA_TILE_KV.min(n_kv - ic);
-        for (tk, sk) in kq.iter_mut().enumerate() {
-            *sk = if tk < tile {
-                let kr = k_row(ic + tk);
-                let mut acc = 0f32;
-                for d in 0..hd {
-                    acc += qh[d] * kr[d];
-                }
-                acc * scale
-            } else {
-                f32::NEG_INFINITY
+            let rows = |data| HeadRows {
+                data,
+                stride: kv_dim,
+                offset: kvh * hd,
+                len: hd,
             };
-        }
-        let tile_max = kq.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let m_new = m.max(tile_max);
-        if m_new > m {
-            let ms = (m - m_new).exp();
-            o.iter_mut().for_each(|x| *x *= ms);
-            s_sum *= ms;
-        }
-        m = m_new;
-        let mut tile_sum = 0f64;
-        for sk in kq.iter_mut() {
-            *sk = (*sk - m).exp();
-            tile_sum += *sk as f64;
-        }
-        s_sum += tile_sum as f32;
-        for (tk, &p) in kq.iter().enumerate().take(tile) {
-            let vr = v_row(ic + tk);
-            for d in 0..hd {
-                o[d] += vr[d] * p;
-            }
-        }
-    }
-    let inv = if s_sum == 0.0 { 0.0 } else { 1.0 / s_sum };
-    o.iter_mut().for_each(|x| *x *= inv);
-}
-
-/// llama.cpp's one-query flash-attention numerics (see [`Model::attention`]).
-fn attention_one<'k>(
-    qh: &[f32],
-    n_kv: usize,
-    k_row: impl Fn(usize) -> &'k [f32],
-    v_row: impl Fn(usize) -> &'k [f32],
-    scale: f32,
-    o: &mut [f32],
-) {
-    let hd = qh.len();
-    let q16: Vec<f32> = qh.iter().map(|&x| f16::from_f32(x).to_f32()).collect();
-    let mut vkq = vec![f16::ZERO; hd];
-    let (mut m, mut s_sum) = (f32::NEG_INFINITY, 0f32);
-    for j in 0..n_kv {
-        let s = autoround_kernels::matmul::dot_f16_ggml(k_row(j), &q16) * scale;
-        let (mut ms, mut vs) = (1f32, 1f32);
-        if s > m {
-            let m_old = m;
-            m = s;
-            ms = (m_old - m).exp();
-            vkq.iter_mut()
-                .for_each(|x| *x = f16::from_f32(x.to_f32() * ms));
-        } else {
-            vs = (s - m).exp();
-        }
-        let vr = v_row(j);
-        for d in 0..hd {
-            vkq[d] = f16::from_f32(vr[d] * vs + vkq[d].to_f32());
-        }
-        s_sum = s_sum * ms + vs;
-    }
-    let inv = if s_sum == 0.0 { 0.0 } else { 1.0 / s_sum };
-    for d in 0..hd {
-        o[d] = vkq[d].to_f32() * inv;
+            flash_attn_row(tiled, qh, rows(kc), rows(vc), n_kv, scale, o);
+        });
     }
 }
 

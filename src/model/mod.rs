@@ -4,6 +4,7 @@
 pub mod config;
 pub mod llama;
 pub mod load;
+pub mod trace;
 
 pub use config::{Arch, ModelConfig, RopeLayout};
 pub use llama::{KvCache, Layer, Model};

@@ -41,6 +41,7 @@ use crate::{GgmlType, KernelError};
 pub mod float;
 pub mod kquants;
 pub mod legacy;
+pub mod math;
 pub mod nonlinear;
 
 pub use float::{

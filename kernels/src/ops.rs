@@ -1,0 +1,269 @@
+//! The decoder's element-wise and attention operations with llama.cpp's CPU numerics.
+//!
+//! Each function here is written once, as scalar code whose float operations (including every
+//! fused multiply-add, see [`crate::reference::math`]) follow what llama.cpp computes on an
+//! AVX2+FMA machine. The `avx2` tier runs the same code compiled with AVX2/FMA/F16C enabled, so
+//! that `mul_add` is one instruction instead of a libm call: the results are the same bits.
+//!
+//! Flash attention has llama.cpp's two CPU paths (`ggml_compute_forward_flash_attn_ext_*` in
+//! ggml-cpu's `ops.cpp`):
+//!
+//! - **tiled**, for batches of at least [`FA_TILE_Q`] queries: Q stays f32; each score is a
+//!   fused multiply-add chain over the head dimension; softmax runs online over tiles of
+//!   [`FA_TILE_KV`] keys with ggml's vector `expf`, each group of 8 summed like `hsum8` into an
+//!   f64 tile sum; the V sum is a fused multiply-add chain over keys onto the running output.
+//! - **one query at a time** otherwise: Q is rounded to f16, each score is ggml's f16 dot
+//!   product, softmax runs key by key with libm's `expf`, and the weighted V sum is accumulated
+//!   in f16 (a fused multiply-add per element, rounded to f16 after every key).
+
+use crate::dispatch::Tier;
+use crate::matmul::dot_f16_ggml;
+use crate::reference::math::{expf_ggml, swiglu_row};
+use half::f16;
+
+/// Queries per batch from which llama.cpp's CPU flash attention takes its tiled path.
+pub const FA_TILE_Q: usize = 64;
+/// Keys per tile of the tiled path.
+pub const FA_TILE_KV: usize = 64;
+
+/// One attention head's rows in a KV cache: row `j` is `data[j * stride + offset..][..len]`.
+#[derive(Debug, Clone, Copy)]
+pub struct HeadRows<'a> {
+    pub data: &'a [f32],
+    pub stride: usize,
+    pub offset: usize,
+    pub len: usize,
+}
+
+impl<'a> HeadRows<'a> {
+    #[inline(always)]
+    fn row(&self, j: usize) -> &'a [f32] {
+        let s = j * self.stride + self.offset;
+        &self.data[s..s + self.len]
+    }
+}
+
+fn fast() -> bool {
+    cfg!(target_arch = "x86_64") && matches!(Tier::selected(), Ok(Tier::Avx2))
+}
+
+/// Attention of one query row `q` over keys/values `0..n_kv` (all visible), written to `out`.
+/// `tiled` picks llama.cpp's path (callers pass `n_queries_in_batch >= FA_TILE_Q`).
+pub fn flash_attn_row(
+    tiled: bool,
+    q: &[f32],
+    k: HeadRows,
+    v: HeadRows,
+    n_kv: usize,
+    scale: f32,
+    out: &mut [f32],
+) {
+    assert!(q.len() == k.len && out.len() == v.len, "head sizes");
+    #[cfg(target_arch = "x86_64")]
+    if fast() {
+        // SAFETY: the selected tier is Avx2, which requires AVX2, FMA and F16C on this CPU.
+        unsafe { flash_attn_row_avx2(tiled, q, k, v, n_kv, scale, out) };
+        return;
+    }
+    flash_attn_row_impl(tiled, q, k, v, n_kv, scale, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn flash_attn_row_avx2(
+    tiled: bool,
+    q: &[f32],
+    k: HeadRows,
+    v: HeadRows,
+    n_kv: usize,
+    scale: f32,
+    out: &mut [f32],
+) {
+    flash_attn_row_impl(tiled, q, k, v, n_kv, scale, out)
+}
+
+#[inline(always)]
+fn flash_attn_row_impl(
+    tiled: bool,
+    q: &[f32],
+    k: HeadRows,
+    v: HeadRows,
+    n_kv: usize,
+    scale: f32,
+    out: &mut [f32],
+) {
+    if tiled {
+        attn_tiled(q, k, v, n_kv, scale, out)
+    } else {
+        attn_one(q, k, v, n_kv, scale, out)
+    }
+}
+
+#[inline(always)]
+fn attn_tiled(q: &[f32], k: HeadRows, v: HeadRows, n_kv: usize, scale: f32, o: &mut [f32]) {
+    let hd = q.len();
+    let (mut m, mut s_sum) = (f32::NEG_INFINITY, 0f32);
+    o.fill(0.0);
+    let mut kq = [0f32; FA_TILE_KV];
+    for ic in (0..n_kv).step_by(FA_TILE_KV) {
+        let tile = FA_TILE_KV.min(n_kv - ic);
+        for (tk, sk) in kq.iter_mut().enumerate() {
+            *sk = if tk < tile {
+                let kr = k.row(ic + tk);
+                let mut acc = 0f32;
+                for d in 0..hd {
+                    acc = q[d].mul_add(kr[d], acc);
+                }
+                acc * scale
+            } else {
+                f32::NEG_INFINITY
+            };
+        }
+        let tile_max = kq.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        if tile_max == f32::NEG_INFINITY {
+            continue;
+        }
+        let m_new = m.max(tile_max);
+        if m_new > m {
+            let ms = (m - m_new).exp();
+            o.iter_mut().for_each(|x| *x *= ms);
+            s_sum *= ms;
+        }
+        m = m_new;
+        let mut tile_sum = 0f64;
+        for lanes in kq.chunks_exact_mut(8) {
+            for sk in lanes.iter_mut() {
+                *sk = expf_ggml(*sk - m);
+            }
+            tile_sum += (((lanes[0] + lanes[4]) + (lanes[2] + lanes[6]))
+                + ((lanes[1] + lanes[5]) + (lanes[3] + lanes[7]))) as f64;
+        }
+        // `S += ggml_vec_soft_max_f32(...)`: a float plus a double, rounded back to float.
+        s_sum = (s_sum as f64 + tile_sum) as f32;
+        for (tk, &p) in kq.iter().enumerate().take(tile) {
+            let vr = v.row(ic + tk);
+            for d in 0..hd {
+                o[d] = p.mul_add(vr[d], o[d]);
+            }
+        }
+    }
+    let inv = if s_sum == 0.0 { 0.0 } else { 1.0 / s_sum };
+    o.iter_mut().for_each(|x| *x *= inv);
+}
+
+#[inline(always)]
+fn attn_one(q: &[f32], k: HeadRows, v: HeadRows, n_kv: usize, scale: f32, o: &mut [f32]) {
+    const MAX_HD: usize = 512;
+    let hd = q.len();
+    assert!(hd <= MAX_HD, "head dimension {hd} above {MAX_HD}");
+    let mut q16 = [0f32; MAX_HD];
+    for (a, &b) in q16.iter_mut().zip(q) {
+        *a = f16::from_f32(b).to_f32();
+    }
+    let q16 = &q16[..hd];
+    let mut vkq = [0f32; MAX_HD]; // f16 values held in f32
+    let vkq = &mut vkq[..v.len];
+    let (mut m, mut s_sum) = (f32::NEG_INFINITY, 0f32);
+    for j in 0..n_kv {
+        let s = dot_f16_ggml(k.row(j), q16) * scale;
+        let (mut ms, mut vs) = (1f32, 1f32);
+        if s > m {
+            let m_old = m;
+            m = s;
+            ms = (m_old - m).exp();
+            vkq.iter_mut()
+                .for_each(|x| *x = f16::from_f32(*x * ms).to_f32());
+        } else {
+            vs = (s - m).exp();
+        }
+        // ggml_vec_mad_f16: a fused multiply-add per element, rounded to f16.
+        for (a, &b) in vkq.iter_mut().zip(v.row(j)) {
+            *a = f16::from_f32(b.mul_add(vs, *a)).to_f32();
+        }
+        // `S = S*ms + vs`, which GCC contracts to a fused multiply-add.
+        s_sum = s_sum.mul_add(ms, vs);
+    }
+    let inv = if s_sum == 0.0 { 0.0 } else { 1.0 / s_sum };
+    for (a, &b) in o.iter_mut().zip(vkq.iter()) {
+        *a = b * inv;
+    }
+}
+
+/// `out[i] = silu(gate[i]) * up[i]` as ggml's `ggml_vec_swiglu_f32` computes it (one row).
+pub fn swiglu(gate: &[f32], up: &[f32], out: &mut [f32]) {
+    assert!(
+        gate.len() == up.len() && up.len() == out.len(),
+        "swiglu sizes"
+    );
+    #[cfg(target_arch = "x86_64")]
+    if fast() {
+        // SAFETY: the selected tier is Avx2, which requires AVX2, FMA and F16C on this CPU.
+        unsafe { swiglu_avx2(gate, up, out) };
+        return;
+    }
+    swiglu_row(gate, up, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn swiglu_avx2(gate: &[f32], up: &[f32], out: &mut [f32]) {
+    swiglu_row(gate, up, out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rng(seed: &mut u64) -> f32 {
+        *seed ^= *seed << 13;
+        *seed ^= *seed >> 7;
+        *seed ^= *seed << 17;
+        (*seed % 20001) as f32 / 10000.0 - 1.0
+    }
+
+    /// The avx2 tier computes the same bits as the scalar code (the numerics themselves are
+    /// checked against llama.cpp by the parity tests).
+    #[test]
+    fn tiers_agree_bitwise() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let (hd, n_kv, kv_dim) = (64, 200, 192);
+        let f16r = |x: f32| f16::from_f32(x).to_f32();
+        let k: Vec<f32> = (0..n_kv * kv_dim)
+            .map(|_| f16r(rng(&mut seed) * 3.0))
+            .collect();
+        let v: Vec<f32> = (0..n_kv * kv_dim).map(|_| f16r(rng(&mut seed))).collect();
+        let q: Vec<f32> = (0..hd).map(|_| rng(&mut seed) * 2.0).collect();
+        let rows = |data| HeadRows {
+            data,
+            stride: kv_dim,
+            offset: 64,
+            len: hd,
+        };
+        for tiled in [false, true] {
+            for n in [1, 7, 64, 65, 200] {
+                let (mut a, mut b) = (vec![0f32; hd], vec![0f32; hd]);
+                flash_attn_row(tiled, &q, rows(&k), rows(&v), n, 0.125, &mut a);
+                flash_attn_row_impl(tiled, &q, rows(&k), rows(&v), n, 0.125, &mut b);
+                assert_eq!(a, b, "tiled {tiled}, {n} keys");
+                // One key: the output is that key's value row.
+                if n == 1 {
+                    let want = &v[64..64 + hd];
+                    assert!(a
+                        .iter()
+                        .zip(want)
+                        .all(|(x, y)| (x - y).abs() <= 1e-3 * y.abs()));
+                }
+            }
+        }
+        let gate: Vec<f32> = (0..1541).map(|_| rng(&mut seed) * 12.0).collect();
+        let up: Vec<f32> = (0..1541).map(|_| rng(&mut seed)).collect();
+        let (mut a, mut b) = (vec![0f32; 1541], vec![0f32; 1541]);
+        swiglu(&gate, &up, &mut a);
+        swiglu_row(&gate, &up, &mut b);
+        assert_eq!(a, b);
+        for i in 0..1541 {
+            let want = gate[i] / (1.0 + (-gate[i]).exp()) * up[i];
+            assert!((a[i] - want).abs() <= 1e-6 * (1.0 + want.abs()), "{i}");
+        }
+    }
+}
