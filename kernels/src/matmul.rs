@@ -126,6 +126,12 @@ fn vec_dot_rows_impl(
     if ty == GgmlType::F16 && cols % 8 == 0 {
         return f16_rows(cols, w, acts, n_tok, out, widen_f16, dot8_lanes);
     }
+    if ty == GgmlType::Q4_K {
+        return q4_k_rows(cols, w, acts, n_tok, out);
+    }
+    if ty == GgmlType::Q6_K {
+        return q6_k_rows(cols, w, acts, n_tok, out);
+    }
     let wb = ty.row_bytes(cols as u64).expect("whole blocks") as usize;
     let ab = reference::vec_dot_type(ty)
         .row_bytes(cols as u64)
@@ -451,6 +457,170 @@ fn legacy_rows(
     }
 }
 
+/// Rows of a Q4_K × Q8_K product from which llama.cpp's repacked AVX2 kernels take the
+/// four-row GEMM path (`ggml_gemm_q4_K_8x8_q8_K`) instead of the GEMV: batches of more than three
+/// rows, in whole groups of four; the rest go through the GEMV.
+pub fn q4_k_gemm_rows(n_tok: usize) -> usize {
+    if n_tok > 3 {
+        n_tok - n_tok % 4
+    } else {
+        0
+    }
+}
+
+/// Q4_K weights in the float order of llama.cpp's repacked AVX2 kernels (`q4_K_8x8_q8_K`, used
+/// on x86 for every Q4_K matrix with a multiple of 8 rows). Per super-block the integer sums of
+/// scales × quants and of mins × activation sums are exact; the GEMV then adds them as
+/// `acc = fma(isum, d·d8, acc)` and `accmin = fma(imin, dmin·d8, accmin)` once per super-block,
+/// the GEMM once per pair of 32-element sub-blocks; the result is `acc - accmin`.
+#[inline(always)]
+fn q4_k_rows(cols: usize, w: &[u8], acts: &[u8], n_tok: usize, out: &mut [f32]) {
+    const WB: usize = 144;
+    const AB: usize = 292;
+    let nb = cols / 256;
+    assert_eq!(w.len(), nb * WB * (out.len() / n_tok.max(1)), "weight rows");
+    assert_eq!(acts.len(), nb * AB * n_tok, "activation rows");
+    let gemm = q4_k_gemm_rows(n_tok);
+    let mut q = vec![0i8; cols];
+    let mut sc = vec![0i32; nb * 8];
+    let mut mn = vec![0i32; nb * 8];
+    let mut dd = vec![0f32; nb * 2];
+    for (row, o) in w.chunks_exact(nb * WB).zip(out.chunks_exact_mut(n_tok)) {
+        for (b, x) in row.chunks_exact(WB).enumerate() {
+            dd[2 * b] = f16_le(x, 0);
+            dd[2 * b + 1] = f16_le(x, 2);
+            for j in 0..8 {
+                let (s, m) = reference::kquants::get_scale_min_k4(j, &x[4..16]);
+                sc[8 * b + j] = s as i32;
+                mn[8 * b + j] = m as i32;
+            }
+            let qs = &x[16..144];
+            for c in 0..4 {
+                for i in 0..32 {
+                    let byte = qs[32 * c + i];
+                    q[256 * b + 64 * c + i] = (byte & 15) as i8;
+                    q[256 * b + 64 * c + 32 + i] = (byte >> 4) as i8;
+                }
+            }
+        }
+        for (t, ot) in o.iter_mut().enumerate() {
+            let a = &acts[t * nb * AB..(t + 1) * nb * AB];
+            let (mut acc, mut accm) = (0f32, 0f32);
+            for b in 0..nb {
+                let y = &a[b * AB..(b + 1) * AB];
+                let d8 = f32::from_le_bytes([y[0], y[1], y[2], y[3]]);
+                let (d, dmin) = (dd[2 * b] * d8, dd[2 * b + 1] * d8);
+                let mut dots = [0i32; 8];
+                for (j, dj) in dots.iter_mut().enumerate() {
+                    let qw = &q[256 * b + 32 * j..256 * b + 32 * j + 32];
+                    let qa = &y[4 + 32 * j..4 + 32 * j + 32];
+                    let mut sum = 0i32;
+                    for i in 0..32 {
+                        sum += qw[i] as i32 * qa[i] as i8 as i32;
+                    }
+                    *dj = sum;
+                }
+                let bsum = |j: usize| {
+                    let at = |k: usize| i16::from_le_bytes([y[260 + 2 * k], y[261 + 2 * k]]) as i32;
+                    at(2 * j) + at(2 * j + 1)
+                };
+                let (s, m) = (&sc[8 * b..8 * b + 8], &mn[8 * b..8 * b + 8]);
+                if t < gemm {
+                    for p in 0..4 {
+                        let (j0, j1) = (2 * p, 2 * p + 1);
+                        let isum = s[j0] * dots[j0] + s[j1] * dots[j1];
+                        let imin = m[j0] * bsum(j0) + m[j1] * bsum(j1);
+                        acc = (isum as f32).mul_add(d, acc);
+                        accm = (imin as f32).mul_add(dmin, accm);
+                    }
+                } else {
+                    let isum: i32 = (0..8).map(|j| s[j] * dots[j]).sum();
+                    let imin: i32 = (0..8).map(|j| m[j] * bsum(j)).sum();
+                    acc = (isum as f32).mul_add(d, acc);
+                    accm = (imin as f32).mul_add(dmin, accm);
+                }
+            }
+            *ot = acc - accm;
+        }
+    }
+}
+
+/// Q6_K weights in the float order llama.cpp uses on an AVX2 machine: for batches of 8 rows or
+/// more its tiled K-quant matmul (`acc = fma(d·isum, d8, acc)` per super-block, with the exact
+/// integer `isum = Σ scale·(q - 32)·q8`), otherwise `ggml_vec_dot_q6_K_q8_K`'s AVX2 kernel: eight
+/// integer lanes (lane `l` takes bytes `4l..4l+3` of every 32-element chunk, less
+/// `32·Σ scale·bsum` over the 16-element sub-blocks `2l` and `2l+1`), each accumulated as
+/// `fma(d8·d, lane, acc)` per super-block and summed by `hsum8` at the end.
+#[inline(always)]
+fn q6_k_rows(cols: usize, w: &[u8], acts: &[u8], n_tok: usize, out: &mut [f32]) {
+    const WB: usize = 210;
+    const AB: usize = 292;
+    let nb = cols / 256;
+    assert_eq!(w.len(), nb * WB * (out.len() / n_tok.max(1)), "weight rows");
+    assert_eq!(acts.len(), nb * AB * n_tok, "activation rows");
+    let tiled = n_tok >= 8;
+    let mut q = vec![0i8; cols]; // unsigned 6-bit quants, 0..63
+    let mut sc = vec![0i32; nb * 16];
+    let mut dw = vec![0f32; nb];
+    for (row, o) in w.chunks_exact(nb * WB).zip(out.chunks_exact_mut(n_tok)) {
+        for (b, x) in row.chunks_exact(WB).enumerate() {
+            dw[b] = f16_le(x, 208);
+            for j in 0..16 {
+                sc[16 * b + j] = x[192 + j] as i8 as i32;
+            }
+            for e in 0..256 {
+                q[256 * b + e] =
+                    (reference::kquants::q6_k_value(&x[0..128], &x[128..192], e) + 32) as i8;
+            }
+        }
+        for (t, ot) in o.iter_mut().enumerate() {
+            let a = &acts[t * nb * AB..(t + 1) * nb * AB];
+            if tiled {
+                let mut acc = 0f32;
+                for b in 0..nb {
+                    let y = &a[b * AB..(b + 1) * AB];
+                    let d8 = f32::from_le_bytes([y[0], y[1], y[2], y[3]]);
+                    let mut isum = 0i32;
+                    for j in 0..16 {
+                        let mut s = 0i32;
+                        for i in 0..16 {
+                            let e = 16 * j + i;
+                            s += (q[256 * b + e] as i32 - 32) * y[4 + e] as i8 as i32;
+                        }
+                        isum += sc[16 * b + j] * s;
+                    }
+                    acc = (dw[b] * isum as f32).mul_add(d8, acc);
+                }
+                *ot = acc;
+            } else {
+                let mut acc = [0f32; 8];
+                for b in 0..nb {
+                    let y = &a[b * AB..(b + 1) * AB];
+                    let d8 = f32::from_le_bytes([y[0], y[1], y[2], y[3]]);
+                    let d = d8 * dw[b];
+                    let s = &sc[16 * b..16 * b + 16];
+                    let mut lanes = [0i32; 8];
+                    for chunk in 0..8 {
+                        // 32 elements, 256-element offset 32*chunk; scale per 16
+                        for byte in 0..32 {
+                            let e = 32 * chunk + byte;
+                            lanes[byte / 4] +=
+                                s[e / 16] * q[256 * b + e] as i32 * y[4 + e] as i8 as i32;
+                        }
+                    }
+                    for (l, lane) in lanes.iter_mut().enumerate() {
+                        let bs =
+                            |k: usize| i16::from_le_bytes([y[260 + 2 * k], y[261 + 2 * k]]) as i32;
+                        *lane -= 32 * (s[2 * l] * bs(2 * l) + s[2 * l + 1] * bs(2 * l + 1));
+                        acc[l] = d.mul_add(*lane as f32, acc[l]);
+                    }
+                }
+                *ot = hsum8(&acc);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -513,7 +683,17 @@ mod tests {
                     let want = reference::vec_dot(ty, cols as usize, wr, ar).unwrap();
                     let (got, sc) = (out[r * 2 + t], scalar[r * 2 + t]);
                     assert!(same(got, sc), "{ty}: tiers differ: {got} vs {sc}");
-                    if matches!(ty, T::F16 | T::Q4_0 | T::Q4_1 | T::Q5_0 | T::Q5_1 | T::Q8_0) {
+                    if matches!(
+                        ty,
+                        T::F16
+                            | T::Q4_0
+                            | T::Q4_1
+                            | T::Q5_0
+                            | T::Q5_1
+                            | T::Q8_0
+                            | T::Q4_K
+                            | T::Q6_K
+                    ) {
                         // ggml-cpu's x86 summation order vs the `_generic` reference: equal up to
                         // f32 rounding (scales here may be any f16, so relative to the size).
                         let tol = 1e-5 * (1.0 + want.abs());

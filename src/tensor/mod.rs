@@ -153,9 +153,23 @@ impl QuantizedActivations {
             .expect("cols checked against the weight") as usize;
         let mut data = vec![0u8; row_bytes * n];
         let quantize = reference::engine_quantize_fn(ty).expect("vec-dot types are quantizable");
+        // llama.cpp quantizes the activations of its repacked Q4_K matrices four rows at a time
+        // with a slightly different sign rule (see `quantize_row_q8_k_x86_mat`).
+        let mat_rows = if wty == GgmlType::Q4_K {
+            autoround_kernels::matmul::q4_k_gemm_rows(n)
+        } else {
+            0
+        };
         data.par_chunks_mut(row_bytes.max(1))
             .zip(x.par_chunks(cols))
-            .for_each(|(dst, src)| quantize(src, dst));
+            .enumerate()
+            .for_each(|(i, (dst, src))| {
+                if i < mat_rows {
+                    reference::kquants::quantize_row_q8_k_x86_mat(src, dst)
+                } else {
+                    quantize(src, dst)
+                }
+            });
         QuantizedActivations { ty, data }
     }
 }

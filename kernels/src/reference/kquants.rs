@@ -196,7 +196,7 @@ pub fn dequantize_row_q5_k(src: &[u8], dst: &mut [f32]) {
 
 /// The 6-bit Q6_K quant of element `e` (0..256) minus 32, from `ql` (128 bytes) and `qh` (64).
 #[inline(always)]
-fn q6_k_value(ql: &[u8], qh: &[u8], e: usize) -> i32 {
+pub(crate) fn q6_k_value(ql: &[u8], qh: &[u8], e: usize) -> i32 {
     let (n, r) = (e / 128, e % 128);
     let (k, l) = (r / 32, r % 32);
     let low_byte = ql[n * 64 + (k & 1) * 32 + l];
@@ -279,6 +279,40 @@ pub fn quantize_row_q8_k(x: &[f32], out: &mut [u8]) {
         for (q, &v) in yb[4..260].iter_mut().zip(xb) {
             // C: `int8_t = MIN(127, int)`; the i32 → i8 conversion wraps like gcc's.
             *q = nearest_int(iscale * v).min(127) as i8 as u8;
+        }
+        for j in 0..QK_K / 16 {
+            let sum: i32 = yb[4 + 16 * j..4 + 16 * j + 16]
+                .iter()
+                .map(|&q| q as i8 as i32)
+                .sum();
+            yb[260 + 2 * j..262 + 2 * j].copy_from_slice(&(sum as i16).to_le_bytes());
+        }
+        yb[0..4].copy_from_slice(&(1.0f32 / iscale).to_le_bytes());
+    }
+}
+
+/// f32 activations → Q8_K as llama.cpp's AVX2 `ggml_quantize_mat_q8_K_4x8` does for the
+/// activations of repacked Q4_K matrices (rows in groups of four): the same as
+/// [`quantize_row_q8_k`] except for the sign of the scale, which is negative whenever *some*
+/// element equals `+max|x|` (the reference looks at the first element of largest magnitude).
+/// Rounding is to nearest even in both.
+pub fn quantize_row_q8_k_x86_mat(x: &[f32], out: &mut [u8]) {
+    assert_row(GgmlType::Q8_K, x.len(), out.len());
+    for (xb, yb) in x.chunks_exact(QK_K).zip(out.chunks_exact_mut(Q8_K_BYTES)) {
+        let amax = xb
+            .iter()
+            .fold(0f32, |m, v| if v.abs() > m { v.abs() } else { m });
+        if amax == 0.0 {
+            yb.fill(0);
+            continue;
+        }
+        let iscale = if xb.iter().any(|&v| v == amax) {
+            -127.0 / amax
+        } else {
+            127.0 / amax
+        };
+        for (q, &v) in yb[4..260].iter_mut().zip(xb) {
+            *q = nearest_int(iscale * v).clamp(-128, 127) as i8 as u8;
         }
         for j in 0..QK_K / 16 {
             let sum: i32 = yb[4 + 16 * j..4 + 16 * j + 16]
