@@ -8,6 +8,7 @@
 pub mod cli;
 pub mod engine;
 pub mod model;
+pub mod quantize;
 pub mod tensor;
 
 pub use autoround_formats as formats;

@@ -10,4 +10,5 @@ cd "$(dirname "$0")/.."
 python3 -m pip install --quiet --disable-pip-version-check gguf numpy
 tools/fetch-models.sh >/dev/null
 tools/make-models.sh >/dev/null
+tools/build-ggml-harness.sh >/dev/null   # ggml's quantizers, the reference for kernels/src/quantize
 cargo test --release --workspace --no-fail-fast "$@"

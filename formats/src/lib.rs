@@ -8,6 +8,7 @@
 mod atomic;
 pub mod gguf;
 pub mod hf;
+pub mod imatrix;
 pub mod safetensors;
 pub mod tokenizer;
 

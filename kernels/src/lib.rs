@@ -5,6 +5,7 @@ pub mod blocks;
 pub mod dispatch;
 pub mod matmul;
 pub mod ops;
+pub mod quantize;
 pub mod reference;
 
 pub use blocks::{GgmlType, QK_K};

@@ -48,3 +48,56 @@ pub fn shared_data(name: &str) -> PathBuf {
         .join("../shared/data")
         .join(name)
 }
+
+/// The workspace root (the folder whose `Cargo.toml` has `[workspace]`), also from the tests of a
+/// member crate (which include this file by `#[path]`).
+pub fn workspace_root() -> PathBuf {
+    let start = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let mut d = start.clone();
+    loop {
+        let toml = std::fs::read_to_string(d.join("Cargo.toml")).unwrap_or_default();
+        if toml.lines().any(|l| l.trim() == "[workspace]") {
+            return d;
+        }
+        if !d.pop() {
+            return start;
+        }
+    }
+}
+
+/// llama.cpp's bin folder: the last stdout line of the peer script (`PEER_LLAMA_CPP`, default
+/// `../shared/tools/peer-llama-cpp.sh` beside the checkout), which builds llama.cpp once if needed.
+/// `None` (with a SKIP message) when the script is missing or fails; under CI that is a failure.
+pub fn llama_cpp_bin() -> Option<PathBuf> {
+    static BIN: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
+    let found = BIN.get_or_init(|| {
+        let script = std::env::var_os("PEER_LLAMA_CPP")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| workspace_root().join("../shared/tools/peer-llama-cpp.sh"));
+        if !script.is_file() {
+            return Err(format!(
+                "the llama.cpp peer script {} is missing",
+                script.display()
+            ));
+        }
+        let out = std::process::Command::new("bash")
+            .arg(&script)
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .map_err(|e| format!("running {}: {e}", script.display()))?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let bin = stdout.lines().last().map(str::trim).unwrap_or_default();
+        if !out.status.success() || bin.is_empty() || !std::path::Path::new(bin).is_dir() {
+            return Err(format!("{} failed ({})", script.display(), out.status));
+        }
+        Ok(PathBuf::from(bin))
+    });
+    match found {
+        Ok(bin) => Some(bin.clone()),
+        Err(msg) => {
+            assert!(!in_ci(), "{msg}");
+            eprintln!("SKIP: {msg}");
+            None
+        }
+    }
+}

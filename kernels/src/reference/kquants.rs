@@ -306,7 +306,7 @@ pub fn quantize_row_q8_k_x86_mat(x: &[f32], out: &mut [u8]) {
             yb.fill(0);
             continue;
         }
-        let iscale = if xb.iter().any(|&v| v == amax) {
+        let iscale = if xb.contains(&amax) {
             -127.0 / amax
         } else {
             127.0 / amax

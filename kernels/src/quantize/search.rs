@@ -1,0 +1,339 @@
+//! The scale searches of `ggml-quants.c`: `make_qx_quants`, `make_q3_quants`,
+//! `make_qkx2_quants`/`make_qkx3_quants` and `make_qp_quants`.
+//!
+//! Every expression keeps ggml's f32 evaluation order (C evaluates `w*x[i]*l` as `(w*x[i])*l`,
+//! `a - b*c` with a rounded product, ...); integer `l` values are converted to f32 where C
+//! converts them. Quant arrays have ggml's element types (`int8_t` or `uint8_t`), so stores wrap
+//! exactly as in C.
+
+use super::GROUP_MAX_EPS;
+use crate::reference::{c_max, nearest_int};
+
+/// The element of largest magnitude (the first on ties) and that magnitude: the `max`/`amax`
+/// scan at the top of `make_qx_quants` and `make_q3_quants`.
+#[inline(always)]
+fn signed_absmax(x: &[f32]) -> (f32, f32) {
+    let mut max = 0.0f32;
+    let mut amax = 0.0f32;
+    for &v in x {
+        let ax = v.abs();
+        if ax > amax {
+            amax = ax;
+            max = v;
+        }
+    }
+    (max, amax)
+}
+
+/// `MAX(lo, MIN(hi, l))` on ints.
+#[inline(always)]
+fn clamp_i(l: i32, lo: i32, hi: i32) -> i32 {
+    l.min(hi).max(lo)
+}
+
+/// `make_qx_quants(n, nmax, x, L, rmse_type = 1, qw)`: symmetric quants `L[i] = l + nmax` with
+/// `l` in `[-nmax, nmax - 1]`, choosing among 19 candidate scales `-(nmax + 0.1·is) / max` the
+/// one with the best weighted least-squares fit. Weights are `qw` or, without it, `x²`.
+/// Returns the scale (`x ≈ scale · (L - nmax)`). All-zero groups (`amax < 1e-15`) give `L = 0`
+/// and scale 0.
+pub(crate) fn make_qx_quants(nmax: i32, x: &[f32], ls: &mut [i8], qw: Option<&[f32]>) -> f32 {
+    let n = x.len();
+    debug_assert_eq!(ls.len(), n);
+    let (max, amax) = signed_absmax(x);
+    if amax < GROUP_MAX_EPS {
+        ls.fill(0);
+        return 0.0;
+    }
+    let weight = |i: usize| match qw {
+        Some(w) => w[i],
+        None => x[i] * x[i],
+    };
+    let mut iscale = -(nmax as f32) / max;
+    let mut sumlx = 0.0f32;
+    let mut suml2 = 0.0f32;
+    for i in 0..n {
+        let l = clamp_i(nearest_int(iscale * x[i]), -nmax, nmax - 1);
+        ls[i] = (l + nmax) as i8;
+        let w = weight(i);
+        let lf = l as f32;
+        sumlx += w * x[i] * lf;
+        suml2 += w * lf * lf;
+    }
+    let mut scale = if suml2 != 0.0 { sumlx / suml2 } else { 0.0 };
+    let mut best = scale * sumlx;
+    for is in -9i32..=9 {
+        if is == 0 {
+            continue;
+        }
+        iscale = -(nmax as f32 + 0.1f32 * is as f32) / max;
+        sumlx = 0.0;
+        suml2 = 0.0;
+        for (i, &xi) in x.iter().enumerate() {
+            let l = clamp_i(nearest_int(iscale * xi), -nmax, nmax - 1);
+            let w = weight(i);
+            let lf = l as f32;
+            sumlx += w * xi * lf;
+            suml2 += w * lf * lf;
+        }
+        if suml2 > 0.0 && sumlx * sumlx > best * suml2 {
+            for i in 0..n {
+                let l = nearest_int(iscale * x[i]);
+                ls[i] = (nmax + clamp_i(l, -nmax, nmax - 1)) as i8;
+            }
+            scale = sumlx / suml2;
+            best = scale * sumlx;
+        }
+    }
+    scale
+}
+
+/// `make_q3_quants(n, nmax, x, L, do_rmse = true)`: as [`make_qx_quants`]'s first pass with
+/// weights `x²`, then up to 5 rounds of per-element coordinate descent on the least-squares
+/// objective. `L[i] = l + nmax`; returns the scale. All-zero groups give `L = 0`, scale 0.
+pub(crate) fn make_q3_quants(nmax: i32, x: &[f32], ls: &mut [i8]) -> f32 {
+    let n = x.len();
+    debug_assert_eq!(ls.len(), n);
+    let (max, amax) = signed_absmax(x);
+    if amax < GROUP_MAX_EPS {
+        ls.fill(0);
+        return 0.0;
+    }
+    let iscale = -(nmax as f32) / max;
+    let mut sumlx = 0.0f32;
+    let mut suml2 = 0.0f32;
+    for i in 0..n {
+        let l = clamp_i(nearest_int(iscale * x[i]), -nmax, nmax - 1);
+        ls[i] = l as i8;
+        let w = x[i] * x[i];
+        let lf = l as f32;
+        sumlx += w * x[i] * lf;
+        suml2 += w * lf * lf;
+    }
+    for _itry in 0..5 {
+        let mut n_changed = 0;
+        for i in 0..n {
+            let w = x[i] * x[i];
+            let li = ls[i] as f32;
+            let mut slx = sumlx - w * x[i] * li;
+            if slx > 0.0 {
+                let mut sl2 = suml2 - w * li * li;
+                let new_l = clamp_i(nearest_int(x[i] * sl2 / slx), -nmax, nmax - 1);
+                if new_l != ls[i] as i32 {
+                    let nl = new_l as f32;
+                    slx += w * x[i] * nl;
+                    sl2 += w * nl * nl;
+                    if sl2 > 0.0 && slx * slx * suml2 > sumlx * sumlx * sl2 {
+                        ls[i] = new_l as i8;
+                        sumlx = slx;
+                        suml2 = sl2;
+                        n_changed += 1;
+                    }
+                }
+            }
+        }
+        if n_changed == 0 {
+            break;
+        }
+    }
+    for l in ls.iter_mut() {
+        *l = (*l as i32 + nmax) as i8;
+    }
+    if suml2 > 0.0 {
+        sumlx / suml2
+    } else {
+        0.0
+    }
+}
+
+/// Parameters of the asymmetric (scale + min) search.
+#[derive(Clone, Copy)]
+pub(crate) struct MinSearch {
+    pub rmin: f32,
+    pub rdelta: f32,
+    pub nstep: i32,
+    pub use_mad: bool,
+}
+
+/// `make_qkx2_quants` (`qkx3 == false`) and `make_qkx3_quants` with explicit weights
+/// (`qkx3 == true`): asymmetric quants `L[i]` in `[0, nmax]` with `x ≈ scale · L + min`
+/// (`min <= 0`), trying `nstep + 1` candidate scales `(rmin + rdelta·is + nmax) / (max - min)`
+/// and fitting scale and min by weighted least squares for each; the best weighted error
+/// (absolute with `use_mad`, squared otherwise) wins.
+///
+/// Returns `(scale, the_min)` with `the_min = -min` (so `>= 0`, and `-0.0` when `min` is 0,
+/// exactly as ggml stores it). The two ggml functions differ only in the degenerate-range test
+/// (`max == min` vs `max <= min`, which differ for no finite input) and in qkx3's default
+/// weights `x²`, which no caller here uses.
+pub(crate) fn make_qkx_quants(
+    nmax: i32,
+    x: &[f32],
+    weights: &[f32],
+    ls: &mut [u8],
+    laux: &mut [u8],
+    p: MinSearch,
+    qkx3: bool,
+) -> (f32, f32) {
+    let n = x.len();
+    debug_assert!(ls.len() == n && laux.len() == n && weights.len() == n);
+    let mut min = x[0];
+    let mut max = x[0];
+    let mut sum_w = weights[0];
+    let mut sum_x = sum_w * x[0];
+    for i in 1..n {
+        if x[i] < min {
+            min = x[i];
+        }
+        if x[i] > max {
+            max = x[i];
+        }
+        let w = weights[i];
+        sum_w += w;
+        sum_x += w * x[i];
+    }
+    if min > 0.0 {
+        min = 0.0;
+    }
+    let degenerate = if qkx3 { max <= min } else { max == min };
+    if degenerate {
+        ls.fill(0);
+        return (0.0, -min);
+    }
+    let mut iscale = nmax as f32 / (max - min);
+    let mut scale = 1.0f32 / iscale;
+    let mut best_error = 0.0f32;
+    for i in 0..n {
+        let l = nearest_int(iscale * (x[i] - min));
+        ls[i] = clamp_i(l, 0, nmax) as u8;
+        let mut diff = scale * ls[i] as f32 + min - x[i];
+        diff = if p.use_mad { diff.abs() } else { diff * diff };
+        best_error += weights[i] * diff;
+    }
+    if p.nstep < 1 {
+        return (scale, -min);
+    }
+    for is in 0..=p.nstep {
+        iscale = (p.rmin + p.rdelta * is as f32 + nmax as f32) / (max - min);
+        let mut sum_l = 0.0f32;
+        let mut sum_l2 = 0.0f32;
+        let mut sum_xl = 0.0f32;
+        for i in 0..n {
+            let l = clamp_i(nearest_int(iscale * (x[i] - min)), 0, nmax);
+            laux[i] = l as u8;
+            let w = weights[i];
+            let lf = l as f32;
+            sum_l += w * lf;
+            sum_l2 += w * lf * lf;
+            sum_xl += w * lf * x[i];
+        }
+        let d = sum_w * sum_l2 - sum_l * sum_l;
+        if d > 0.0 {
+            let mut this_scale = (sum_w * sum_xl - sum_x * sum_l) / d;
+            let mut this_min = (sum_l2 * sum_x - sum_l * sum_xl) / d;
+            if this_min > 0.0 {
+                this_min = 0.0;
+                this_scale = sum_xl / sum_l2;
+            }
+            let mut cur_error = 0.0f32;
+            for i in 0..n {
+                let mut diff = this_scale * laux[i] as f32 + this_min - x[i];
+                diff = if p.use_mad { diff.abs() } else { diff * diff };
+                cur_error += weights[i] * diff;
+            }
+            if cur_error < best_error {
+                ls.copy_from_slice(laux);
+                best_error = cur_error;
+                scale = this_scale;
+                min = this_min;
+            }
+        }
+    }
+    (scale, -min)
+}
+
+/// `make_qp_quants(n, nmax, x, L, quant_weights)`: quantizes non-negative values (the
+/// sub-block scales and mins of the imatrix K-quants) to `L[i]` in `[0, nmax]`, `x ≈ scale · L`:
+/// 9 candidate scales `(nmax + 0.1·is) / max` by weighted squared error, then up to 5 rounds of
+/// coordinate descent. Returns the scale; all-zero input (`max < 1e-15`) gives `L = 0`, 0.
+///
+/// As in C, `L` is `uint8_t` (a negative `l` from a negative input wraps) while the running sums
+/// use the unwrapped int.
+pub(crate) fn make_qp_quants(nmax: i32, x: &[f32], ls: &mut [u8], qw: &[f32]) -> f32 {
+    let n = x.len();
+    debug_assert!(ls.len() == n && qw.len() == n);
+    let mut max = 0.0f32;
+    for &v in x {
+        max = c_max(max, v);
+    }
+    if max < GROUP_MAX_EPS {
+        ls.fill(0);
+        return 0.0;
+    }
+    let mut iscale = nmax as f32 / max;
+    for i in 0..n {
+        ls[i] = nearest_int(iscale * x[i]) as u8;
+    }
+    let scale = 1.0f32 / iscale;
+    let mut best_mse = 0.0f32;
+    for i in 0..n {
+        let diff = x[i] - scale * ls[i] as f32;
+        best_mse += qw[i] * diff * diff;
+    }
+    for is in -4i32..=4 {
+        if is == 0 {
+            continue;
+        }
+        let iscale_is = (0.1f32 * is as f32 + nmax as f32) / max;
+        let scale_is = 1.0f32 / iscale_is;
+        let mut mse = 0.0f32;
+        for i in 0..n {
+            let l = nearest_int(iscale_is * x[i]).min(nmax);
+            let diff = x[i] - scale_is * l as f32;
+            mse += qw[i] * diff * diff;
+        }
+        if mse < best_mse {
+            best_mse = mse;
+            iscale = iscale_is;
+        }
+    }
+    let mut sumlx = 0.0f32;
+    let mut suml2 = 0.0f32;
+    for i in 0..n {
+        let l = nearest_int(iscale * x[i]).min(nmax);
+        ls[i] = l as u8;
+        let w = qw[i];
+        let lf = l as f32;
+        sumlx += w * x[i] * lf;
+        suml2 += w * lf * lf;
+    }
+    for _itry in 0..5 {
+        let mut n_changed = 0;
+        for i in 0..n {
+            let w = qw[i];
+            let li = ls[i] as f32;
+            let mut slx = sumlx - w * x[i] * li;
+            let mut sl2 = suml2 - w * li * li;
+            if slx > 0.0 && sl2 > 0.0 {
+                let new_l = nearest_int(x[i] * sl2 / slx).min(nmax);
+                if new_l != ls[i] as i32 {
+                    let nl = new_l as f32;
+                    slx += w * x[i] * nl;
+                    sl2 += w * nl * nl;
+                    if slx * slx * suml2 > sumlx * sumlx * sl2 {
+                        ls[i] = new_l as u8;
+                        sumlx = slx;
+                        suml2 = sl2;
+                        n_changed += 1;
+                    }
+                }
+            }
+        }
+        if n_changed == 0 {
+            break;
+        }
+    }
+    if suml2 > 0.0 {
+        sumlx / suml2
+    } else {
+        0.0
+    }
+}
