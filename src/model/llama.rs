@@ -1,11 +1,13 @@
 //! The decoder itself: weights, KV cache and the batched forward pass.
 //!
-//! Numerics follow llama.cpp's CPU backend where that is cheap to do, so that greedy tokens and
-//! perplexities agree with it: RMSNorm sums squares in f64; RoPE angles are built by repeated
-//! multiplication in f32 as ggml's cache does; K and V are stored in f16 (llama.cpp's default KV
-//! cache type) and attention follows llama.cpp's CPU flash-attention paths (see
-//! [`Model::attention`]); SiLU is `x / (1 + e^-x)`; every matrix product goes through
-//! [`crate::tensor::matmul`].
+//! Numerics are those of llama.cpp's CPU backend on an AVX2+FMA machine, bit for bit (checked
+//! against llama.cpp's own intermediate tensors with `tools/compare-dumps.py`): RMSNorm sums
+//! squares in f64; RoPE angles are built by repeated multiplication in f32 as ggml's cache does,
+//! and the rotation uses the fused multiply-adds GCC makes of ggml's scalar code; K and V are
+//! stored in f16 (llama.cpp's default KV cache type) and attention follows llama.cpp's CPU
+//! flash-attention paths ([`autoround_kernels::ops`]); SwiGLU uses ggml's vector `expf`; the
+//! last block's feed-forward runs only on the rows whose logits are wanted, as in llama.cpp; every
+//! matrix product goes through [`crate::tensor::matmul`] in llama.cpp's x86 kernel order.
 
 use super::config::{ModelConfig, RopeLayout};
 use super::trace;

@@ -4,10 +4,12 @@
 //! out row after row exactly as in GGUF (and as in safetensors for F32/F16/BF16): the bytes are
 //! borrowed from the memory map, never copied at load.
 //!
-//! [`matmul`] follows llama.cpp's CPU numerics so that our logits track llama.cpp's closely: each
+//! [`matmul`] computes what llama.cpp computes on an x86 AVX2+FMA machine, bit for bit: each
 //! activation row is first converted to the weight type's "vec-dot type" (Q8_0, Q8_1, Q8_K, F16,
-//! ...) and every output is the scalar reference dot product of a weight row with that row. The
-//! fast SIMD kernels (a later issue) must agree with this path.
+//! ...) as llama.cpp does, and [`autoround_kernels::matmul`] forms every dot product in the float
+//! order of the kernel llama.cpp picks for that type and batch size (its AVX2 dot products,
+//! llamafile's tinyBLAS, the repacked Q4_K GEMM/GEMV, the tiled K-quant matmul). The fast SIMD
+//! kernels (a later issue) must agree with this path.
 
 use autoround_kernels::reference;
 use autoround_kernels::GgmlType;
