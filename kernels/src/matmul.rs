@@ -364,7 +364,7 @@ fn dot32_lanes(a: &[i8], b: &[i8]) -> [i32; 8] {
 
 /// ggml's `hsum_float_8` (and tinyBLAS's `hsum`): `((x0+x4)+(x2+x6)) + ((x1+x5)+(x3+x7))`.
 #[inline(always)]
-fn hsum8(x: &[f32; 8]) -> f32 {
+pub(crate) fn hsum8(x: &[f32; 8]) -> f32 {
     ((x[0] + x[4]) + (x[2] + x[6])) + ((x[1] + x[5]) + (x[3] + x[7]))
 }
 

@@ -17,7 +17,7 @@
 //!   in f16 (a fused multiply-add per element, rounded to f16 after every key).
 
 use crate::dispatch::Tier;
-use crate::matmul::dot_f16_ggml;
+use crate::matmul::{dot_f16_ggml, hsum8};
 use crate::reference::math::{expf_ggml, swiglu_row};
 use half::f16;
 
@@ -135,8 +135,8 @@ fn attn_tiled(q: &[f32], k: HeadRows, v: HeadRows, n_kv: usize, scale: f32, o: &
             for sk in lanes.iter_mut() {
                 *sk = expf_ggml(*sk - m);
             }
-            tile_sum += (((lanes[0] + lanes[4]) + (lanes[2] + lanes[6]))
-                + ((lanes[1] + lanes[5]) + (lanes[3] + lanes[7]))) as f64;
+            let lanes: &[f32; 8] = (&*lanes).try_into().expect("8 lanes");
+            tile_sum += hsum8(lanes) as f64;
         }
         // `S += ggml_vec_soft_max_f32(...)`: a float plus a double, rounded back to float.
         s_sum = (s_sum as f64 + tile_sum) as f32;

@@ -8,7 +8,7 @@
 //! documented on the dequantizers in [`crate::reference::kquants`].
 
 use super::search::{make_q3_quants, make_qkx_quants, make_qp_quants, make_qx_quants, MinSearch};
-use super::{assert_chunk, fp16_to_fp32, put_f16, GROUP_MAX_EPS};
+use super::{chunk, fp16_to_fp32, put_f16, GROUP_MAX_EPS};
 use crate::reference::kquants::get_scale_min_k4;
 use crate::reference::{assert_row, nearest_int};
 use crate::{GgmlType, QK_K};
@@ -17,34 +17,6 @@ use crate::{GgmlType, QK_K};
 #[inline(always)]
 fn clamp_i(l: i32, lo: i32, hi: i32) -> i32 {
     l.min(hi).max(lo)
-}
-
-/// ggml's `quantize_q*_K` driver: the `_ref` function on the whole chunk without an imatrix,
-/// else the `_impl` function row by row.
-#[inline(always)]
-fn chunk(
-    ty: GgmlType,
-    src: &[f32],
-    n_per_row: usize,
-    imatrix: Option<&[f32]>,
-    dst: &mut [u8],
-    reference: fn(&[f32], &mut [u8]),
-    weighted: fn(&[f32], &[f32], &mut [u8]),
-) {
-    let nrows = assert_chunk(ty, src, n_per_row, imatrix, dst);
-    match imatrix {
-        None => reference(src, dst),
-        Some(qw) if nrows > 0 => {
-            let row_bytes = dst.len() / nrows;
-            for (x, y) in src
-                .chunks_exact(n_per_row)
-                .zip(dst.chunks_exact_mut(row_bytes))
-            {
-                weighted(x, qw, y);
-            }
-        }
-        Some(_) => {}
-    }
 }
 
 /// Checks of the typed `_impl` entry points.

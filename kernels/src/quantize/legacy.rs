@@ -4,7 +4,7 @@
 //! Block layouts are documented on the dequantizers in [`crate::reference::legacy`].
 
 use super::search::{make_qkx_quants, make_qx_quants, MinSearch};
-use super::{assert_chunk, c_f32_to_i32, put_f16};
+use super::{assert_chunk, c_f32_to_i32, chunk, put_f16};
 use crate::reference::{assert_row, c_max};
 use crate::GgmlType;
 
@@ -49,34 +49,6 @@ fn block_weights(xb: &[f32], qw: &[f32], sigma2: f32) -> [f32; QK] {
         w[j] = qw[j] * (sigma2 + xb[j] * xb[j]).sqrt();
     }
     w
-}
-
-/// ggml's `quantize_q*` driver: the `_ref` function on the whole chunk without an imatrix,
-/// else the `_impl` function row by row.
-#[inline(always)]
-fn chunk(
-    ty: GgmlType,
-    src: &[f32],
-    n_per_row: usize,
-    imatrix: Option<&[f32]>,
-    dst: &mut [u8],
-    reference: fn(&[f32], &mut [u8]),
-    weighted: fn(&[f32], &[f32], &mut [u8]),
-) {
-    let nrows = assert_chunk(ty, src, n_per_row, imatrix, dst);
-    match imatrix {
-        None => reference(src, dst),
-        Some(qw) if nrows > 0 => {
-            let row_bytes = dst.len() / nrows;
-            for (x, y) in src
-                .chunks_exact(n_per_row)
-                .zip(dst.chunks_exact_mut(row_bytes))
-            {
-                weighted(x, qw, y);
-            }
-        }
-        Some(_) => {}
-    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -247,6 +247,34 @@ pub(crate) fn assert_chunk(
     src.len() / n_per_row
 }
 
+/// ggml's `quantize_q*` / `quantize_q*_K` driver: the `_ref` function on the whole chunk without
+/// an imatrix, else the `_impl` function row by row.
+#[inline(always)]
+pub(crate) fn chunk(
+    ty: GgmlType,
+    src: &[f32],
+    n_per_row: usize,
+    imatrix: Option<&[f32]>,
+    dst: &mut [u8],
+    reference: fn(&[f32], &mut [u8]),
+    weighted: fn(&[f32], &[f32], &mut [u8]),
+) {
+    let nrows = assert_chunk(ty, src, n_per_row, imatrix, dst);
+    match imatrix {
+        None => reference(src, dst),
+        Some(qw) if nrows > 0 => {
+            let row_bytes = dst.len() / nrows;
+            for (x, y) in src
+                .chunks_exact(n_per_row)
+                .zip(dst.chunks_exact_mut(row_bytes))
+            {
+                weighted(x, qw, y);
+            }
+        }
+        Some(_) => {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
