@@ -3,9 +3,12 @@
 //! - [`tensor`]: weights borrowed from memory-mapped files and the reference matmul.
 //! - [`model`]: the Llama-family decoder (Llama, Mistral, Qwen2, Qwen3) in f32.
 //! - [`engine`]: sampling, generation and perplexity on top of the model.
+//! - [`quantize`]: llama-quantize-compatible GGUF quantization of whole models.
+//! - [`convert`]: Hugging Face folder ⇄ GGUF.
 //! - [`cli`]: the `autoround-cpu` command line.
 
 pub mod cli;
+pub mod convert;
 pub mod engine;
 pub mod model;
 pub mod quantize;

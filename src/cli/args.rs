@@ -24,6 +24,12 @@ pub enum Command {
     Perplexity(PerplexityArgs),
     /// Show CPU features, threads and which kernel tier each weight type would use.
     Doctor(DoctorArgs),
+    /// Quantize a Hugging Face folder or a GGUF file (GGUF output: llama-quantize's types and bytes).
+    Quantize(QuantizeArgs),
+    /// Convert a Hugging Face folder to GGUF, or a GGUF file to a Hugging Face folder.
+    Convert(ConvertArgs),
+    /// Compute an importance matrix from calibration text (llama-imatrix's method and file format).
+    Imatrix(ImatrixArgs),
 }
 
 #[derive(Args, Debug)]
@@ -106,6 +112,87 @@ pub struct PerplexityArgs {
 #[derive(Args, Debug)]
 pub struct DoctorArgs {
     /// Worker threads to report (default: all cores).
+    #[arg(short = 't', long)]
+    pub threads: Option<usize>,
+}
+
+#[derive(Args, Debug)]
+pub struct QuantizeArgs {
+    /// Model: a Hugging Face folder (config.json, *.safetensors, tokenizer files) or a .gguf file.
+    #[arg(short = 'm', long)]
+    pub model: PathBuf,
+    /// Output format: gguf:<type>, e.g. gguf:q4_k_m, gguf:q4_0, gguf:q8_0, gguf:q2_k_s, gguf:f16.
+    #[arg(long, default_value = "gguf:q4_k_m")]
+    pub format: String,
+    /// AutoRound tuning iterations per block; 0 is round-to-nearest (llama.cpp's quantizers).
+    #[arg(long, default_value_t = 200)]
+    pub iters: usize,
+    /// Importance matrix (llama.cpp's .gguf or legacy .dat imatrix file) for the GGUF quantizers.
+    #[arg(long)]
+    pub imatrix: Option<PathBuf>,
+    /// Folder to write into; the file is named <model>-<TYPE>.gguf.
+    #[arg(long = "output_dir", alias = "output-dir")]
+    pub output_dir: Option<PathBuf>,
+    /// Output file (instead of --output_dir).
+    #[arg(short = 'o', long, conflicts_with = "output_dir")]
+    pub output: Option<PathBuf>,
+    /// Replace the output file if it exists.
+    #[arg(long)]
+    pub overwrite: bool,
+    /// Worker threads (default: all cores).
+    #[arg(short = 't', long)]
+    pub threads: Option<usize>,
+    /// Every quantized tensor gets the format's base type (llama-quantize --pure).
+    #[arg(long)]
+    pub pure: bool,
+    /// Keep output.weight in its current type (llama-quantize --leave-output-tensor).
+    #[arg(long = "leave-output-tensor")]
+    pub leave_output_tensor: bool,
+    /// Type for output.weight, e.g. q8_0 (llama-quantize --output-tensor-type).
+    #[arg(long = "output-tensor-type")]
+    pub output_tensor_type: Option<String>,
+    /// Type for token_embd.weight, e.g. q8_0 (llama-quantize --token-embedding-type).
+    #[arg(long = "token-embedding-type")]
+    pub token_embedding_type: Option<String>,
+    /// Name stored as quantize.imatrix.file (default: the --imatrix path as given, as llama-quantize does).
+    #[arg(long = "imatrix-name", hide = true)]
+    pub imatrix_name: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct ConvertArgs {
+    /// Input: a Hugging Face folder (with --to gguf) or a .gguf file (with --to hf).
+    #[arg(short = 'm', long)]
+    pub model: PathBuf,
+    /// Target: gguf or hf.
+    #[arg(long)]
+    pub to: String,
+    /// Output file (gguf) or folder (hf).
+    #[arg(short = 'o', long)]
+    pub output: PathBuf,
+    /// Replace the output if it exists.
+    #[arg(long)]
+    pub overwrite: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ImatrixArgs {
+    /// Model: a .gguf file or a Hugging Face folder.
+    #[arg(short = 'm', long)]
+    pub model: PathBuf,
+    /// Calibration text file.
+    #[arg(short = 'f', long)]
+    pub file: PathBuf,
+    /// Output imatrix file (.gguf, or .dat for the legacy format).
+    #[arg(short = 'o', long, default_value = "imatrix.gguf")]
+    pub output: PathBuf,
+    /// Tokens per chunk.
+    #[arg(short = 'c', long = "ctx-size", default_value_t = 512)]
+    pub ctx_size: usize,
+    /// Use at most this many chunks (default: all).
+    #[arg(long)]
+    pub chunks: Option<usize>,
+    /// Worker threads (default: all cores).
     #[arg(short = 't', long)]
     pub threads: Option<usize>,
 }

@@ -1,9 +1,12 @@
 //! The `autoround-cpu` command line: argument definitions live in [`args`], one module per command.
 
 pub mod args;
+mod convert;
 mod doctor;
+mod imatrix;
 mod inspect;
 mod perplexity;
+mod quantize;
 mod run;
 
 use clap::Parser;
@@ -17,6 +20,9 @@ pub fn main() -> ExitCode {
         args::Command::Inspect(a) => inspect::inspect(a),
         args::Command::Perplexity(a) => perplexity::perplexity(a),
         args::Command::Doctor(a) => doctor::doctor(a),
+        args::Command::Quantize(a) => quantize::quantize(a),
+        args::Command::Convert(a) => convert::convert(a),
+        args::Command::Imatrix(a) => imatrix::imatrix(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

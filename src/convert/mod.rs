@@ -1,0 +1,1 @@
+//! Conversion between Hugging Face folders (config.json, safetensors, tokenizer files) and GGUF.
