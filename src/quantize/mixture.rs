@@ -282,6 +282,18 @@ impl ModelMeta {
     /// Read from GGUF metadata the keys llama.cpp's loader reads (a per-layer array gives its
     /// layer-0 value).
     pub fn from_gguf(h: &GgufHeader) -> Result<ModelMeta, MixtureError> {
+        ModelMeta::from_metadata(&h.metadata)
+    }
+
+    /// [`from_gguf`](Self::from_gguf) from the metadata alone.
+    pub fn from_metadata(md: &[(String, GgufValue)]) -> Result<ModelMeta, MixtureError> {
+        struct H<'a>(&'a [(String, GgufValue)]);
+        impl H<'_> {
+            fn get(&self, key: &str) -> Option<&GgufValue> {
+                self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+            }
+        }
+        let h = H(md);
         let key = "general.architecture";
         let arch_name = h
             .get(key)

@@ -5,6 +5,11 @@
 //! Layout: header, metadata and tensor infos, zero padding to the alignment, then each tensor's
 //! data in the order added, each padded with zeros to the alignment (the last one too). Tensor
 //! offsets are assigned in that order.
+//!
+//! Tensor data may also be *deferred*: only its size is known when the header is written, and the
+//! bytes are produced one tensor at a time by
+//! [`write_streaming_to_path`](GgufWriter::write_streaming_to_path) (the quantizer does this, so a
+//! model larger than memory never has to be held at once).
 
 use std::borrow::Cow;
 use std::fs::File;
@@ -15,13 +20,29 @@ use super::reader::{align_up, tensor_size, GgufFile};
 use super::types::*;
 use crate::GgmlType;
 
-/// A tensor waiting to be written; its data may borrow a mapped file.
+/// A tensor waiting to be written; its data may borrow a mapped file, or come later.
 #[derive(Debug, Clone)]
 struct PendingTensor<'a> {
     name: String,
     dims: Vec<u64>,
     ty: GgmlType,
-    data: Cow<'a, [u8]>,
+    data: TensorBytes<'a>,
+}
+
+#[derive(Debug, Clone)]
+enum TensorBytes<'a> {
+    Ready(Cow<'a, [u8]>),
+    /// Produced while writing; the size in bytes.
+    Deferred(u64),
+}
+
+impl TensorBytes<'_> {
+    fn len(&self) -> u64 {
+        match self {
+            TensorBytes::Ready(d) => d.len() as u64,
+            TensorBytes::Deferred(n) => *n,
+        }
+    }
 }
 
 /// Collects metadata and tensors, then writes a GGUF file.
@@ -63,7 +84,7 @@ impl<'a> GgufWriter<'a> {
                     name: t.name.clone(),
                     dims: t.dims.clone(),
                     ty: t.ty,
-                    data: Cow::Borrowed(file.tensor_data(t)),
+                    data: TensorBytes::Ready(Cow::Borrowed(file.tensor_data(t))),
                 })
                 .collect(),
         }
@@ -113,7 +134,29 @@ impl<'a> GgufWriter<'a> {
         ty: GgmlType,
         data: Cow<'a, [u8]>,
     ) -> Result<(), GgufError> {
-        let name = name.into();
+        self.push_tensor(name.into(), dims, ty, Some(data))
+    }
+
+    /// Append a tensor whose bytes are produced later, while writing, by
+    /// [`write_streaming_to_path`](Self::write_streaming_to_path). Same checks as
+    /// [`add_tensor`](Self::add_tensor); returns the size in bytes the producer must write.
+    pub fn add_tensor_deferred(
+        &mut self,
+        name: impl Into<String>,
+        dims: Vec<u64>,
+        ty: GgmlType,
+    ) -> Result<u64, GgufError> {
+        self.push_tensor(name.into(), dims, ty, None)?;
+        Ok(self.tensors.last().map_or(0, |t| t.data.len()))
+    }
+
+    fn push_tensor(
+        &mut self,
+        name: String,
+        dims: Vec<u64>,
+        ty: GgmlType,
+        data: Option<Cow<'a, [u8]>>,
+    ) -> Result<(), GgufError> {
         let index = self.tensors.len() as u64;
         let invalid = |problem| GgufError::Invalid {
             path: None,
@@ -140,14 +183,20 @@ impl<'a> GgufWriter<'a> {
             return Err(invalid(Problem::DimTooLarge { axis, found }));
         }
         let expected = tensor_size(&dims, ty).map_err(invalid)?;
-        if expected != data.len() as u64 {
-            return Err(invalid(Problem::DataSize {
-                dims,
-                ty,
-                expected,
-                found: data.len() as u64,
-            }));
-        }
+        let data = match data {
+            Some(data) => {
+                if expected != data.len() as u64 {
+                    return Err(invalid(Problem::DataSize {
+                        dims,
+                        ty,
+                        expected,
+                        found: data.len() as u64,
+                    }));
+                }
+                TensorBytes::Ready(data)
+            }
+            None => TensorBytes::Deferred(expected),
+        };
         self.tensors.push(PendingTensor {
             name,
             dims,
@@ -246,7 +295,7 @@ impl<'a> GgufWriter<'a> {
             buf.extend_from_slice(&t.ty.id().to_le_bytes());
             put_u64(&mut buf, offset);
             offset = offset
-                .checked_add(t.data.len() as u64)
+                .checked_add(t.data.len())
                 .and_then(|end| align_up(end, self.alignment))
                 .ok_or_else(|| GgufError::Invalid {
                     path: None,
@@ -264,23 +313,118 @@ impl<'a> GgufWriter<'a> {
         Ok(buf)
     }
 
-    /// Write the file to a stream.
+    /// Size in bytes of the whole file.
+    pub fn file_size(&self) -> Result<u64, GgufError> {
+        let header = self.encode_header()?.len() as u64;
+        Ok(self.tensors.iter().fold(header, |n, t| {
+            n + t.data.len() + (self.alignment - t.data.len() % self.alignment) % self.alignment
+        }))
+    }
+
+    /// Write the file to a stream. Every tensor's data must be present (none deferred).
     pub fn write_to(&self, w: &mut impl Write) -> Result<(), GgufError> {
+        self.write_with(w, None, &mut |index, _: &mut dyn Write| {
+            Err(GgufError::Invalid {
+                path: None,
+                location: Location::Tensor {
+                    index: index as u64,
+                    name: Some(self.tensors[index].name.clone()),
+                },
+                problem: Problem::DataSize {
+                    dims: self.tensors[index].dims.clone(),
+                    ty: self.tensors[index].ty,
+                    expected: self.tensors[index].data.len(),
+                    found: 0,
+                },
+            })
+        })
+    }
+
+    /// Header, then each tensor: ready bytes as they are, deferred ones from `fill(index, w)`,
+    /// which must write exactly the tensor's size (checked).
+    fn write_with<E: From<GgufError>>(
+        &self,
+        w: &mut impl Write,
+        path: Option<&Path>,
+        fill: &mut dyn FnMut(usize, &mut dyn Write) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let werr = |source| match path {
+            Some(p) => GgufError::Io {
+                path: p.to_path_buf(),
+                op: "write",
+                source,
+            },
+            None => GgufError::Write(source),
+        };
         self.validate()?;
         let header = self.encode_header()?;
-        w.write_all(&header).map_err(GgufError::Write)?;
-        for t in &self.tensors {
-            w.write_all(&t.data).map_err(GgufError::Write)?;
-            let padding = (self.alignment - t.data.len() as u64 % self.alignment) % self.alignment;
-            write_zeros(w, padding).map_err(GgufError::Write)?;
+        w.write_all(&header).map_err(werr)?;
+        for (index, t) in self.tensors.iter().enumerate() {
+            match &t.data {
+                TensorBytes::Ready(d) => w.write_all(d).map_err(werr)?,
+                TensorBytes::Deferred(size) => {
+                    let mut counted = CountingWriter {
+                        inner: &mut *w,
+                        n: 0,
+                    };
+                    fill(index, &mut counted)?;
+                    if counted.n != *size {
+                        return Err(GgufError::Invalid {
+                            path: None,
+                            location: Location::Tensor {
+                                index: index as u64,
+                                name: Some(t.name.clone()),
+                            },
+                            problem: Problem::DataSize {
+                                dims: t.dims.clone(),
+                                ty: t.ty,
+                                expected: *size,
+                                found: counted.n,
+                            },
+                        }
+                        .into());
+                    }
+                }
+            }
+            let len = t.data.len();
+            let padding = (self.alignment - len % self.alignment) % self.alignment;
+            write_zeros(w, padding).map_err(werr)?;
         }
-        w.flush().map_err(GgufError::Write)
+        w.flush().map_err(werr)?;
+        Ok(())
     }
 
     /// Write the file atomically: to `<path>.tmp.<pid>` in the same directory, fsync, then rename
     /// over `path` (and fsync the directory). On error the temporary file is removed and `path` is
     /// untouched. `path` may be the file this writer borrows from: the map keeps the old contents.
     pub fn write_to_path(&self, path: &Path) -> Result<(), GgufError> {
+        self.write_streaming_to_path(path, |index, _: &mut dyn Write| {
+            Err(GgufError::Invalid {
+                path: None,
+                location: Location::Tensor {
+                    index: index as u64,
+                    name: Some(self.tensors[index].name.clone()),
+                },
+                problem: Problem::DataSize {
+                    dims: self.tensors[index].dims.clone(),
+                    ty: self.tensors[index].ty,
+                    expected: self.tensors[index].data.len(),
+                    found: 0,
+                },
+            })
+        })
+        .map_err(|e| e.with_path(path))
+    }
+
+    /// [`write_to_path`](Self::write_to_path) with deferred tensors: `fill(index, w)` writes the
+    /// bytes of deferred tensor `index` (in order, each exactly its size) when its turn comes. An
+    /// error from `fill` (or a write error, e.g. a full disk) removes the temporary file and
+    /// leaves `path` untouched.
+    pub fn write_streaming_to_path<E: From<GgufError>>(
+        &self,
+        path: &Path,
+        mut fill: impl FnMut(usize, &mut dyn Write) -> Result<(), E>,
+    ) -> Result<(), E> {
         let io = |p: &Path, op: &'static str, source| GgufError::Io {
             path: p.to_path_buf(),
             op,
@@ -293,14 +437,30 @@ impl<'a> GgufWriter<'a> {
                 self.validate()?;
                 let file = File::create(tmp).map_err(|e| io(tmp, "create", e))?;
                 let mut w = BufWriter::with_capacity(1 << 20, file);
-                self.write_to(&mut w).map_err(|e| e.with_path(tmp))?;
+                self.write_with(&mut w, Some(tmp), &mut fill)?;
                 w.into_inner()
                     .map_err(|e| io(tmp, "write", e.into_error()))?;
                 Ok(())
             },
-            io,
+            |p, op, source| E::from(io(p, op, source)),
         )
-        .map_err(|e| e.with_path(path))
+    }
+}
+
+/// Counts the bytes a deferred tensor's producer writes.
+struct CountingWriter<'w, W: Write> {
+    inner: &'w mut W,
+    n: u64,
+}
+
+impl<W: Write> Write for CountingWriter<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let k = self.inner.write(buf)?;
+        self.n += k as u64;
+        Ok(k)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
     }
 }
 
