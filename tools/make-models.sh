@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Make the llama.cpp-quantized variants of the test model that tests and fixtures use:
 #   SmolLM2-135M-Instruct.{F16,Q8_0,Q4_K_M}.gguf  from the shipped Q4_1 file, with llama-quantize
-#   --allow-requantize (llama.cpp built by ../shared/tools/peer-llama-cpp.sh).
+#   --allow-requantize (llama.cpp built by ../shared/tools/peer-llama-cpp.sh);
+#   synthetic-ci.F16.gguf  from tools/make-synthetic-model --preset ci.
 # Idempotent: existing files are kept. Writes through a temporary name, then renames.
 # Env: AUTOROUND_MODELS (default ~/.cache/autoround-cpu/models), PEER_LLAMA_CPP (path of the peer script)
 set -euo pipefail
@@ -19,4 +20,11 @@ for t in F16 Q8_0 Q4_K_M; do
   mv "$out.tmp" "$out"
   rm -f "$DIR/.quantize-$t.log"
 done
+# The synthetic Llama-shaped model whose rows are whole K-quant blocks (tests/quantize_*).
+out="$DIR/synthetic-ci.F16.gguf"
+if [ -s "$out" ]; then echo "[make-models] present: $out" >&2
+else
+  echo "[make-models] make-synthetic-model --preset ci -> $out" >&2
+  python3 "$here/make-synthetic-model" --preset ci --tokenizer-from "$DIR/SmolLM2-135M-Instruct.F16.gguf" -o "$out" >/dev/null
+fi
 echo "$DIR"

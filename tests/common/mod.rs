@@ -34,6 +34,24 @@ pub fn model(variant: &str) -> Option<PathBuf> {
     None
 }
 
+/// Path of `synthetic-{preset}.F16.gguf` (made by tools/make-models.sh with
+/// tools/make-synthetic-model), or `None` with a SKIP message; under CI a missing file fails.
+pub fn synthetic(preset: &str) -> Option<PathBuf> {
+    let p = models_dir().join(format!("synthetic-{preset}.F16.gguf"));
+    if p.is_file() {
+        return Some(p);
+    }
+    let msg = format!(
+        "{} is missing: run tools/make-models.sh (tools/make-synthetic-model --preset {preset})",
+        p.display()
+    );
+    if in_ci() {
+        panic!("{msg}");
+    }
+    eprintln!("SKIP: {msg}");
+    None
+}
+
 /// The golden data recorded from llama.cpp by tools/make-golden.sh.
 pub fn golden() -> serde_json::Value {
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/llama_cpp/golden.json");
