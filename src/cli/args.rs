@@ -180,18 +180,49 @@ pub struct ImatrixArgs {
     /// Model: a .gguf file or a Hugging Face folder.
     #[arg(short = 'm', long)]
     pub model: PathBuf,
-    /// Calibration text file.
+    /// Calibration text file (one trailing newline is dropped, as llama.cpp's -f does).
     #[arg(short = 'f', long)]
     pub file: PathBuf,
-    /// Output imatrix file (.gguf, or .dat for the legacy format).
+    /// Output imatrix file: GGUF form, or the legacy form when the name ends in .dat.
     #[arg(short = 'o', long, default_value = "imatrix.gguf")]
     pub output: PathBuf,
-    /// Tokens per chunk.
+    /// Output form, overriding the file name's: gguf or dat (legacy).
+    #[arg(long = "output-format", value_parser = ["gguf", "dat"])]
+    pub output_format: Option<String>,
+    /// Replace the output file if it exists (without it an existing file is an error).
+    #[arg(long)]
+    pub overwrite: bool,
+    /// Tokens per chunk (the file's chunk size).
     #[arg(short = 'c', long = "ctx-size", default_value_t = 512)]
     pub ctx_size: usize,
     /// Use at most this many chunks (default: all).
     #[arg(long)]
     pub chunks: Option<usize>,
+    /// Skip this many chunks at the start of the text.
+    #[arg(long = "from-chunk", alias = "chunk", default_value_t = 0)]
+    pub from_chunk: usize,
+    /// Logical batch size, as llama-imatrix's -b: batch-size / ctx-size chunks run side by side
+    /// (this decides the order in which activations are summed, hence the last bits).
+    #[arg(short = 'b', long = "batch-size", default_value_t = 2048)]
+    pub batch_size: usize,
+    /// Micro-batch size, as llama-imatrix's -ub (also decides the summation order).
+    #[arg(long = "ubatch-size", default_value_t = 512)]
+    pub ubatch_size: usize,
+    /// Do not compute perplexity (faster: skips the output projection).
+    #[arg(long = "no-ppl")]
+    pub no_ppl: bool,
+    /// Collect data for output.weight too (a tied output projection is never collected).
+    #[arg(long = "process-output")]
+    pub process_output: bool,
+    /// Save the output file every N chunks as well as at the end (0: only at the end).
+    #[arg(long = "output-frequency", alias = "ofreq", default_value_t = 10)]
+    pub output_frequency: usize,
+    /// Also save a copy named <output>.at_<chunks> every N chunks (0: never).
+    #[arg(long = "save-frequency", default_value_t = 0)]
+    pub save_frequency: usize,
+    /// Parse special tokens (like <|im_start|>) in the text instead of treating them as text.
+    #[arg(long = "parse-special")]
+    pub parse_special: bool,
     /// Worker threads (default: all cores).
     #[arg(short = 't', long)]
     pub threads: Option<usize>,

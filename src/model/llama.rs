@@ -97,6 +97,46 @@ pub enum Logits {
     From(usize),
 }
 
+/// Which weight a matrix product of the forward pass multiplies by (for [`MatmulObserver`]s).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MatmulSite {
+    AttnQ(usize),
+    AttnK(usize),
+    AttnV(usize),
+    AttnOutput(usize),
+    FfnGate(usize),
+    FfnUp(usize),
+    FfnDown(usize),
+    /// The output projection (`output.weight`, or `token_embd.weight` when tied).
+    Output {
+        tied: bool,
+    },
+}
+
+impl MatmulSite {
+    /// The weight's GGUF tensor name (`blk.3.attn_q.weight`, `output.weight`, ...), whatever the
+    /// model was loaded from.
+    pub fn gguf_name(&self) -> String {
+        let (il, s) = match *self {
+            MatmulSite::AttnQ(il) => (il, "attn_q"),
+            MatmulSite::AttnK(il) => (il, "attn_k"),
+            MatmulSite::AttnV(il) => (il, "attn_v"),
+            MatmulSite::AttnOutput(il) => (il, "attn_output"),
+            MatmulSite::FfnGate(il) => (il, "ffn_gate"),
+            MatmulSite::FfnUp(il) => (il, "ffn_up"),
+            MatmulSite::FfnDown(il) => (il, "ffn_down"),
+            MatmulSite::Output { tied: false } => return "output.weight".into(),
+            MatmulSite::Output { tied: true } => return "token_embd.weight".into(),
+        };
+        format!("blk.{il}.{s}.weight")
+    }
+}
+
+/// Sees the input of every weight matrix product of a forward pass, before the product:
+/// `(site, rows, n_rows)`, `rows` being `n_rows` f32 activation rows of the weight's row length
+/// (llama.cpp's `src1` of the `mul_mat`). Q, K and V share one input, so it is shown three times.
+pub type MatmulObserver<'o> = dyn FnMut(MatmulSite, &[f32], usize) + 'o;
+
 /// Errors of a forward pass.
 #[derive(Debug, thiserror::Error)]
 pub enum ForwardError {
@@ -188,6 +228,17 @@ impl<'a> Model<'a> {
         cache: &mut KvCache,
         which: Logits,
     ) -> Result<Vec<f32>, ForwardError> {
+        self.forward_observed(tokens, cache, which, None)
+    }
+
+    /// [`forward`](Self::forward), showing every weight matrix product's input to `observer`.
+    pub fn forward_observed(
+        &self,
+        tokens: &[u32],
+        cache: &mut KvCache,
+        which: Logits,
+        mut observer: Option<&mut MatmulObserver<'_>>,
+    ) -> Result<Vec<f32>, ForwardError> {
         let n = tokens.len();
         if n == 0 {
             return Err(ForwardError::Empty);
@@ -204,10 +255,21 @@ impl<'a> Model<'a> {
             Logits::Last => n - 1,
             Logits::From(i) => i.min(n - 1),
         };
-        let hidden = self.hidden_states(tokens, cache, from)?;
+        let hidden = self.hidden_states_observed(tokens, cache, from, observer.as_deref_mut())?;
+        Ok(self.output_logits(&hidden, observer))
+    }
+
+    /// Logits (`n × vocab`) of `n` rows of the residual stream after the last block (`hidden`,
+    /// `n × n_embd`, as [`hidden_states`](Self::hidden_states) returns it): the final norm, then
+    /// the output projection (whose input `observer` sees).
+    pub fn output_logits(
+        &self,
+        hidden: &[f32],
+        observer: Option<&mut MatmulObserver<'_>>,
+    ) -> Vec<f32> {
         let c = &self.cfg;
         let d = c.n_embd;
-        let n_out = n - from;
+        let n_out = hidden.len() / d;
         let mut normed = vec![0f32; n_out * d];
         for t in 0..n_out {
             rms_norm(
@@ -218,11 +280,20 @@ impl<'a> Model<'a> {
             );
         }
         let out_w = self.output.as_ref().unwrap_or(&self.tok_embd);
+        if let Some(o) = observer {
+            o(
+                MatmulSite::Output {
+                    tied: self.output.is_none(),
+                },
+                &normed,
+                n_out,
+            );
+        }
         let mut logits = vec![0f32; n_out * out_w.rows];
         matmul(out_w, &normed, n_out, &mut logits);
         trace::dump("result_norm", None, &normed, d);
         trace::dump("result_output", None, &logits, out_w.rows);
-        Ok(logits)
+        logits
     }
 
     /// The residual stream after the last block (before the final norm) for token rows
@@ -233,6 +304,33 @@ impl<'a> Model<'a> {
         cache: &mut KvCache,
         keep_from: usize,
     ) -> Result<Vec<f32>, ForwardError> {
+        self.hidden_states_observed(tokens, cache, keep_from, None)
+    }
+
+    /// [`hidden_states`](Self::hidden_states), showing every block's weight matrix products'
+    /// inputs to `observer` (the last block's feed-forward ones only for rows `keep_from..`).
+    pub fn hidden_states_observed(
+        &self,
+        tokens: &[u32],
+        cache: &mut KvCache,
+        keep_from: usize,
+        mut observer: Option<&mut MatmulObserver<'_>>,
+    ) -> Result<Vec<f32>, ForwardError> {
+        let mut see = |site: MatmulSite, x: &[f32], rows: usize| {
+            if let Some(o) = observer.as_deref_mut() {
+                o(site, x, rows);
+            }
+        };
+        if tokens.is_empty() {
+            return Err(ForwardError::Empty);
+        }
+        if cache.len + tokens.len() > cache.n_ctx {
+            return Err(ForwardError::ContextFull {
+                have: cache.len,
+                add: tokens.len(),
+                n_ctx: cache.n_ctx,
+            });
+        }
         let c = &self.cfg;
         let n = tokens.len();
         let d = c.n_embd;
@@ -270,6 +368,9 @@ impl<'a> Model<'a> {
                 );
             }
             trace::dump("attn_norm", Some(il), &xn, d);
+            see(MatmulSite::AttnQ(il), &xn, n);
+            see(MatmulSite::AttnK(il), &xn, n);
+            see(MatmulSite::AttnV(il), &xn, n);
             let qa = QuantizedActivations::new(l.wq.ty, &xn, n, d);
             matmul_quantized(&l.wq, &qa, n, &mut q);
             let same = |w: &Weight| w.ty == l.wq.ty;
@@ -316,6 +417,7 @@ impl<'a> Model<'a> {
             trace::dump("Vcur", Some(il), &v, kv_dim);
             self.attention(&q, &cache.k[il], &cache.v[il], pos0, n, &mut attn);
             trace::dump("kqv_out", Some(il), &attn, q_dim);
+            see(MatmulSite::AttnOutput(il), &attn, n);
             matmul(&l.wo, &attn, n, &mut proj);
             trace::dump("attn_out", Some(il), &proj, d);
             if il + 1 == self.layers.len() && keep_from > 0 {
@@ -344,6 +446,8 @@ impl<'a> Model<'a> {
                 );
             }
             trace::dump("ffn_norm", Some(il), &xn, d);
+            see(MatmulSite::FfnGate(il), &xn, m);
+            see(MatmulSite::FfnUp(il), &xn, m);
             let qa = QuantizedActivations::new(l.w_gate.ty, &xn, m, d);
             matmul_quantized(&l.w_gate, &qa, m, &mut gate);
             if l.w_up.ty == l.w_gate.ty {
@@ -361,6 +465,7 @@ impl<'a> Model<'a> {
                 swiglu(g, u, o);
             }
             trace::dump("ffn_swiglu", Some(il), &act, c.n_ff);
+            see(MatmulSite::FfnDown(il), &act, m);
             matmul(&l.w_down, &act, m, &mut proj);
             trace::dump("ffn_out", Some(il), &proj, d);
             for (xi, pi) in x.iter_mut().zip(&proj) {

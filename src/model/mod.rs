@@ -7,5 +7,5 @@ pub mod load;
 pub mod trace;
 
 pub use config::{Arch, ModelConfig, RopeLayout};
-pub use llama::{KvCache, Layer, Model};
+pub use llama::{KvCache, Layer, MatmulObserver, MatmulSite, Model};
 pub use load::{LoadError, ModelSource};
