@@ -317,23 +317,31 @@ pub fn quantize_to_gguf(
             to: p.ty,
         });
         let data = src.tensor_bytes(order[k])?;
-        if p.ty == t.ty {
-            sink.write_all(&data)?;
-            progress(Progress::Advance(t.ne.iter().product()));
-            return Ok(());
-        }
-        n_quantized += 1;
-        convert_tensor(
-            &p.name,
-            &data,
-            t.ty,
-            p.ty,
-            &t.ne,
-            importance[k].as_deref(),
-            opts.cancel,
-            sink,
-            progress,
-        )
+        let written = if p.ty == t.ty {
+            sink.write_all(&data)
+                .map_err(anyhow::Error::from)
+                .map(|()| {
+                    progress(Progress::Advance(t.ne.iter().product()));
+                })
+        } else {
+            n_quantized += 1;
+            convert_tensor(
+                &p.name,
+                &data,
+                t.ty,
+                p.ty,
+                &t.ne,
+                importance[k].as_deref(),
+                opts.cancel,
+                sink,
+                progress,
+            )
+        };
+        // A failed write (a full disk): say which file.
+        written.map_err(|e| match e.downcast_ref::<std::io::Error>() {
+            Some(_) => e.context(format!("writing {} (tensor '{}')", out.display(), p.name)),
+            None => e,
+        })
     })
     .map_err(|e| {
         if e.downcast_ref::<GgufError>().is_some() {
@@ -479,4 +487,128 @@ fn quantize_chunk(
         _ => q::quantize_rows(to, src, n_per_row, imatrix, dst)?,
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quantize::mixture::TensorInfo;
+    use autoround_formats::gguf::GgufFile;
+    use std::borrow::Cow;
+
+    /// A two-tensor llama model held in memory.
+    struct Mem {
+        md: Vec<(String, GgufValue)>,
+        infos: Vec<TensorInfo>,
+        data: Vec<Vec<u8>>,
+    }
+
+    impl WeightSource for Mem {
+        fn describe(&self) -> String {
+            "memory".into()
+        }
+        fn metadata(&self) -> &[(String, GgufValue)] {
+            &self.md
+        }
+        fn tensors(&self) -> &[TensorInfo] {
+            &self.infos
+        }
+        fn tensor_bytes(&self, i: usize) -> anyhow::Result<Cow<'_, [u8]>> {
+            Ok(Cow::Borrowed(&self.data[i]))
+        }
+    }
+
+    fn mem() -> Mem {
+        let f32s = |n: usize, k: f32| -> Vec<u8> {
+            (0..n)
+                .flat_map(|i| ((i as f32 * k).sin()).to_le_bytes())
+                .collect()
+        };
+        Mem {
+            md: vec![
+                (
+                    "general.architecture".into(),
+                    GgufValue::String("llama".into()),
+                ),
+                ("llama.block_count".into(), GgufValue::U32(1)),
+                ("llama.attention.head_count".into(), GgufValue::U32(2)),
+                ("general.file_type".into(), GgufValue::U32(0)),
+            ],
+            infos: vec![
+                TensorInfo::new("token_embd.weight", &[64, 8], GgmlType::F32),
+                TensorInfo::new("blk.0.attn_q.weight", &[64, 64], GgmlType::F32),
+            ],
+            data: vec![f32s(64 * 8, 0.37), f32s(64 * 64, 0.11)],
+        }
+    }
+
+    fn dir(tag: &str) -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("autoround-qgguf-{}-{tag}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn cancel_leaves_nothing_and_a_full_run_reads_back() {
+        let src = mem();
+        let d = dir("cancel");
+        let out = d.join("out.gguf");
+        let stop = AtomicBool::new(true);
+        let opts = |cancel| QuantizeOptions {
+            mixture: Mixture::Q8_0,
+            plan: PlanOptions::default(),
+            imatrix: None,
+            cancel,
+        };
+        let e = quantize_to_gguf(&src, &out, &opts(Some(&stop)), &mut |_| {}).unwrap_err();
+        assert!(format!("{e:#}").contains("interrupted"), "{e:#}");
+        assert_eq!(
+            std::fs::read_dir(&d).unwrap().count(),
+            0,
+            "nothing left behind"
+        );
+
+        let mut advanced = 0;
+        let s = quantize_to_gguf(&src, &out, &opts(None), &mut |p| {
+            if let Progress::Advance(n) = p {
+                advanced += n
+            }
+        })
+        .unwrap();
+        assert_eq!(advanced, 64 * 72);
+        assert_eq!((s.n_tensors, s.n_quantized), (2, 2));
+        let f = GgufFile::open(&out).unwrap();
+        // llama-quantize's metadata edits: file type and quantization version moved to the end.
+        let keys: Vec<&str> = f
+            .header()
+            .metadata
+            .iter()
+            .map(|(k, _)| k.as_str())
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "general.architecture",
+                "llama.block_count",
+                "llama.attention.head_count",
+                "general.quantization_version",
+                "general.file_type"
+            ]
+        );
+        assert_eq!(f.get("general.file_type"), Some(&GgufValue::U32(7)));
+        // llama.cpp's order: token_embd (no layer) first; both Q8_0, values within Q8_0's step.
+        let names: Vec<&str> = f.tensors().iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["token_embd.weight", "blk.0.attn_q.weight"]);
+        for (t, raw) in f.tensors().iter().zip([&src.data[0], &src.data[1]]) {
+            assert_eq!(t.ty, GgmlType::Q8_0);
+            let mut back = vec![0f32; raw.len() / 4];
+            reference::dequantize_row(t.ty, f.tensor_data(t), &mut back).unwrap();
+            for (b, r) in back.iter().zip(raw.chunks_exact(4)) {
+                let r = f32::from_le_bytes(r.try_into().unwrap());
+                assert!((b - r).abs() <= 1.0 / 127.0 + 1e-6, "{b} vs {r}");
+            }
+        }
+        std::fs::remove_dir_all(&d).ok();
+    }
 }
