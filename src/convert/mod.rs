@@ -1,1 +1,22 @@
-//! Conversion between Hugging Face folders (config.json, safetensors, tokenizer files) and GGUF.
+//! Conversion between Hugging Face folders (config.json, safetensors, tokenizer files) and GGUF:
+//! `autoround-cpu convert`.
+//!
+//! - [`hf_to_gguf`]: [`HfSource`], a Hugging Face folder as a
+//!   [`WeightSource`](crate::quantize::source::WeightSource) that yields what llama.cpp's
+//!   `convert_hf_to_gguf.py` would write (names, Q/K permutation, types, metadata, tokenizer);
+//!   `convert --to gguf` streams it into a GGUF file.
+//! - [`gguf_to_hf`]: a GGUF file dequantized into a Hugging Face folder.
+//! - [`names`]: tensor names in both conventions.
+
+mod chkhsh;
+mod gguf_out;
+pub mod gguf_to_hf;
+pub mod hf_to_gguf;
+mod metadata;
+pub mod names;
+mod sha256;
+mod spm_model;
+pub mod vocab;
+
+pub use gguf_to_hf::{gguf_to_hf, HfDtype, HfOptions, HfSummary};
+pub use hf_to_gguf::{HfSource, OutType};
