@@ -57,9 +57,10 @@ def main():
     ta = {t.name: t for t in ra.tensors}
     tb = {t.name: t for t in rb.tensors}
     tens = []
-    if [t.name for t in ra.tensors] != [t.name for t in rb.tensors]:
-        tens.append({"problem": "tensor names or order differ",
+    if set(ta) != set(tb):
+        tens.append({"problem": "tensor names differ",
                      "only_a": sorted(set(ta) - set(tb)), "only_b": sorted(set(tb) - set(ta))})
+    tensor_order_same = [t.name for t in ra.tensors] == [t.name for t in rb.tensors]
     for n, t in ta.items():
         if n not in tb:
             continue
@@ -74,10 +75,11 @@ def main():
     print(f"metadata: {len(meta)} difference(s); common keys in the same order: {order_same}")
     for t in tens:
         print("tensor:", json.dumps(t))
-    print(f"tensors: {len(ta)} vs {len(tb)}, {len(tens)} difference(s)")
+    print(f"tensors: {len(ta)} vs {len(tb)}, {len(tens)} difference(s); same order: {tensor_order_same}")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
-            json.dump({"metadata": meta, "metadata_order_same": order_same, "tensors": tens}, f, indent=1)
+            json.dump({"metadata": meta, "metadata_order_same": order_same, "tensors": tens,
+                       "tensor_order_same": tensor_order_same}, f, indent=1)
     sys.exit(1 if tens or (args.strict_metadata and (meta or not order_same)) else 0)
 
 
