@@ -13,7 +13,7 @@
 //! The folder is written atomically: into a temporary folder beside it, renamed into place at
 //! the end; an interrupted or failed run leaves no output folder.
 
-use super::hf_to_gguf::unpermute_rows;
+use super::hf_to_gguf::{llama3_rope_freqs, unpermute_rows};
 use super::names;
 use super::spm_model;
 use anyhow::{anyhow, bail, Context, Result};
@@ -219,12 +219,14 @@ pub fn gguf_to_hf(gguf: &Path, out: &Path, opts: &HfOptions) -> Result<HfSummary
         .iter()
         .all(|t| matches!(t.ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16));
     let mut items: Vec<Item> = vec![];
+    let mut llama3_rope: Option<Value> = None;
     for t in file.tensors() {
         if t.name == "rope_freqs.weight" {
-            bail!(
-                "{}: the model has Llama 3 RoPE frequency factors (rope_freqs.weight); converting them back to config.json's rope_scaling is not supported",
-                gguf.display()
-            );
+            let dim = m
+                .opt_u("rope.dimension_count")
+                .map_or(head_dim.unwrap_or(n_embd / n_head), |d| d as usize);
+            llama3_rope = Some(llama3_params(&file, t, dim, theta, n_ctx)?);
+            continue;
         }
         let hf_name = names::gguf_to_hf(&t.name).ok_or_else(|| {
             anyhow!(
@@ -354,7 +356,7 @@ pub fn gguf_to_hf(gguf: &Path, out: &Path, opts: &HfOptions) -> Result<HfSummary
             }
             Value::Object(r)
         }
-        None | Some("none") => Value::Null,
+        None | Some("none") => llama3_rope.clone().unwrap_or(Value::Null),
         Some(other) => bail!(
             "{}: RoPE scaling '{other}' cannot be written to config.json",
             gguf.display()
@@ -608,6 +610,90 @@ pub fn gguf_to_hf(gguf: &Path, out: &Path, opts: &HfOptions) -> Result<HfSummary
         torch_dtype: torch_name(weight_ty),
         tokenizer_files: tok_files.iter().map(|(n, _)| n.clone()).collect(),
     })
+}
+
+/// The `rope_scaling` of config.json that makes llama.cpp's converter regenerate these Llama 3
+/// RoPE frequency factors bit for bit: `factor` is their largest value; `low_freq_factor`,
+/// `high_freq_factor` and `original_max_position_embeddings` are solved from the factors between
+/// 1 and `factor` when there are two or more, else taken as Llama 3's 1, 4 and the first context
+/// length (8192, then powers of two) that reproduces the factors. Several settings can give the
+/// same factors; any of them round-trips.
+fn llama3_params(
+    file: &GgufFile,
+    t: &GgufTensor,
+    dim: usize,
+    theta: f32,
+    n_ctx: usize,
+) -> Result<Value> {
+    let data = file.try_tensor_data(t).ok_or_else(|| {
+        anyhow!(
+            "{}: tensor '{}' lies outside the file",
+            file.path().display(),
+            t.name
+        )
+    })?;
+    let n = t.n_elements() as usize;
+    let mut f = vec![0f32; n];
+    dequantize_row(t.ty, data, &mut f)
+        .map_err(|e| anyhow!("{}: rope_freqs.weight: {e}", file.path().display()))?;
+    let bad = || {
+        anyhow!(
+            "{}: rope_freqs.weight does not look like Llama 3 RoPE scaling factors; cannot write it as config.json's rope_scaling",
+            file.path().display()
+        )
+    };
+    if n * 2 != dim {
+        return Err(bad());
+    }
+    let factor = f.iter().copied().fold(f32::MIN, f32::max);
+    if !(factor.is_finite() && factor > 1.0) {
+        return Err(bad());
+    }
+    let mut candidates: Vec<(f64, f64, f64)> = vec![];
+    // Smooth entries: 1/f = (1 - s)/factor + s with s = a / wavelen - b.
+    let fac = f64::from(factor);
+    let pts: Vec<(f64, f64)> = f
+        .iter()
+        .enumerate()
+        .filter(|(_, &x)| x > 1.0 && x < factor)
+        .map(|(i, &x)| {
+            let e = (2 * i) as f32 / dim as f32;
+            let freq = 1.0f32 / theta.powf(e);
+            let wavelen = f64::from((2.0 * std::f64::consts::PI) as f32 / freq);
+            let s = (1.0 / f64::from(x) - 1.0 / fac) / (1.0 - 1.0 / fac);
+            (1.0 / wavelen, s)
+        })
+        .collect();
+    if pts.len() >= 2 {
+        let ((x0, y0), (x1, y1)) = (pts[0], pts[pts.len() - 1]);
+        let a = (y1 - y0) / (x1 - x0);
+        let b = a * x0 - y0;
+        if a > 0.0 && b > 0.0 {
+            // Assume low_freq_factor 1 (as every Llama 3 does), then scale.
+            let round = |v: f64| (v * 1e4).round() / 1e4;
+            let (low, high, ctx) = (1.0, round(1.0 + 1.0 / b), (a / b).round());
+            candidates.push((low, high, ctx));
+        }
+    }
+    let mut ctxs = vec![8192.0];
+    ctxs.extend((4..=24).map(|p| f64::from(1u32 << p)));
+    ctxs.push(n_ctx as f64);
+    for c in ctxs {
+        candidates.push((1.0, 4.0, c));
+    }
+    for (low, high, ctx) in candidates {
+        let rope = json!({"rope_type": "llama3", "factor": f32_to_json(factor), "low_freq_factor": low,
+            "high_freq_factor": high, "original_max_position_embeddings": ctx as u64});
+        let again = llama3_rope_freqs(&rope, dim, f64::from(theta));
+        if again
+            .iter()
+            .zip(&f)
+            .all(|(a, b)| a.to_bits() == b.to_bits())
+        {
+            return Ok(rope);
+        }
+    }
+    Err(bad())
 }
 
 /// One tensor's bytes in its Hugging Face dtype and layout.

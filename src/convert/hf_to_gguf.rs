@@ -172,7 +172,7 @@ fn open_parts(dir: &Path) -> Result<Vec<SafetensorsModel>> {
 
 /// Llama 3 RoPE frequency factors, as the converter computes them (in f32, like its torch
 /// tensors; `powf` may differ from torch's `pow` in the last bit).
-fn llama3_rope_freqs(rope: &Value, head_dim: usize, theta: f64) -> Vec<f32> {
+pub(crate) fn llama3_rope_freqs(rope: &Value, head_dim: usize, theta: f64) -> Vec<f32> {
     let base = rope
         .get("rope_theta")
         .and_then(Value::as_f64)
