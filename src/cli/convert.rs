@@ -5,7 +5,7 @@ use super::args::ConvertArgs;
 use crate::convert::{gguf_to_hf, HfDtype, HfOptions, HfSource, OutType};
 use crate::quantize::source::WeightSource;
 use anyhow::{anyhow, bail, Context};
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::time::Instant;
 
 pub fn convert(a: ConvertArgs) -> anyhow::Result<()> {
@@ -45,17 +45,17 @@ pub fn convert(a: ConvertArgs) -> anyhow::Result<()> {
                 n,
                 src.out_type().name()
             );
-            let mut last = 0usize;
+            let tty = std::io::stderr().is_terminal();
             src.write_gguf(&a.output, &mut |i, n| {
-                let pct = (i + 1) * 100 / n.max(1);
-                if pct / 10 != last / 10 || i + 1 == n {
-                    eprint!("\r  {pct:3}% ({}/{n})", i + 1);
+                if tty {
+                    eprint!("\r  tensor {}/{n}", i + 1);
                     let _ = std::io::stderr().flush();
-                    last = pct;
                 }
             })
             .with_context(|| format!("converting {}", a.model.display()))?;
-            eprintln!();
+            if tty {
+                eprintln!();
+            }
             let size = std::fs::metadata(&a.output).map(|m| m.len()).unwrap_or(0);
             eprintln!(
                 "wrote {} ({:.1} MiB) in {:.1} s",

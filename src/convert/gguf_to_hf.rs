@@ -106,11 +106,7 @@ fn torch_name(t: GgmlType) -> &'static str {
 /// config.json instead of 9.999999747378752e-06).
 fn f32_to_json(x: f32) -> Value {
     let f: f64 = format!("{x}").parse().unwrap_or(f64::from(x));
-    if f.fract() == 0.0 && f.abs() < 1e15 {
-        json!(f)
-    } else {
-        json!(f)
-    }
+    json!(f)
 }
 
 struct Meta<'a> {

@@ -311,7 +311,7 @@ impl HfSource {
                         );
                     }
                 }
-                if t.shape.is_empty() || t.shape.len() > 4 || t.shape.iter().any(|&d| d == 0) {
+                if t.shape.is_empty() || t.shape.len() > 4 || t.shape.contains(&0) {
                     bail!(
                         "{}: tensor '{name}' has unsupported shape {:?}",
                         part.path().display(),

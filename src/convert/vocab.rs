@@ -124,8 +124,8 @@ impl SpecialVocab {
             lowercase: None,
             strip_accents: None,
         };
-        sv.from_tokenizer_json(dir)?;
-        sv.from_config_json(dir)?;
+        sv.load_tokenizer_json(dir)?;
+        sv.load_config_json(dir)?;
         if sv.load_merges && sv.merges.is_empty() {
             sv.merges_txt(dir)?;
         }
@@ -193,7 +193,7 @@ impl SpecialVocab {
         }
     }
 
-    fn from_tokenizer_json(&mut self, dir: &Path) -> Result<()> {
+    fn load_tokenizer_json(&mut self, dir: &Path) -> Result<()> {
         let tj_path = dir.join("tokenizer.json");
         let tokenizer = read_json(&tj_path)?;
         let mut added_tokens: Vec<Value> = vec![];
@@ -486,7 +486,7 @@ impl SpecialVocab {
         Ok(())
     }
 
-    fn from_config_json(&mut self, dir: &Path) -> Result<()> {
+    fn load_config_json(&mut self, dir: &Path) -> Result<()> {
         let Some(cfg) = read_json(&dir.join("config.json"))? else {
             return Ok(());
         };
