@@ -208,6 +208,16 @@ pub fn gguf_to_hf(gguf: &Path, out: &Path, opts: &HfOptions) -> Result<HfSummary
     let head_dim = m.opt_u("attention.key_length").map(|x| x as usize);
 
     let tokenizer = Tokenizer::from_gguf(&file)?;
+    if let Some(w) = tokenizer
+        .warnings()
+        .iter()
+        .find(|w| w.contains("unknown or unsupported pre-tokenizer"))
+    {
+        bail!(
+            "{}: {w}; a tokenizer.json written from it would not tokenize as llama.cpp does",
+            gguf.display()
+        );
+    }
 
     // Tensor plan.
     let all_float = file
