@@ -6,6 +6,8 @@
    biases and an untied lm_head, Qwen3 in BF16 with q/k norms, an explicit head_dim, a model card
    and sampling settings), made with transformers (random weights, fixed seed) and a small
    SentencePiece tokenizer trained here. Written to tests/fixtures/convert/<name>/ (committed).
+   Plus tiny-llama-hf: tiny-llama with only the tokenizer.json transformers makes of its
+   SentencePiece model (the converter's LlamaHfVocab path).
 2. convert_hf_to_gguf.py on each, for several --outtype values, into
    tests/fixtures/convert/<name>.<outtype>.gguf (committed): the goldens tests/convert_fixtures.rs
    compares our converter with, byte for byte.
@@ -132,6 +134,18 @@ def make_models(fixtures: Path, text_file: Path):
                 "tags:\n- text-generation\npipeline_tag: text-generation\n---\n\n# Tiny Qwen3\n",
                 encoding="utf-8")
         made.append((name, outtypes))
+    # Llama with only a tokenizer.json of the SentencePiece kind (BPE with byte fallback, as
+    # transformers converts tokenizer.model): the converter's LlamaHfVocab path.
+    from transformers import AutoTokenizer
+    out = fixtures / "tiny-llama-hf"
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir()
+    for f in (fixtures / "tiny-llama").iterdir():
+        if f.suffix in (".safetensors", ".json") and not f.name.startswith("tokenizer"):
+            shutil.copy(f, out / f.name)
+    AutoTokenizer.from_pretrained(fixtures / "tiny-llama").save_pretrained(out)
+    made.append(("tiny-llama-hf", ["auto"]))
     shutil.rmtree(work)
     return made
 

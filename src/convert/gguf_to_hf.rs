@@ -306,6 +306,17 @@ pub fn gguf_to_hf(gguf: &Path, out: &Path, opts: &HfOptions) -> Result<HfSummary
     if let Some(p) = m.tok_u32("padding_token_id") {
         cfg.insert("pad_token_id".into(), json!(p));
     }
+    // Not transformers keys, but what llama.cpp's converter (and ours) read special ids from
+    // when there is no tokenizer.json to look the tokens up in.
+    for (key, gk) in [
+        ("unk_token_id", "unknown_token_id"),
+        ("sep_token_id", "seperator_token_id"),
+        ("mask_token_id", "mask_token_id"),
+    ] {
+        if let Some(id) = m.tok_u32(gk) {
+            cfg.insert(key.into(), json!(id));
+        }
+    }
     let hd = head_dim.unwrap_or(n_embd / n_head);
     match arch.as_str() {
         "qwen2" => {

@@ -928,17 +928,36 @@ fn llama_hf_vocab(dir: &Path, kv: &mut Kv) -> Result<bool> {
                 .collect()
         })
         .unwrap_or_default();
-    // transformers' all_special_ids: the special added tokens and the tokens named in
-    // tokenizer_config.json.
+    // transformers' all_special_ids: the special added tokens and the tokens tokenizer_config.json
+    // names (bos/eos/unk/sep/pad/cls/mask, additional_special_tokens, extra_special_tokens).
     let tc = read_json(&dir.join("tokenizer_config.json"))?;
     let mut special_ids: Vec<u64> = added.iter().filter(|a| a.2).map(|a| a.1).collect();
-    for k in ["bos_token", "eos_token", "unk_token", "pad_token"] {
-        let text = match tc.as_ref().and_then(|c| c.get(k)) {
-            Some(Value::String(s)) => Some(s.clone()),
-            Some(Value::Object(o)) => o.get("content").and_then(Value::as_str).map(str::to_string),
-            _ => None,
-        };
-        if let Some(t) = text {
+    let text_of = |v: &Value| match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Object(o) => o.get("content").and_then(Value::as_str).map(str::to_string),
+        _ => None,
+    };
+    let mut named: Vec<String> = vec![];
+    for k in [
+        "bos_token",
+        "eos_token",
+        "unk_token",
+        "sep_token",
+        "pad_token",
+        "cls_token",
+        "mask_token",
+    ] {
+        if let Some(t) = tc.as_ref().and_then(|c| c.get(k)).and_then(text_of) {
+            named.push(t);
+        }
+    }
+    for k in ["additional_special_tokens", "extra_special_tokens"] {
+        if let Some(list) = tc.as_ref().and_then(|c| c.get(k)).and_then(Value::as_array) {
+            named.extend(list.iter().filter_map(text_of));
+        }
+    }
+    for t in named {
+        {
             if let Some((_, id)) = base.iter().find(|(b, _)| *b == t) {
                 special_ids.push(*id);
             } else if let Some(a) = added.iter().find(|a| a.0 == t) {
