@@ -173,6 +173,18 @@ pub struct ConvertArgs {
     /// Replace the output if it exists.
     #[arg(long)]
     pub overwrite: bool,
+    /// --to gguf: type of the 2-D weights (f32, f16, bf16, or auto: the checkpoint's 16-bit
+    /// type, F16 if it has none), as convert_hf_to_gguf.py's --outtype. 1-D tensors and norms
+    /// are always F32.
+    #[arg(long, default_value = "auto")]
+    pub outtype: String,
+    /// --to hf: dtype of the safetensors (auto: F32/F16/BF16 tensors keep their type, quantized
+    /// ones become f32; or f32, f16, bf16).
+    #[arg(long, default_value = "auto")]
+    pub dtype: String,
+    /// --to hf: largest safetensors file in MiB before splitting into shards with an index.
+    #[arg(long = "max-shard-mib", default_value_t = 2048)]
+    pub max_shard_mib: u64,
 }
 
 #[derive(Args, Debug)]
