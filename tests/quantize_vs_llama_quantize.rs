@@ -291,3 +291,56 @@ fn our_files_load_in_llama_cpp_and_gguf_py() {
     }
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// From a Hugging Face folder: `quantize -m FOLDER` equals converting the folder to GGUF
+/// (`convert --to gguf`, which is byte-identical with llama.cpp's convert_hf_to_gguf.py: see
+/// tests/convert_fixtures.rs) and running llama-quantize on that.
+#[test]
+fn hf_folder_quantizes_like_convert_then_llama_quantize() {
+    let Some((bin, model)) = setup(common::model("F16")) else {
+        return;
+    };
+    let dir = tmp_dir("hf");
+    let folder = dir.join("smollm2-hf");
+    let gguf = dir.join("converted.gguf");
+    let ours = env!("CARGO_BIN_EXE_autoround-cpu");
+    run(Command::new(ours)
+        .args(["convert", "--to", "hf", "-m"])
+        .arg(&model)
+        .arg("-o")
+        .arg(&folder));
+    run(Command::new(ours)
+        .args(["convert", "--to", "gguf", "-m"])
+        .arg(&folder)
+        .arg("-o")
+        .arg(&gguf));
+    for m in ["q4_k_m", "q4_0"] {
+        let theirs = dir.join(format!("llama-{m}.gguf"));
+        let from_folder = dir.join(format!("ours-{m}.gguf"));
+        run(Command::new(bin.join("llama-quantize"))
+            .arg(&gguf)
+            .arg(&theirs)
+            .arg(m)
+            .arg("2"));
+        run(Command::new(ours)
+            .arg("quantize")
+            .arg("-m")
+            .arg(&folder)
+            .arg("--format")
+            .arg(format!("gguf:{m}"))
+            .args(["--iters", "0", "-t", "2", "-o"])
+            .arg(&from_folder));
+        let (a, b) = (
+            std::fs::read(&from_folder).expect("ours"),
+            std::fs::read(&theirs).expect("theirs"),
+        );
+        if a != b {
+            panic!(
+                "{m} from the folder: {}",
+                first_difference(&from_folder, &theirs)
+            );
+        }
+        eprintln!("[quantize] {m} from an HF folder: byte-identical with convert + llama-quantize");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
