@@ -181,6 +181,8 @@ pub fn quantize_to_gguf(
     // Check everything that can be checked before writing anything.
     let mut importance: Vec<Option<Vec<f32>>> = vec![None; plan.tensors.len()];
     let mut order = Vec::with_capacity(plan.tensors.len());
+    // Fallbacks, grouped by what happened: (message, first tensor, count).
+    let mut fallbacks: Vec<(String, String, usize)> = Vec::new();
     for (k, p) in plan.tensors.iter().enumerate() {
         let i = infos
             .iter()
@@ -204,7 +206,10 @@ pub fn quantize_to_gguf(
             }
         }
         if let Some(fb) = &p.fallback {
-            progress(Progress::Note(format!("{}: {fb}", p.name)));
+            match fallbacks.iter_mut().find(|(m, _, _)| m == fb) {
+                Some(e) => e.2 += 1,
+                None => fallbacks.push((fb.clone(), p.name.clone(), 1)),
+            }
         }
         order.push(i);
         if p.ty == t.ty || is_float(p.ty) {
@@ -232,6 +237,12 @@ pub fn quantize_to_gguf(
                 }
             }
         }
+    }
+    for (msg, first, n) in &fallbacks {
+        progress(Progress::Note(match n {
+            1 => format!("{first}: {msg}"),
+            _ => format!("{first} and {} more: {msg}", n - 1),
+        }));
     }
     for (k, (p, &i)) in plan.tensors.iter().zip(&order).enumerate() {
         // tensor_requires_imatrix: the Q2_K tensors of a q2_k_s file, but for the embeddings
