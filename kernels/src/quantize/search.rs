@@ -37,6 +37,36 @@ fn clamp_i(l: i32, lo: i32, hi: i32) -> i32 {
 /// Returns the scale (`x ≈ scale · (L - nmax)`). All-zero groups (`amax < 1e-15`) give `L = 0`
 /// and scale 0.
 pub(crate) fn make_qx_quants(nmax: i32, x: &[f32], ls: &mut [i8], qw: Option<&[f32]>) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if avx2() {
+        // SAFETY: avx2() is true only when the CPU has AVX2 (the selected tier is Avx2).
+        return unsafe { make_qx_quants_avx2(nmax, x, ls, qw) };
+    }
+    make_qx_quants_impl(nmax, x, ls, qw)
+}
+
+/// Whether the AVX2 tier is selected (`AUTOROUND_ISA` or the CPU): the lane loops below are
+/// then compiled for 8-wide vectors. Plain multiplies and adds only (no FMA): same bits.
+#[inline(always)]
+fn avx2() -> bool {
+    static A: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *A.get_or_init(|| {
+        cfg!(target_arch = "x86_64")
+            && matches!(
+                crate::dispatch::Tier::selected(),
+                Ok(crate::dispatch::Tier::Avx2)
+            )
+    })
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn make_qx_quants_avx2(nmax: i32, x: &[f32], ls: &mut [i8], qw: Option<&[f32]>) -> f32 {
+    make_qx_quants_impl(nmax, x, ls, qw)
+}
+
+#[inline(always)]
+fn make_qx_quants_impl(nmax: i32, x: &[f32], ls: &mut [i8], qw: Option<&[f32]>) -> f32 {
     let n = x.len();
     debug_assert_eq!(ls.len(), n);
     let (max, amax) = signed_absmax(x);
@@ -206,8 +236,8 @@ pub(crate) fn make_qkx_quants(
         ls.fill(0);
         return (0.0, -min);
     }
-    let mut iscale = nmax as f32 / (max - min);
-    let mut scale = 1.0f32 / iscale;
+    let iscale = nmax as f32 / (max - min);
+    let scale = 1.0f32 / iscale;
     let mut best_error = 0.0f32;
     for i in 0..n {
         let l = nearest_int(iscale * (x[i] - min));
@@ -219,6 +249,35 @@ pub(crate) fn make_qkx_quants(
     if p.nstep < 1 {
         return (scale, -min);
     }
+    if n <= LANE_N {
+        qkx_search_lanes(
+            nmax, x, weights, ls, p, sum_w, sum_x, max, min, scale, best_error,
+        )
+    } else {
+        qkx_search_seq(
+            nmax, x, weights, ls, laux, p, sum_w, sum_x, max, min, scale, best_error,
+        )
+    }
+}
+
+/// The candidate loop of [`make_qkx_quants`] as ggml writes it, one candidate after another.
+#[allow(clippy::too_many_arguments)]
+fn qkx_search_seq(
+    nmax: i32,
+    x: &[f32],
+    weights: &[f32],
+    ls: &mut [u8],
+    laux: &mut [u8],
+    p: MinSearch,
+    sum_w: f32,
+    sum_x: f32,
+    max: f32,
+    mut min: f32,
+    mut scale: f32,
+    mut best_error: f32,
+) -> (f32, f32) {
+    let n = x.len();
+    let mut iscale;
     for is in 0..=p.nstep {
         iscale = (p.rmin + p.rdelta * is as f32 + nmax as f32) / (max - min);
         let mut sum_l = 0.0f32;
@@ -254,6 +313,156 @@ pub(crate) fn make_qkx_quants(
                 min = this_min;
             }
         }
+    }
+    (scale, -min)
+}
+
+/// Longest group [`qkx_search_lanes`] takes (the K-quants' sub-blocks have 16 or 32).
+const LANE_N: usize = 32;
+/// Candidates evaluated side by side.
+const QKX_LANES: usize = 24;
+
+/// The candidate loop of [`make_qkx_quants`], with the same bits, evaluating up to
+/// [`QKX_LANES`] candidates side by side. Each candidate's sums and error are sequential f32
+/// chains over the group that do not depend on the other candidates, except through `min`:
+/// ggml uses the current best `min` in the next candidates' `iscale` and `x - min`. So the
+/// candidates are evaluated speculatively with the current `min`, then chosen in ggml's order;
+/// when an accepted candidate changes `min`, the ones after it are evaluated again.
+#[allow(clippy::too_many_arguments)]
+fn qkx_search_lanes(
+    nmax: i32,
+    x: &[f32],
+    weights: &[f32],
+    ls: &mut [u8],
+    p: MinSearch,
+    sum_w: f32,
+    sum_x: f32,
+    max: f32,
+    min: f32,
+    scale: f32,
+    best_error: f32,
+) -> (f32, f32) {
+    #[cfg(target_arch = "x86_64")]
+    if avx2() {
+        // SAFETY: avx2() is true only when the CPU has AVX2.
+        return unsafe {
+            qkx_search_lanes_avx2(
+                nmax, x, weights, ls, p, sum_w, sum_x, max, min, scale, best_error,
+            )
+        };
+    }
+    qkx_search_lanes_impl(
+        nmax, x, weights, ls, p, sum_w, sum_x, max, min, scale, best_error,
+    )
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn qkx_search_lanes_avx2(
+    nmax: i32,
+    x: &[f32],
+    weights: &[f32],
+    ls: &mut [u8],
+    p: MinSearch,
+    sum_w: f32,
+    sum_x: f32,
+    max: f32,
+    min: f32,
+    scale: f32,
+    best_error: f32,
+) -> (f32, f32) {
+    qkx_search_lanes_impl(
+        nmax, x, weights, ls, p, sum_w, sum_x, max, min, scale, best_error,
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn qkx_search_lanes_impl(
+    nmax: i32,
+    x: &[f32],
+    weights: &[f32],
+    ls: &mut [u8],
+    p: MinSearch,
+    sum_w: f32,
+    sum_x: f32,
+    max: f32,
+    mut min: f32,
+    mut scale: f32,
+    mut best_error: f32,
+) -> (f32, f32) {
+    let n = x.len();
+    let x = &x[..n];
+    let weights = &weights[..n];
+    let ncand = (p.nstep + 1) as usize;
+    let mut laux = [[0u8; QKX_LANES]; LANE_N];
+    let mut start = 0usize;
+    while start < ncand {
+        let k = QKX_LANES.min(ncand - start);
+        let mut iscale = [0.0f32; QKX_LANES];
+        for (c, v) in iscale.iter_mut().enumerate() {
+            let is = (start + c.min(k - 1)) as f32;
+            *v = (p.rmin + p.rdelta * is + nmax as f32) / (max - min);
+        }
+        let mut sum_l = [0.0f32; QKX_LANES];
+        let mut sum_l2 = [0.0f32; QKX_LANES];
+        let mut sum_xl = [0.0f32; QKX_LANES];
+        for i in 0..n {
+            let (xi, w) = (x[i], weights[i]);
+            let xm = xi - min;
+            let row = &mut laux[i];
+            for c in 0..QKX_LANES {
+                let l = clamp_i(nearest_int(iscale[c] * xm), 0, nmax);
+                row[c] = l as u8;
+                let lf = l as f32;
+                sum_l[c] += w * lf;
+                sum_l2[c] += w * lf * lf;
+                sum_xl[c] += w * lf * xi;
+            }
+        }
+        let mut this_scale = [0.0f32; QKX_LANES];
+        let mut this_min = [0.0f32; QKX_LANES];
+        let mut valid = [false; QKX_LANES];
+        for c in 0..QKX_LANES {
+            let d = sum_w * sum_l2[c] - sum_l[c] * sum_l[c];
+            valid[c] = d > 0.0;
+            let mut s = (sum_w * sum_xl[c] - sum_x * sum_l[c]) / d;
+            let mut m = (sum_l2[c] * sum_x - sum_l[c] * sum_xl[c]) / d;
+            if m > 0.0 {
+                m = 0.0;
+                s = sum_xl[c] / sum_l2[c];
+            }
+            this_scale[c] = s;
+            this_min[c] = m;
+        }
+        let mut err = [0.0f32; QKX_LANES];
+        for i in 0..n {
+            let (xi, w) = (x[i], weights[i]);
+            let row = &laux[i];
+            for c in 0..QKX_LANES {
+                let diff = this_scale[c] * row[c] as f32 + this_min[c] - xi;
+                let diff = if p.use_mad { diff.abs() } else { diff * diff };
+                err[c] += w * diff;
+            }
+        }
+        let mut next = start + k;
+        for c in 0..k {
+            if valid[c] && err[c] < best_error {
+                for (l, row) in ls.iter_mut().zip(&laux[..n]) {
+                    *l = row[c];
+                }
+                best_error = err[c];
+                scale = this_scale[c];
+                let changed = this_min[c].to_bits() != min.to_bits();
+                min = this_min[c];
+                if changed {
+                    next = start + c + 1;
+                    break;
+                }
+            }
+        }
+        start = next;
     }
     (scale, -min)
 }
@@ -343,5 +552,126 @@ pub(crate) fn make_qp_quants(nmax: i32, x: &[f32], ls: &mut [u8], qw: &[f32]) ->
         sumlx / suml2
     } else {
         0.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A small deterministic generator (xorshift), so the test needs no dependency.
+    fn rng(seed: u64) -> impl FnMut() -> f32 {
+        let mut s = seed | 1;
+        move || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+        }
+    }
+
+    /// The side-by-side candidate search gives the sequential one's bits: scale, min and quants,
+    /// for every parameter set the K-quants use, with and without importance weights, including
+    /// groups whose accepted candidates move `min` (so the speculation is redone).
+    #[test]
+    fn lanes_equal_sequential() {
+        let params = [
+            (
+                15,
+                MinSearch {
+                    rmin: -1.0,
+                    rdelta: 0.1,
+                    nstep: 20,
+                    use_mad: false,
+                },
+            ),
+            (
+                31,
+                MinSearch {
+                    rmin: -0.5,
+                    rdelta: 0.1,
+                    nstep: 15,
+                    use_mad: false,
+                },
+            ),
+            (
+                3,
+                MinSearch {
+                    rmin: -0.5,
+                    rdelta: 0.1,
+                    nstep: 15,
+                    use_mad: true,
+                },
+            ),
+            (
+                15,
+                MinSearch {
+                    rmin: -0.9,
+                    rdelta: 0.05,
+                    nstep: 36,
+                    use_mad: false,
+                },
+            ),
+        ];
+        let mut r = rng(42);
+        let mut moved = 0;
+        for trial in 0..4000 {
+            let n = if trial % 2 == 0 { 32 } else { 16 };
+            let (nmax, p) = params[trial % params.len()];
+            let shift = if trial % 3 == 0 { 0.7 } else { 0.0 };
+            let x: Vec<f32> = (0..n).map(|_| r() * r().abs() * 3.0 + shift).collect();
+            let w: Vec<f32> = if trial % 5 == 0 {
+                x.iter().map(|v| v * v).collect()
+            } else {
+                (0..n).map(|_| r().abs() + 0.01).collect()
+            };
+            // The prelude of make_qkx_quants.
+            let mut min = x
+                .iter()
+                .copied()
+                .fold(x[0], |m, v| if v < m { v } else { m });
+            let max = x
+                .iter()
+                .copied()
+                .fold(x[0], |m, v| if v > m { v } else { m });
+            let (mut sum_w, mut sum_x) = (w[0], w[0] * x[0]);
+            for i in 1..n {
+                sum_w += w[i];
+                sum_x += w[i] * x[i];
+            }
+            if min > 0.0 {
+                min = 0.0;
+            }
+            let scale = (max - min) / nmax as f32;
+            let best = 1e30f32;
+            let (mut l1, mut l2, mut aux) = (vec![0u8; n], vec![0u8; n], vec![0u8; n]);
+            let a = qkx_search_seq(
+                nmax, &x, &w, &mut l1, &mut aux, p, sum_w, sum_x, max, min, scale, best,
+            );
+            let b = qkx_search_lanes(
+                nmax, &x, &w, &mut l2, p, sum_w, sum_x, max, min, scale, best,
+            );
+            let mut l3 = vec![0u8; n];
+            let c = qkx_search_lanes_impl(
+                nmax, &x, &w, &mut l3, p, sum_w, sum_x, max, min, scale, best,
+            );
+            assert_eq!(
+                (b.0.to_bits(), b.1.to_bits(), &l2),
+                (c.0.to_bits(), c.1.to_bits(), &l3)
+            );
+            assert_eq!(
+                (a.0.to_bits(), a.1.to_bits()),
+                (b.0.to_bits(), b.1.to_bits()),
+                "trial {trial}"
+            );
+            assert_eq!(l1, l2, "trial {trial}");
+            if a.1.to_bits() != (-min).to_bits() {
+                moved += 1;
+            }
+        }
+        assert!(
+            moved > 100,
+            "only {moved} groups moved min: the test does not exercise re-evaluation"
+        );
     }
 }
