@@ -201,6 +201,18 @@ fn f16_rows(
     }
 }
 
+/// F16 bytes to f32 (exact; the same values as [`crate::reference::dequantize_row`]), with F16C
+/// when the AVX2 tier is selected. Converts `min(dst.len(), src.len() / 2)` values.
+pub fn f16_to_f32_row(src: &[u8], dst: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if matches!(tier(), Ok(Tier::Avx2)) {
+        // SAFETY: the Avx2 tier is selected only when the CPU has AVX2 and F16C.
+        unsafe { widen_f16_avx2(src, dst) };
+        return;
+    }
+    widen_f16(src, dst)
+}
+
 /// f16 (little-endian bytes) to f32, exactly.
 fn widen_f16(b: &[u8], dst: &mut [f32]) {
     for (d, c) in dst.iter_mut().zip(b.chunks_exact(2)) {

@@ -424,7 +424,14 @@ fn convert_tensor(
         let dst = &mut out_buf[..rows * row_out];
         f.par_chunks_mut(task_rows * n_per_row)
             .zip(src.par_chunks(task_rows * row_in))
-            .try_for_each(|(f, s)| reference::dequantize_row(from, s, f))
+            .try_for_each(|(f, s)| match from {
+                // The same values as the reference, with F16C where there is one.
+                GgmlType::F16 => {
+                    autoround_kernels::matmul::f16_to_f32_row(s, f);
+                    Ok(())
+                }
+                _ => reference::dequantize_row(from, s, f),
+            })
             .with_context(|| format!("tensor '{name}': reading {}", from.name()))?;
         // Rows of one slab may span several matrices (3-D tensors): each row takes the imatrix
         // slice of its own matrix, so tasks never cross a matrix boundary.

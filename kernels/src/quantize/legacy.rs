@@ -370,7 +370,7 @@ pub fn quantize_row_q8_0_ref(x: &[f32], y: &mut [u8]) {
         let id = if d != 0.0 { 1.0 / d } else { 0.0 };
         put_f16(yb, 0, d);
         for (q, &v) in yb[2..].iter_mut().zip(xb) {
-            *q = c_f32_to_i32((v * id).round()) as u8;
+            *q = c_f32_to_i32(crate::reference::roundf(v * id)) as u8;
         }
     }
 }

@@ -186,7 +186,7 @@ pub fn quantize_row_q8_0(x: &[f32], out: &mut [u8]) {
         let id = if d != 0.0 { 1.0 / d } else { 0.0 };
         yb[0..2].copy_from_slice(&f32_to_f16_bits(d).to_le_bytes());
         for (q, &v) in yb[2..].iter_mut().zip(xb) {
-            *q = (v * id).round() as i8 as u8;
+            *q = super::roundf(v * id) as i8 as u8;
         }
     }
 }
@@ -205,8 +205,8 @@ pub fn quantize_row_q8_1(x: &[f32], out: &mut [u8]) {
         yb[0..2].copy_from_slice(&f32_to_f16_bits(d).to_le_bytes());
         let mut sum: i32 = 0;
         for j in 0..QK / 2 {
-            let q0 = (xb[j] * id).round() as i8;
-            let q1 = (xb[j + QK / 2] * id).round() as i8;
+            let q0 = super::roundf(xb[j] * id) as i8;
+            let q1 = super::roundf(xb[j + QK / 2] * id) as i8;
             yb[4 + j] = q0 as u8;
             yb[4 + j + QK / 2] = q1 as u8;
             sum += q0 as i32 + q1 as i32;

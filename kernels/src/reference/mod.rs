@@ -287,6 +287,23 @@ pub(crate) fn nearest_int(fval: f32) -> i32 {
     (val.to_bits() & 0x007f_ffff) as i32 - 0x0040_0000
 }
 
+/// C's `roundf` (half away from zero), inline: for |x| < 2^23 (where floats can have a fraction)
+/// the truncation and `x - t` are exact, so this is `roundf` bit for bit; larger values, infinities
+/// and NaNs are returned as they are, as `roundf` does.
+#[inline(always)]
+pub(crate) fn roundf(x: f32) -> f32 {
+    // Branch-free (the fraction is unpredictable): t ± 1 by the fraction's size, then x's sign
+    // (rounding away from zero keeps the sign; for results of 0 it is roundf's signed zero).
+    let t = (x as i32) as f32;
+    let f = x - t;
+    let r = t + f32::from(u8::from(f >= 0.5)) - f32::from(u8::from(f <= -0.5));
+    if x.abs() < 8_388_608.0 {
+        r.copysign(x)
+    } else {
+        x
+    }
+}
+
 /// C's `MAX(a, b)` macro, `a > b ? a : b`, including its NaN behaviour (unlike `f32::max`).
 #[inline(always)]
 pub(crate) fn c_max(a: f32, b: f32) -> f32 {
@@ -300,6 +317,45 @@ pub(crate) fn c_max(a: f32, b: f32) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn roundf_is_libm_roundf() {
+        let mut v = vec![
+            0.5f32,
+            -0.5,
+            1.5,
+            -1.5,
+            2.5,
+            0.49999997,
+            -0.49999997,
+            -0.0,
+            0.0,
+            0.3,
+            -0.3,
+        ];
+        v.extend([
+            8_388_607.5f32,
+            -8_388_607.5,
+            8_388_608.0,
+            1e30,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+        ]);
+        let mut s = 0x1234_5678u32;
+        for _ in 0..200_000 {
+            s ^= s << 13;
+            s ^= s >> 17;
+            s ^= s << 5;
+            v.push(f32::from_bits(s));
+        }
+        for x in v {
+            let (a, b) = (roundf(x), x.round());
+            assert!(
+                a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()),
+                "{x}: {a} vs {b}"
+            );
+        }
+    }
 
     #[test]
     fn nearest_int_rounds_half_to_even() {
