@@ -532,16 +532,20 @@ impl HfSource {
     /// Write the whole model as a GGUF file, atomically (temporary file, then rename), one tensor
     /// in memory at a time.
     pub fn write_gguf(&self, path: &Path, progress: &mut dyn FnMut(usize, usize)) -> Result<()> {
-        super::gguf_out::write_streaming(
-            path,
-            &self.full_metadata,
-            &self.tensors,
-            self.alignment(),
-            &mut |i| {
-                progress(i, self.tensors.len());
-                self.tensor_bytes(i)
-            },
-        )
+        let mut w = GgufWriter::new(3, self.alignment());
+        for (k, v) in &self.full_metadata {
+            w.add_kv(k.clone(), v.clone());
+        }
+        for t in &self.tensors {
+            w.add_tensor_deferred(t.name.clone(), t.ne.clone(), t.ty)?;
+        }
+        let n = self.tensors.len();
+        w.write_streaming_to_path(path, |i, out: &mut dyn std::io::Write| -> Result<()> {
+            progress(i, n);
+            out.write_all(&self.tensor_bytes(i)?)?;
+            Ok(())
+        })
+        .with_context(|| format!("writing {}", path.display()))
     }
 
     /// A [`GgufWriter`] holding the whole converted model (every tensor converted in memory).

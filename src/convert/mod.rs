@@ -9,7 +9,6 @@
 //! - [`names`]: tensor names in both conventions.
 
 mod chkhsh;
-mod gguf_out;
 pub mod gguf_to_hf;
 pub mod hf_to_gguf;
 mod metadata;

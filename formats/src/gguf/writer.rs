@@ -321,22 +321,28 @@ impl<'a> GgufWriter<'a> {
         }))
     }
 
+    /// The error for a deferred tensor that a plain write has no bytes for.
+    fn missing_data(&self, index: usize) -> GgufError {
+        let t = &self.tensors[index];
+        GgufError::Invalid {
+            path: None,
+            location: Location::Tensor {
+                index: index as u64,
+                name: Some(t.name.clone()),
+            },
+            problem: Problem::DataSize {
+                dims: t.dims.clone(),
+                ty: t.ty,
+                expected: t.data.len(),
+                found: 0,
+            },
+        }
+    }
+
     /// Write the file to a stream. Every tensor's data must be present (none deferred).
     pub fn write_to(&self, w: &mut impl Write) -> Result<(), GgufError> {
         self.write_with(w, None, &mut |index, _: &mut dyn Write| {
-            Err(GgufError::Invalid {
-                path: None,
-                location: Location::Tensor {
-                    index: index as u64,
-                    name: Some(self.tensors[index].name.clone()),
-                },
-                problem: Problem::DataSize {
-                    dims: self.tensors[index].dims.clone(),
-                    ty: self.tensors[index].ty,
-                    expected: self.tensors[index].data.len(),
-                    found: 0,
-                },
-            })
+            Err(self.missing_data(index))
         })
     }
 
@@ -399,19 +405,7 @@ impl<'a> GgufWriter<'a> {
     /// untouched. `path` may be the file this writer borrows from: the map keeps the old contents.
     pub fn write_to_path(&self, path: &Path) -> Result<(), GgufError> {
         self.write_streaming_to_path(path, |index, _: &mut dyn Write| {
-            Err(GgufError::Invalid {
-                path: None,
-                location: Location::Tensor {
-                    index: index as u64,
-                    name: Some(self.tensors[index].name.clone()),
-                },
-                problem: Problem::DataSize {
-                    dims: self.tensors[index].dims.clone(),
-                    ty: self.tensors[index].ty,
-                    expected: self.tensors[index].data.len(),
-                    found: 0,
-                },
-            })
+            Err(self.missing_data(index))
         })
         .map_err(|e| e.with_path(path))
     }
