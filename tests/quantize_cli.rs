@@ -110,6 +110,27 @@ fn bad_flags_are_named_before_any_work() {
         ]),
         &["does not exist"],
     );
+    // --output_dir is created when missing (the file is named after the model).
+    let made = dir.join("made/here");
+    let o2 = quantize(&[
+        "-m",
+        m,
+        "--format",
+        "gguf:q8_0",
+        "--iters",
+        "0",
+        "-t",
+        "2",
+        "--output_dir",
+        s(&made),
+    ]);
+    assert!(
+        o2.status.success(),
+        "{}",
+        String::from_utf8_lossy(&o2.stderr)
+    );
+    assert!(made.join("SmolLM2-135M-Instruct-Q8_0.gguf").is_file());
+    std::fs::remove_dir_all(dir.join("made")).expect("cleanup");
     // q2_k_s needs an imatrix, as llama-quantize says.
     assert_clean_error(
         &quantize(&["-m", m, "--format", "gguf:q2_k_s", "--iters", "0", "-o", o]),

@@ -42,6 +42,11 @@ pub fn quantize(a: QuantizeArgs) -> anyhow::Result<()> {
     };
 
     let source = open_source(&a.model)?;
+    if let Some(dir) = &a.output_dir {
+        // As auto-round does: --output_dir is created when missing.
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating the output folder {}", dir.display()))?;
+    }
     let out = output_path(&a, &*source, mixture)?;
     if same_file(&out, &a.model) {
         bail!(
