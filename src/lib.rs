@@ -5,6 +5,7 @@
 //! - [`engine`]: sampling, generation and perplexity on top of the model.
 //! - [`quantize`]: llama-quantize-compatible GGUF quantization of whole models.
 //! - [`convert`]: Hugging Face folder ⇄ GGUF.
+//! - [`tuner`]: groundwork for the AutoRound tuner (calibration data so far).
 //! - [`cli`]: the `autoround-cpu` command line.
 
 pub mod cli;
@@ -13,6 +14,7 @@ pub mod engine;
 pub mod model;
 pub mod quantize;
 pub mod tensor;
+pub mod tuner;
 
 pub use autoround_formats as formats;
 pub use autoround_kernels as kernels;

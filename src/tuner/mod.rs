@@ -1,0 +1,5 @@
+//! The AutoRound tuner (sign-gradient rounding and clipping search), built up piece by piece.
+//!
+//! - [`calib`]: calibration files → shuffled, filtered token sequences, as the reference does.
+
+pub mod calib;
