@@ -373,7 +373,9 @@ mod tests {
         assert!(matches!(e, CalibError::NoFiles));
 
         let missing = std::env::temp_dir().join("autoround-calib-definitely-missing.txt");
-        let e = read_texts(std::slice::from_ref(&missing)).unwrap_err().to_string();
+        let e = read_texts(std::slice::from_ref(&missing))
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("cannot read") && e.contains(&missing.display().to_string()),
             "{e}"
