@@ -565,32 +565,24 @@ impl HfSource {
 /// Rows of `src` (each `row_bytes` long) reordered by llama.cpp's Q/K permutation for `n_head`
 /// heads: within each head, row `i * half + j` moves to `2 * j + i`.
 pub(crate) fn permute_rows(src: &[u8], rows: usize, row_bytes: usize, n_head: usize) -> Vec<u8> {
-    let hd = rows / n_head;
-    let half = hd / 2;
-    let mut out = vec![0u8; src.len()];
-    for h in 0..n_head {
-        for i in 0..2 {
-            for j in 0..half {
-                let from = h * hd + i * half + j;
-                let to = h * hd + 2 * j + i;
-                out[to * row_bytes..(to + 1) * row_bytes]
-                    .copy_from_slice(&src[from * row_bytes..(from + 1) * row_bytes]);
-            }
-        }
-    }
-    out
+    move_rows(src, rows, row_bytes, n_head, false)
 }
 
 /// The inverse of [`permute_rows`].
 pub(crate) fn unpermute_rows(src: &[u8], rows: usize, row_bytes: usize, n_head: usize) -> Vec<u8> {
+    move_rows(src, rows, row_bytes, n_head, true)
+}
+
+/// Row `h·hd + i·half + j` ⇄ row `h·hd + 2j + i` within each head; `inverse` swaps the roles.
+fn move_rows(src: &[u8], rows: usize, row_bytes: usize, n_head: usize, inverse: bool) -> Vec<u8> {
     let hd = rows / n_head;
     let half = hd / 2;
     let mut out = vec![0u8; src.len()];
     for h in 0..n_head {
         for i in 0..2 {
             for j in 0..half {
-                let to = h * hd + i * half + j;
-                let from = h * hd + 2 * j + i;
+                let (a, b) = (h * hd + i * half + j, h * hd + 2 * j + i);
+                let (from, to) = if inverse { (b, a) } else { (a, b) };
                 out[to * row_bytes..(to + 1) * row_bytes]
                     .copy_from_slice(&src[from * row_bytes..(from + 1) * row_bytes]);
             }
