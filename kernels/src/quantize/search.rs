@@ -249,19 +249,34 @@ pub(crate) fn make_qkx_quants(
     if p.nstep < 1 {
         return (scale, -min);
     }
+    let st = QkxStart {
+        sum_w,
+        sum_x,
+        max,
+        min,
+        scale,
+        best_error,
+    };
     if n <= LANE_N {
-        qkx_search_lanes(
-            nmax, x, weights, ls, p, sum_w, sum_x, max, min, scale, best_error,
-        )
+        qkx_search_lanes(nmax, x, weights, ls, p, st)
     } else {
-        qkx_search_seq(
-            nmax, x, weights, ls, laux, p, sum_w, sum_x, max, min, scale, best_error,
-        )
+        qkx_search_seq(nmax, x, weights, ls, laux, p, st)
     }
 }
 
+/// Where [`make_qkx_quants`]'s candidate loop starts: the weight sums, the range, and the first
+/// guess (`scale`, `min`) with its error.
+#[derive(Clone, Copy)]
+struct QkxStart {
+    sum_w: f32,
+    sum_x: f32,
+    max: f32,
+    min: f32,
+    scale: f32,
+    best_error: f32,
+}
+
 /// The candidate loop of [`make_qkx_quants`] as ggml writes it, one candidate after another.
-#[allow(clippy::too_many_arguments)]
 fn qkx_search_seq(
     nmax: i32,
     x: &[f32],
@@ -269,13 +284,16 @@ fn qkx_search_seq(
     ls: &mut [u8],
     laux: &mut [u8],
     p: MinSearch,
-    sum_w: f32,
-    sum_x: f32,
-    max: f32,
-    mut min: f32,
-    mut scale: f32,
-    mut best_error: f32,
+    st: QkxStart,
 ) -> (f32, f32) {
+    let QkxStart {
+        sum_w,
+        sum_x,
+        max,
+        mut min,
+        mut scale,
+        mut best_error,
+    } = st;
     let n = x.len();
     let mut iscale;
     for is in 0..=p.nstep {
@@ -328,56 +346,35 @@ const QKX_LANES: usize = 24;
 /// ggml uses the current best `min` in the next candidates' `iscale` and `x - min`. So the
 /// candidates are evaluated speculatively with the current `min`, then chosen in ggml's order;
 /// when an accepted candidate changes `min`, the ones after it are evaluated again.
-#[allow(clippy::too_many_arguments)]
 fn qkx_search_lanes(
     nmax: i32,
     x: &[f32],
     weights: &[f32],
     ls: &mut [u8],
     p: MinSearch,
-    sum_w: f32,
-    sum_x: f32,
-    max: f32,
-    min: f32,
-    scale: f32,
-    best_error: f32,
+    st: QkxStart,
 ) -> (f32, f32) {
     #[cfg(target_arch = "x86_64")]
     if avx2() {
         // SAFETY: avx2() is true only when the CPU has AVX2.
-        return unsafe {
-            qkx_search_lanes_avx2(
-                nmax, x, weights, ls, p, sum_w, sum_x, max, min, scale, best_error,
-            )
-        };
+        return unsafe { qkx_search_lanes_avx2(nmax, x, weights, ls, p, st) };
     }
-    qkx_search_lanes_impl(
-        nmax, x, weights, ls, p, sum_w, sum_x, max, min, scale, best_error,
-    )
+    qkx_search_lanes_impl(nmax, x, weights, ls, p, st)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-#[allow(clippy::too_many_arguments)]
 unsafe fn qkx_search_lanes_avx2(
     nmax: i32,
     x: &[f32],
     weights: &[f32],
     ls: &mut [u8],
     p: MinSearch,
-    sum_w: f32,
-    sum_x: f32,
-    max: f32,
-    min: f32,
-    scale: f32,
-    best_error: f32,
+    st: QkxStart,
 ) -> (f32, f32) {
-    qkx_search_lanes_impl(
-        nmax, x, weights, ls, p, sum_w, sum_x, max, min, scale, best_error,
-    )
+    qkx_search_lanes_impl(nmax, x, weights, ls, p, st)
 }
 
-#[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn qkx_search_lanes_impl(
     nmax: i32,
@@ -385,13 +382,16 @@ fn qkx_search_lanes_impl(
     weights: &[f32],
     ls: &mut [u8],
     p: MinSearch,
-    sum_w: f32,
-    sum_x: f32,
-    max: f32,
-    mut min: f32,
-    mut scale: f32,
-    mut best_error: f32,
+    st: QkxStart,
 ) -> (f32, f32) {
+    let QkxStart {
+        sum_w,
+        sum_x,
+        max,
+        mut min,
+        mut scale,
+        mut best_error,
+    } = st;
     let n = x.len();
     let x = &x[..n];
     let weights = &weights[..n];
@@ -644,17 +644,19 @@ mod tests {
             }
             let scale = (max - min) / nmax as f32;
             let best = 1e30f32;
+            let st = QkxStart {
+                sum_w,
+                sum_x,
+                max,
+                min,
+                scale,
+                best_error: best,
+            };
             let (mut l1, mut l2, mut aux) = (vec![0u8; n], vec![0u8; n], vec![0u8; n]);
-            let a = qkx_search_seq(
-                nmax, &x, &w, &mut l1, &mut aux, p, sum_w, sum_x, max, min, scale, best,
-            );
-            let b = qkx_search_lanes(
-                nmax, &x, &w, &mut l2, p, sum_w, sum_x, max, min, scale, best,
-            );
+            let a = qkx_search_seq(nmax, &x, &w, &mut l1, &mut aux, p, st);
+            let b = qkx_search_lanes(nmax, &x, &w, &mut l2, p, st);
             let mut l3 = vec![0u8; n];
-            let c = qkx_search_lanes_impl(
-                nmax, &x, &w, &mut l3, p, sum_w, sum_x, max, min, scale, best,
-            );
+            let c = qkx_search_lanes_impl(nmax, &x, &w, &mut l3, p, st);
             assert_eq!(
                 (b.0.to_bits(), b.1.to_bits(), &l2),
                 (c.0.to_bits(), c.1.to_bits(), &l3)
