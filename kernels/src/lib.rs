@@ -3,6 +3,7 @@
 
 pub mod blocks;
 pub mod dispatch;
+pub mod gemm;
 pub mod matmul;
 pub mod ops;
 pub mod quantize;

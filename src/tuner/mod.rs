@@ -3,3 +3,4 @@
 //! - [`calib`]: calibration files → shuffled, filtered token sequences, as the reference does.
 
 pub mod calib;
+pub mod ops;

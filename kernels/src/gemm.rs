@@ -1,0 +1,264 @@
+//! Dense f32 matrix products for the tuner, through the `gemm` crate (BLIS-style packed
+//! micro-kernels with runtime ISA detection), behind a safe, bounds-checked interface.
+//!
+//! Matrices are row-major slices. [`Mat`] names a matrix together with whether the product
+//! should use it transposed, so `C = A·Bᵀ` (a linear layer's forward pass), `C = Aᵀ·B` (its weight
+//! gradient) and `C = A·B` (its input gradient) need no copies. Sub-matrices with a row stride
+//! larger than their width (one attention head's columns of a `[tokens, heads·head_dim]`
+//! activation) are described with [`Mat::strided`].
+
+use gemm::Parallelism;
+
+/// A row-major matrix view: `rows × cols` elements, row `r` starting at `r * stride`.
+#[derive(Clone, Copy)]
+pub struct Mat<'a> {
+    data: &'a [f32],
+    rows: usize,
+    cols: usize,
+    stride: usize,
+    trans: bool,
+}
+
+impl<'a> Mat<'a> {
+    /// A dense `rows × cols` matrix.
+    pub fn new(data: &'a [f32], rows: usize, cols: usize) -> Mat<'a> {
+        Mat::strided(data, rows, cols, cols)
+    }
+
+    /// A `rows × cols` matrix whose rows are `stride` elements apart.
+    pub fn strided(data: &'a [f32], rows: usize, cols: usize, stride: usize) -> Mat<'a> {
+        assert!(
+            stride >= cols,
+            "gemm: row stride {stride} below width {cols}"
+        );
+        if rows > 0 && cols > 0 {
+            let need = (rows - 1) * stride + cols;
+            assert!(
+                data.len() >= need,
+                "gemm: {rows}x{cols} matrix (stride {stride}) needs {need} elements, slice has {}",
+                data.len()
+            );
+        }
+        Mat {
+            data,
+            rows,
+            cols,
+            stride,
+            trans: false,
+        }
+    }
+
+    /// The same matrix, used transposed in the product.
+    pub fn t(self) -> Mat<'a> {
+        Mat {
+            trans: !self.trans,
+            ..self
+        }
+    }
+
+    /// (rows, cols) as the product sees it.
+    fn shape(&self) -> (usize, usize) {
+        if self.trans {
+            (self.cols, self.rows)
+        } else {
+            (self.rows, self.cols)
+        }
+    }
+
+    /// (row stride, column stride) as the product sees it, in elements.
+    fn strides(&self) -> (isize, isize) {
+        if self.trans {
+            (1, self.stride as isize)
+        } else {
+            (self.stride as isize, 1)
+        }
+    }
+}
+
+/// How many threads one product may use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Threads {
+    /// The calling thread only (for products already run inside a parallel loop).
+    One,
+    /// The current rayon pool.
+    Pool,
+}
+
+/// `C = A·B` (`accumulate == false`) or `C += A·B`, with `C` an `m × n` matrix whose rows are
+/// `c_stride` elements apart.
+///
+/// Panics when the shapes disagree or a slice is too short: these are programming errors of
+/// the caller, never input-dependent.
+pub fn sgemm(
+    a: Mat<'_>,
+    b: Mat<'_>,
+    c: &mut [f32],
+    c_stride: usize,
+    accumulate: bool,
+    threads: Threads,
+) {
+    let (m, k) = a.shape();
+    let (k2, n) = b.shape();
+    assert_eq!(k, k2, "gemm: inner dimensions {k} and {k2} differ");
+    assert!(
+        c_stride >= n,
+        "gemm: output stride {c_stride} below width {n}"
+    );
+    if m == 0 || n == 0 {
+        return;
+    }
+    let need = (m - 1) * c_stride + n;
+    assert!(
+        c.len() >= need,
+        "gemm: {m}x{n} output needs {need} elements, slice has {}",
+        c.len()
+    );
+    if k == 0 {
+        if !accumulate {
+            for r in 0..m {
+                c[r * c_stride..r * c_stride + n].fill(0.0);
+            }
+        }
+        return;
+    }
+    let (a_rs, a_cs) = a.strides();
+    let (b_rs, b_cs) = b.strides();
+    let par = match threads {
+        Threads::One => Parallelism::None,
+        Threads::Pool => {
+            if rayon::current_num_threads() > 1 && m * n * k >= 64 * 64 * 64 {
+                Parallelism::Rayon(0)
+            } else {
+                Parallelism::None
+            }
+        }
+    };
+    // SAFETY: every element the product touches lies inside the slices: `Mat::strided` checked
+    // `(rows-1)*stride + cols <= len` for A and B, the check above does the same for C, and the
+    // strides passed describe exactly those layouts. `c` is borrowed mutably, so it cannot alias
+    // `a` or `b`.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            c.as_mut_ptr(),
+            1,
+            c_stride as isize,
+            accumulate,
+            a.data.as_ptr(),
+            a_cs,
+            a_rs,
+            b.data.as_ptr(),
+            b_cs,
+            b_rs,
+            1.0f32,
+            1.0f32,
+            false,
+            false,
+            false,
+            par,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn naive(a: &[f32], m: usize, k: usize, b: &[f32], n: usize) -> Vec<f32> {
+        let mut c = vec![0f32; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                let mut s = 0f64;
+                for p in 0..k {
+                    s += a[i * k + p] as f64 * b[p * n + j] as f64;
+                }
+                c[i * n + j] = s as f32;
+            }
+        }
+        c
+    }
+
+    fn transpose(x: &[f32], r: usize, c: usize) -> Vec<f32> {
+        let mut t = vec![0f32; r * c];
+        for i in 0..r {
+            for j in 0..c {
+                t[j * r + i] = x[i * c + j];
+            }
+        }
+        t
+    }
+
+    fn fill(n: usize, seed: u32) -> Vec<f32> {
+        let mut s = seed;
+        (0..n)
+            .map(|_| {
+                s = s.wrapping_mul(1664525).wrapping_add(1013904223);
+                (s >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_transpose_combination_matches_naive() {
+        for &(m, k, n) in &[(1, 1, 1), (3, 5, 7), (70, 33, 65), (129, 64, 200)] {
+            let a = fill(m * k, 1);
+            let b = fill(k * n, 2);
+            let want = naive(&a, m, k, &b, n);
+            let at = transpose(&a, m, k);
+            let bt = transpose(&b, k, n);
+            for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+                let am = if ta {
+                    Mat::new(&at, k, m).t()
+                } else {
+                    Mat::new(&a, m, k)
+                };
+                let bm = if tb {
+                    Mat::new(&bt, n, k).t()
+                } else {
+                    Mat::new(&b, k, n)
+                };
+                let mut c = vec![1f32; m * n];
+                sgemm(am, bm, &mut c, n, false, Threads::Pool);
+                for (x, y) in c.iter().zip(&want) {
+                    assert!(
+                        (x - y).abs() <= 1e-4 * (1.0 + y.abs()),
+                        "{ta} {tb}: {x} vs {y}"
+                    );
+                }
+                sgemm(am, bm, &mut c, n, true, Threads::One);
+                for (x, y) in c.iter().zip(&want) {
+                    assert!((x - 2.0 * y).abs() <= 2e-4 * (1.0 + y.abs()));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn strided_views_and_output() {
+        // A 4x3 block inside a 4x8 buffer, times a 3x2 matrix, into columns 1..3 of a 4x5 output.
+        let big = fill(32, 3);
+        let a: Vec<f32> = (0..4)
+            .flat_map(|r| big[r * 8 + 2..r * 8 + 5].to_vec())
+            .collect();
+        let b = fill(6, 4);
+        let want = naive(&a, 4, 3, &b, 2);
+        let mut c = vec![9f32; 20];
+        sgemm(
+            Mat::strided(&big[2..], 4, 3, 8),
+            Mat::new(&b, 3, 2),
+            &mut c[1..],
+            5,
+            false,
+            Threads::One,
+        );
+        for r in 0..4 {
+            assert_eq!(c[r * 5], 9.0);
+            for j in 0..2 {
+                assert!((c[r * 5 + 1 + j] - want[r * 2 + j]).abs() < 1e-5);
+            }
+            assert_eq!(c[r * 5 + 3], 9.0);
+        }
+    }
+}

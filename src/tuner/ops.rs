@@ -1,0 +1,561 @@
+//! The float operations of a Llama-family decoder block for training, forward and backward:
+//! RMSNorm, RoPE, causal grouped-query attention and SwiGLU. Linear layers are plain
+//! [`sgemm`] calls in [`super::block`].
+//!
+//! Activations are row-major `[tokens, features]`, the tokens of `n_seq` independent sequences
+//! of `seq_len` positions each (every sequence starts at position 0, as calibration samples do).
+//! Each backward function is checked against central finite differences in the tests below.
+
+use crate::model::config::RopeLayout;
+use autoround_kernels::gemm::{sgemm, Mat, Threads};
+use rayon::prelude::*;
+
+/// Rows per rayon task in the element-wise loops.
+const ROWS_PER_TASK: usize = 16;
+
+/// `out = x / rms(x) * w` per row of `d` elements; `rstd` receives each row's `1 / rms`.
+pub fn rmsnorm_forward(x: &[f32], w: &[f32], eps: f32, out: &mut [f32], rstd: &mut [f32]) {
+    let d = w.len();
+    out.par_chunks_mut(d * ROWS_PER_TASK)
+        .zip(x.par_chunks(d * ROWS_PER_TASK))
+        .zip(rstd.par_chunks_mut(ROWS_PER_TASK))
+        .for_each(|((o, x), r)| {
+            for ((o, x), r) in o.chunks_mut(d).zip(x.chunks(d)).zip(r.iter_mut()) {
+                let ss: f64 = x.iter().map(|&v| (v as f64) * (v as f64)).sum();
+                let s = (1.0 / (ss / d as f64 + eps as f64).sqrt()) as f32;
+                *r = s;
+                for ((o, &x), &w) in o.iter_mut().zip(x).zip(w) {
+                    *o = x * s * w;
+                }
+            }
+        });
+}
+
+/// The input gradient of [`rmsnorm_forward`]: `dx (+)= ∂L/∂x` given `dy = ∂L/∂out`. With
+/// `accumulate` the gradient is added to `dx` (a residual branch).
+pub fn rmsnorm_backward(
+    x: &[f32],
+    w: &[f32],
+    rstd: &[f32],
+    dy: &[f32],
+    dx: &mut [f32],
+    accumulate: bool,
+) {
+    let d = w.len();
+    dx.par_chunks_mut(d * ROWS_PER_TASK)
+        .zip(x.par_chunks(d * ROWS_PER_TASK))
+        .zip(dy.par_chunks(d * ROWS_PER_TASK))
+        .zip(rstd.par_chunks(ROWS_PER_TASK))
+        .for_each(|(((dx, x), dy), r)| {
+            for (((dx, x), dy), &s) in dx.chunks_mut(d).zip(x.chunks(d)).zip(dy.chunks(d)).zip(r) {
+                // y = x̂·w with x̂ = x·s; ∂L/∂x = s·(g − x̂·mean(g·x̂)) where g = dy·w.
+                let mut dot = 0f64;
+                for i in 0..d {
+                    dot += (dy[i] * w[i]) as f64 * (x[i] * s) as f64;
+                }
+                let m = (dot / d as f64) as f32;
+                for i in 0..d {
+                    let g = dy[i] * w[i];
+                    let v = s * (g - x[i] * s * m);
+                    if accumulate {
+                        dx[i] += v;
+                    } else {
+                        dx[i] = v;
+                    }
+                }
+            }
+        });
+}
+
+/// Rotary position embedding tables for positions `0..seq_len`.
+pub struct Rope {
+    layout: RopeLayout,
+    dims: usize,
+    seq_len: usize,
+    /// `[seq_len, dims / 2]`
+    cos: Vec<f32>,
+    sin: Vec<f32>,
+}
+
+impl Rope {
+    /// The tables Hugging Face's Llama rotary embedding uses: angle `pos · scale / (base^(2i/dims)
+    /// · factor_i)` for pair `i`, computed in f64 and rounded once.
+    pub fn new(
+        layout: RopeLayout,
+        dims: usize,
+        base: f32,
+        freq_scale: f32,
+        freq_factors: Option<&[f32]>,
+        seq_len: usize,
+    ) -> Rope {
+        let half = dims / 2;
+        let mut cos = Vec::with_capacity(seq_len * half);
+        let mut sin = Vec::with_capacity(seq_len * half);
+        for pos in 0..seq_len {
+            for i in 0..half {
+                let inv = (base as f64).powf(-2.0 * i as f64 / dims as f64)
+                    / freq_factors.map_or(1.0, |f| f[i] as f64);
+                let t = pos as f64 * freq_scale as f64 * inv;
+                cos.push(t.cos() as f32);
+                sin.push(t.sin() as f32);
+            }
+        }
+        Rope {
+            layout,
+            dims,
+            seq_len,
+            cos,
+            sin,
+        }
+    }
+
+    /// Rotate every head of `x` (`[n_seq · seq_len, n_head · head_dim]`) in place, by `+θ`
+    /// (forward) or `-θ` (`inverse`: the backward pass of the rotation, which is orthogonal).
+    pub fn apply(&self, x: &mut [f32], n_head: usize, head_dim: usize, inverse: bool) {
+        let width = n_head * head_dim;
+        let half = self.dims / 2;
+        let sign = if inverse { -1.0f32 } else { 1.0 };
+        x.par_chunks_mut(width).enumerate().for_each(|(t, row)| {
+            let pos = t % self.seq_len;
+            let cos = &self.cos[pos * half..(pos + 1) * half];
+            let sin = &self.sin[pos * half..(pos + 1) * half];
+            for head in row.chunks_mut(head_dim) {
+                for i in 0..half {
+                    let (a, b) = match self.layout {
+                        RopeLayout::Normal => (2 * i, 2 * i + 1),
+                        RopeLayout::Neox => (i, i + half),
+                    };
+                    let (c, s) = (cos[i], sign * sin[i]);
+                    let (x0, x1) = (head[a], head[b]);
+                    head[a] = x0 * c - x1 * s;
+                    head[b] = x0 * s + x1 * c;
+                }
+            }
+        });
+    }
+}
+
+/// Shape of a batch of causal self-attention.
+#[derive(Clone, Copy, Debug)]
+pub struct AttnShape {
+    pub n_seq: usize,
+    pub seq_len: usize,
+    pub n_head: usize,
+    pub n_kv: usize,
+    pub head_dim: usize,
+}
+
+impl AttnShape {
+    fn q_width(&self) -> usize {
+        self.n_head * self.head_dim
+    }
+    fn kv_width(&self) -> usize {
+        self.n_kv * self.head_dim
+    }
+    fn group(&self) -> usize {
+        self.n_head / self.n_kv
+    }
+    fn scale(&self) -> f32 {
+        1.0 / (self.head_dim as f32).sqrt()
+    }
+}
+
+/// Causal softmax(QKᵀ/√d)·V for every sequence and head. `q`/`out` are `[T, n_head·hd]`,
+/// `k`/`v` `[T, n_kv·hd]`; `lse` receives each score row's log-sum-exp, `[n_seq, n_head, L]`,
+/// which is all the backward pass needs to rebuild the probabilities.
+pub fn attention_forward(
+    sh: AttnShape,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    out: &mut [f32],
+    lse: &mut [f32],
+) {
+    let (l, hd) = (sh.seq_len, sh.head_dim);
+    let results: Vec<(Vec<f32>, Vec<f32>)> = (0..sh.n_seq * sh.n_head)
+        .into_par_iter()
+        .map(|task| {
+            let (s, h) = (task / sh.n_head, task % sh.n_head);
+            let kvh = h / sh.group();
+            let mut p = vec![0f32; l * l];
+            scores(sh, q, k, s, h, kvh, &mut p);
+            let mut row_lse = vec![0f32; l];
+            for i in 0..l {
+                let row = &mut p[i * l..(i + 1) * l];
+                let m = row[..=i].iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+                let mut sum = 0f64;
+                for x in row[..=i].iter_mut() {
+                    *x = (*x - m).exp();
+                    sum += *x as f64;
+                }
+                let inv = (1.0 / sum) as f32;
+                for x in row[..=i].iter_mut() {
+                    *x *= inv;
+                }
+                row[i + 1..].fill(0.0);
+                row_lse[i] = m + (sum.ln() as f32);
+            }
+            let mut o = vec![0f32; l * hd];
+            sgemm(
+                Mat::new(&p, l, l),
+                Mat::strided(&v[s * l * sh.kv_width() + kvh * hd..], l, hd, sh.kv_width()),
+                &mut o,
+                hd,
+                false,
+                Threads::One,
+            );
+            (o, row_lse)
+        })
+        .collect();
+    for (task, (o, row_lse)) in results.into_iter().enumerate() {
+        let (s, h) = (task / sh.n_head, task % sh.n_head);
+        for i in 0..l {
+            let dst = (s * l + i) * sh.q_width() + h * hd;
+            out[dst..dst + hd].copy_from_slice(&o[i * hd..(i + 1) * hd]);
+        }
+        lse[task * l..(task + 1) * l].copy_from_slice(&row_lse);
+    }
+}
+
+/// Scaled scores `Q_h K_kvhᵀ / √d` of sequence `s` into `p` (`L × L`, the upper triangle is
+/// garbage the callers mask).
+fn scores(sh: AttnShape, q: &[f32], k: &[f32], s: usize, h: usize, kvh: usize, p: &mut [f32]) {
+    let (l, hd) = (sh.seq_len, sh.head_dim);
+    let qh = Mat::strided(&q[s * l * sh.q_width() + h * hd..], l, hd, sh.q_width());
+    let kh = Mat::strided(&k[s * l * sh.kv_width() + kvh * hd..], l, hd, sh.kv_width());
+    sgemm(qh, kh.t(), p, l, false, Threads::One);
+    let scale = sh.scale();
+    for x in p.iter_mut() {
+        *x *= scale;
+    }
+}
+
+/// Gradients of [`attention_forward`] with respect to `q`, `k` and `v` (overwritten), given
+/// `d_out`; `out` and `lse` are the forward pass's results.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_backward(
+    sh: AttnShape,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    out: &[f32],
+    lse: &[f32],
+    d_out: &[f32],
+    dq: &mut [f32],
+    dk: &mut [f32],
+    dv: &mut [f32],
+) {
+    let (l, hd, g) = (sh.seq_len, sh.head_dim, sh.group());
+    // One task per (sequence, kv head): it owns that head's dK and dV and its query heads' dQ.
+    let results: Vec<(Vec<f32>, Vec<f32>, Vec<f32>)> = (0..sh.n_seq * sh.n_kv)
+        .into_par_iter()
+        .map(|task| {
+            let (s, kvh) = (task / sh.n_kv, task % sh.n_kv);
+            let mut dk_t = vec![0f32; l * hd];
+            let mut dv_t = vec![0f32; l * hd];
+            let mut dq_t = vec![0f32; g * l * hd];
+            let mut p = vec![0f32; l * l];
+            let mut dp = vec![0f32; l * l];
+            let vh = Mat::strided(&v[s * l * sh.kv_width() + kvh * hd..], l, hd, sh.kv_width());
+            let kh = Mat::strided(&k[s * l * sh.kv_width() + kvh * hd..], l, hd, sh.kv_width());
+            for j in 0..g {
+                let h = kvh * g + j;
+                scores(sh, q, k, s, h, kvh, &mut p);
+                let lse_h = &lse[(s * sh.n_head + h) * l..(s * sh.n_head + h + 1) * l];
+                for i in 0..l {
+                    let row = &mut p[i * l..(i + 1) * l];
+                    for x in row[..=i].iter_mut() {
+                        *x = (*x - lse_h[i]).exp();
+                    }
+                    row[i + 1..].fill(0.0);
+                }
+                let off = s * l * sh.q_width() + h * hd;
+                let doh = Mat::strided(&d_out[off..], l, hd, sh.q_width());
+                // dV += Pᵀ dO;  dP = dO Vᵀ
+                sgemm(
+                    Mat::new(&p, l, l).t(),
+                    doh,
+                    &mut dv_t,
+                    hd,
+                    true,
+                    Threads::One,
+                );
+                sgemm(doh, vh.t(), &mut dp, l, false, Threads::One);
+                // dS = P ⊙ (dP − rowsum(dO ⊙ O)), then the 1/√d of the scores.
+                let scale = sh.scale();
+                for i in 0..l {
+                    let o_row = &out[off + i * sh.q_width()..off + i * sh.q_width() + hd];
+                    let do_row = &d_out[off + i * sh.q_width()..off + i * sh.q_width() + hd];
+                    let di: f32 = o_row.iter().zip(do_row).map(|(a, b)| a * b).sum();
+                    let prow = &p[i * l..(i + 1) * l];
+                    let drow = &mut dp[i * l..(i + 1) * l];
+                    for jj in 0..=i {
+                        drow[jj] = prow[jj] * (drow[jj] - di) * scale;
+                    }
+                    drow[i + 1..].fill(0.0);
+                }
+                // dQ_h = dS K;  dK += dSᵀ Q_h
+                sgemm(
+                    Mat::new(&dp, l, l),
+                    kh,
+                    &mut dq_t[j * l * hd..(j + 1) * l * hd],
+                    hd,
+                    false,
+                    Threads::One,
+                );
+                let qh = Mat::strided(&q[off..], l, hd, sh.q_width());
+                sgemm(
+                    Mat::new(&dp, l, l).t(),
+                    qh,
+                    &mut dk_t,
+                    hd,
+                    true,
+                    Threads::One,
+                );
+            }
+            (dq_t, dk_t, dv_t)
+        })
+        .collect();
+    for (task, (dq_t, dk_t, dv_t)) in results.into_iter().enumerate() {
+        let (s, kvh) = (task / sh.n_kv, task % sh.n_kv);
+        for i in 0..l {
+            let dst = (s * l + i) * sh.kv_width() + kvh * hd;
+            dk[dst..dst + hd].copy_from_slice(&dk_t[i * hd..(i + 1) * hd]);
+            dv[dst..dst + hd].copy_from_slice(&dv_t[i * hd..(i + 1) * hd]);
+            for j in 0..g {
+                let h = kvh * g + j;
+                let dst = (s * l + i) * sh.q_width() + h * hd;
+                dq[dst..dst + hd].copy_from_slice(&dq_t[(j * l + i) * hd..(j * l + i + 1) * hd]);
+            }
+        }
+    }
+}
+
+#[inline]
+fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+/// `a = silu(gate) · up`, element-wise.
+pub fn swiglu_forward(gate: &[f32], up: &[f32], a: &mut [f32]) {
+    a.par_chunks_mut(4096)
+        .zip(gate.par_chunks(4096))
+        .zip(up.par_chunks(4096))
+        .for_each(|((a, g), u)| {
+            for ((a, &g), &u) in a.iter_mut().zip(g).zip(u) {
+                *a = g * sigmoid(g) * u;
+            }
+        });
+}
+
+/// Gradients of [`swiglu_forward`]: `d_gate` and `d_up` from `d_a`.
+pub fn swiglu_backward(
+    gate: &[f32],
+    up: &[f32],
+    d_a: &[f32],
+    d_gate: &mut [f32],
+    d_up: &mut [f32],
+) {
+    d_gate
+        .par_chunks_mut(4096)
+        .zip(d_up.par_chunks_mut(4096))
+        .zip(gate.par_chunks(4096).zip(up.par_chunks(4096)))
+        .zip(d_a.par_chunks(4096))
+        .for_each(|(((dg, du), (g, u)), da)| {
+            for i in 0..dg.len() {
+                let s = sigmoid(g[i]);
+                du[i] = da[i] * g[i] * s;
+                dg[i] = da[i] * u[i] * s * (1.0 + g[i] * (1.0 - s));
+            }
+        });
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// Deterministic pseudo-random values in [-scale, scale).
+    pub fn rand_vec(n: usize, seed: u64, scale: f32) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                ((s >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0) as f32 * scale
+            })
+            .collect()
+    }
+
+    pub fn dot(a: &[f32], b: &[f32]) -> f64 {
+        a.iter().zip(b).map(|(&x, &y)| x as f64 * y as f64).sum()
+    }
+
+    /// Check `analytic` = the directional derivative of `f` (a scalar function of `x`) along
+    /// random directions, by central differences.
+    pub fn check_directional(
+        what: &str,
+        x: &[f32],
+        analytic: &[f32],
+        eps: f32,
+        tol: f64,
+        f: &mut dyn FnMut(&[f32]) -> f64,
+    ) {
+        for seed in 0..3 {
+            let dir = rand_vec(x.len(), 1000 + seed, 1.0);
+            let plus: Vec<f32> = x.iter().zip(&dir).map(|(a, d)| a + eps * d).collect();
+            let minus: Vec<f32> = x.iter().zip(&dir).map(|(a, d)| a - eps * d).collect();
+            let fd = (f(&plus) - f(&minus)) / (2.0 * eps as f64);
+            let an = dot(analytic, &dir);
+            let err = (fd - an).abs() / (an.abs().max(fd.abs()).max(1e-6));
+            assert!(
+                err < tol,
+                "{what}: finite difference {fd} vs analytic {an} (rel err {err})"
+            );
+        }
+    }
+
+    #[test]
+    fn rmsnorm_gradient() {
+        let d = 24;
+        let x = rand_vec(5 * d, 1, 2.0);
+        let w = rand_vec(d, 2, 1.5);
+        let r = rand_vec(5 * d, 3, 1.0);
+        let run = |x: &[f32]| {
+            let mut o = vec![0f32; x.len()];
+            let mut s = vec![0f32; 5];
+            rmsnorm_forward(x, &w, 1e-5, &mut o, &mut s);
+            (o, s)
+        };
+        let (_, rstd) = run(&x);
+        let mut dx = vec![0f32; x.len()];
+        rmsnorm_backward(&x, &w, &rstd, &r, &mut dx, false);
+        check_directional("rmsnorm", &x, &dx, 1e-3, 2e-3, &mut |x| dot(&run(x).0, &r));
+        // accumulate adds to what is there
+        let mut acc = vec![1f32; x.len()];
+        rmsnorm_backward(&x, &w, &rstd, &r, &mut acc, true);
+        for (a, b) in acc.iter().zip(&dx) {
+            assert!((a - 1.0 - b).abs() < 1e-6);
+        }
+    }
+
+    #[test]
+    fn rope_is_a_rotation_and_inverse_undoes_it() {
+        for layout in [RopeLayout::Normal, RopeLayout::Neox] {
+            let rope = Rope::new(layout, 8, 10000.0, 1.0, None, 6);
+            let x = rand_vec(2 * 6 * 3 * 8, 4, 1.0);
+            let mut y = x.clone();
+            rope.apply(&mut y, 3, 8, false);
+            // position 0 is the identity; norms are kept
+            assert_eq!(&y[..24], &x[..24]);
+            for (a, b) in x.chunks(8).zip(y.chunks(8)) {
+                assert!((dot(a, a) - dot(b, b)).abs() < 1e-4);
+            }
+            let mut z = y.clone();
+            rope.apply(&mut z, 3, 8, true);
+            for (a, b) in z.iter().zip(&x) {
+                assert!((a - b).abs() < 1e-5);
+            }
+            // ⟨R, rope(x)⟩ = ⟨rope⁻¹(R), x⟩: the backward pass is the inverse rotation
+            let r = rand_vec(x.len(), 5, 1.0);
+            let mut g = r.clone();
+            rope.apply(&mut g, 3, 8, true);
+            check_directional("rope", &x, &g, 1e-2, 1e-3, &mut |x| {
+                let mut y = x.to_vec();
+                rope.apply(&mut y, 3, 8, false);
+                dot(&y, &r)
+            });
+        }
+    }
+
+    #[test]
+    fn rope_matches_the_engine_angles() {
+        // Pair i of position p turns by p·base^(-2i/d): check one value directly.
+        let rope = Rope::new(RopeLayout::Neox, 4, 100.0, 0.5, Some(&[1.0, 2.0]), 3);
+        let mut x = vec![0f32; 3 * 4];
+        for t in 0..3 {
+            x[t * 4 + 1] = 1.0; // pair 1, first component (Neox: (1, 3))
+        }
+        rope.apply(&mut x, 1, 4, false);
+        let angle = 2.0f64 * 0.5 * 100f64.powf(-0.5) / 2.0;
+        assert!((x[2 * 4 + 1] as f64 - angle.cos()).abs() < 1e-6);
+        assert!((x[2 * 4 + 3] as f64 - angle.sin()).abs() < 1e-6);
+    }
+
+    fn attn_case(n_head: usize, n_kv: usize) {
+        let sh = AttnShape {
+            n_seq: 2,
+            seq_len: 7,
+            n_head,
+            n_kv,
+            head_dim: 8,
+        };
+        let t = sh.n_seq * sh.seq_len;
+        let q = rand_vec(t * sh.q_width(), 11, 1.0);
+        let k = rand_vec(t * sh.kv_width(), 12, 1.0);
+        let v = rand_vec(t * sh.kv_width(), 13, 1.0);
+        let r = rand_vec(t * sh.q_width(), 14, 1.0);
+        let fwd = |q: &[f32], k: &[f32], v: &[f32]| {
+            let mut o = vec![0f32; t * sh.q_width()];
+            let mut lse = vec![0f32; sh.n_seq * sh.n_head * sh.seq_len];
+            attention_forward(sh, q, k, v, &mut o, &mut lse);
+            (o, lse)
+        };
+        let (o, lse) = fwd(&q, &k, &v);
+        // causality: token 0 of each sequence attends only to itself, so its output is v[0]
+        for s in 0..sh.n_seq {
+            for h in 0..n_head {
+                let kvh = h / (n_head / n_kv);
+                for c in 0..8 {
+                    let got = o[s * 7 * sh.q_width() + h * 8 + c];
+                    let want = v[s * 7 * sh.kv_width() + kvh * 8 + c];
+                    assert!((got - want).abs() < 1e-6);
+                }
+            }
+        }
+        let mut dq = vec![0f32; q.len()];
+        let mut dk = vec![0f32; k.len()];
+        let mut dv = vec![0f32; v.len()];
+        attention_backward(sh, &q, &k, &v, &o, &lse, &r, &mut dq, &mut dk, &mut dv);
+        check_directional("attention dq", &q, &dq, 1e-2, 5e-3, &mut |q| {
+            dot(&fwd(q, &k, &v).0, &r)
+        });
+        check_directional("attention dk", &k, &dk, 1e-2, 5e-3, &mut |k| {
+            dot(&fwd(&q, k, &v).0, &r)
+        });
+        check_directional("attention dv", &v, &dv, 1e-2, 5e-3, &mut |v| {
+            dot(&fwd(&q, &k, v).0, &r)
+        });
+    }
+
+    #[test]
+    fn attention_gradients_multi_head() {
+        attn_case(2, 2);
+    }
+
+    #[test]
+    fn attention_gradients_grouped_query() {
+        attn_case(6, 2);
+    }
+
+    #[test]
+    fn swiglu_gradients() {
+        let g = rand_vec(50, 21, 4.0);
+        let u = rand_vec(50, 22, 2.0);
+        let r = rand_vec(50, 23, 1.0);
+        let f = |g: &[f32], u: &[f32]| {
+            let mut a = vec![0f32; 50];
+            swiglu_forward(g, u, &mut a);
+            a
+        };
+        let mut dg = vec![0f32; 50];
+        let mut du = vec![0f32; 50];
+        swiglu_backward(&g, &u, &r, &mut dg, &mut du);
+        check_directional("swiglu gate", &g, &dg, 1e-3, 2e-3, &mut |g| {
+            dot(&f(g, &u), &r)
+        });
+        check_directional("swiglu up", &u, &du, 1e-3, 2e-3, &mut |u| {
+            dot(&f(&g, u), &r)
+        });
+    }
+}
