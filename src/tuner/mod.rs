@@ -4,3 +4,4 @@
 
 pub mod calib;
 pub mod ops;
+pub mod qdq;
