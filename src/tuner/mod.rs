@@ -2,6 +2,7 @@
 //!
 //! - [`calib`]: calibration files → shuffled, filtered token sequences, as the reference does.
 
+pub mod block;
 pub mod calib;
 pub mod ops;
 pub mod qdq;
