@@ -26,7 +26,15 @@ pub enum Lin {
 }
 
 impl Lin {
-    pub const ALL: [Lin; 7] = [Lin::Q, Lin::K, Lin::V, Lin::O, Lin::Gate, Lin::Up, Lin::Down];
+    pub const ALL: [Lin; 7] = [
+        Lin::Q,
+        Lin::K,
+        Lin::V,
+        Lin::O,
+        Lin::Gate,
+        Lin::Up,
+        Lin::Down,
+    ];
 
     /// llama.cpp's tensor name stem (`attn_q`, ...).
     pub fn gguf_stem(self) -> &'static str {
@@ -118,7 +126,14 @@ pub struct Saved {
     n_seq: usize,
 }
 
-fn linear(x: &[f32], t: usize, w: &[f32], rows: usize, cols: usize, bias: Option<&[f32]>) -> Vec<f32> {
+fn linear(
+    x: &[f32],
+    t: usize,
+    w: &[f32],
+    rows: usize,
+    cols: usize,
+    bias: Option<&[f32]>,
+) -> Vec<f32> {
     let mut y = vec![0f32; t * rows];
     if let Some(b) = bias {
         for r in y.chunks_mut(rows) {
@@ -242,7 +257,15 @@ fn weight_grad(dy: &[f32], x: &[f32], t: usize, rows: usize, cols: usize) -> Vec
 }
 
 /// `dx (+)= dy · W` for a linear layer of weight `W` (`rows × cols`).
-fn input_grad(dy: &[f32], w: &[f32], t: usize, rows: usize, cols: usize, dx: &mut [f32], acc: bool) {
+fn input_grad(
+    dy: &[f32],
+    w: &[f32],
+    t: usize,
+    rows: usize,
+    cols: usize,
+    dx: &mut [f32],
+    acc: bool,
+) {
     sgemm(
         Mat::new(dy, t, rows),
         Mat::new(w, rows, cols),
@@ -299,7 +322,9 @@ pub fn backward(
     let mut dq = vec![0f32; t * qw];
     let mut dk = vec![0f32; t * kvw];
     let mut dv = vec![0f32; t * kvw];
-    attention_backward(ash, &s.q, &s.k, &s.v, &s.o, &s.lse, &d_att, &mut dq, &mut dk, &mut dv);
+    attention_backward(
+        ash, &s.q, &s.k, &s.v, &s.o, &s.lse, &d_att, &mut dq, &mut dk, &mut dv,
+    );
     drop(d_att);
     rope.apply(&mut dq, sh.n_head, sh.head_dim, true);
     rope.apply(&mut dk, sh.n_kv, sh.head_dim, true);

@@ -196,10 +196,12 @@ fn split_paragraphs(text: &str) -> Vec<String> {
 }
 
 /// splitmix64 (Steele, Lea, Flood 2014): a small, well-mixed 64-bit generator.
-struct SplitMix64(u64);
+/// The splitmix64 generator: the project's one source of seeded randomness.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SplitMix64(pub u64);
 
 impl SplitMix64 {
-    fn next(&mut self) -> u64 {
+    pub fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -208,7 +210,7 @@ impl SplitMix64 {
     }
 
     /// Uniform in `0..n` (n ≥ 1), by rejection so there is no modulo bias.
-    fn below(&mut self, n: u64) -> u64 {
+    pub fn below(&mut self, n: u64) -> u64 {
         let zone = u64::MAX - u64::MAX % n;
         loop {
             let x = self.next();

@@ -6,3 +6,4 @@ pub mod block;
 pub mod calib;
 pub mod ops;
 pub mod qdq;
+pub mod signround;

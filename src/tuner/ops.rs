@@ -409,7 +409,11 @@ pub(crate) mod tests {
             let an = dot(analytic, &dir);
             // Relative to the derivative, or to a tenth of its size without cancellation
             // between coordinates (f32 noise does not shrink when the terms cancel).
-            let spread: f64 = analytic.iter().zip(&dir).map(|(&g, &d)| (g as f64 * d as f64).abs()).sum();
+            let spread: f64 = analytic
+                .iter()
+                .zip(&dir)
+                .map(|(&g, &d)| (g as f64 * d as f64).abs())
+                .sum();
             let err = (fd - an).abs() / an.abs().max(fd.abs()).max(0.1 * spread).max(1e-6);
             assert!(
                 err < tol,

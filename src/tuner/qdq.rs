@@ -216,24 +216,25 @@ impl QuantLayer {
         }
         let sym = self.scheme.sym;
         let maxq = self.maxq();
-        let (qmin, qmax) = if sym { (-maxq, maxq - 1.0) } else { (0.0, maxq) };
+        let (qmin, qmax) = if sym {
+            (-maxq, maxq - 1.0)
+        } else {
+            (0.0, maxq)
+        };
         let cols = self.cols;
-        w_hat
-            .par_chunks_mut(cols)
-            .enumerate()
-            .for_each(|(r, out)| {
-                let w = &self.w[r * cols..(r + 1) * cols];
-                let v = &self.v[r * cols..(r + 1) * cols];
-                for g in 0..ng {
-                    let gi = r * ng + g;
-                    let s = scale[gi];
-                    let z = if sym { 0.0 } else { zp[gi] };
-                    for c in g * self.gs..((g + 1) * self.gs).min(cols) {
-                        let q = (self.rounding.round(w[c] / s + v[c]) + z).clamp(qmin, qmax);
-                        out[c] = s * (q - z);
-                    }
+        w_hat.par_chunks_mut(cols).enumerate().for_each(|(r, out)| {
+            let w = &self.w[r * cols..(r + 1) * cols];
+            let v = &self.v[r * cols..(r + 1) * cols];
+            for g in 0..ng {
+                let gi = r * ng + g;
+                let s = scale[gi];
+                let z = if sym { 0.0 } else { zp[gi] };
+                for c in g * self.gs..((g + 1) * self.gs).min(cols) {
+                    let q = (self.rounding.round(w[c] / s + v[c]) + z).clamp(qmin, qmax);
+                    out[c] = s * (q - z);
                 }
-            });
+            }
+        });
         GroupParams { scale, zp }
     }
 
@@ -246,7 +247,11 @@ impl QuantLayer {
         let cols = self.cols;
         let sym = self.scheme.sym;
         let maxq = self.maxq();
-        let (qmin, qmax) = if sym { (-maxq, maxq - 1.0) } else { (0.0, maxq) };
+        let (qmin, qmax) = if sym {
+            (-maxq, maxq - 1.0)
+        } else {
+            (0.0, maxq)
+        };
         g.v.resize(self.w.len(), 0.0);
         g.alpha.resize(self.rows * ng, 0.0);
         g.beta.resize(self.rows * ng, 0.0);
@@ -304,7 +309,11 @@ impl QuantLayer {
         let ng = self.n_groups;
         let maxq = self.maxq();
         let sym = self.scheme.sym;
-        let (qmin, qmax) = if sym { (-maxq, maxq - 1.0) } else { (0.0, maxq) };
+        let (qmin, qmax) = if sym {
+            (-maxq, maxq - 1.0)
+        } else {
+            (0.0, maxq)
+        };
         let mut out = vec![0u8; self.w.len()];
         out.par_chunks_mut(self.cols)
             .enumerate()
@@ -359,8 +368,14 @@ mod tests {
         l.rounding = rounding;
         l.v = rand_vec(rows * cols, seed + 1, 0.3);
         // α, β strictly inside (0, 1) so the clamp to [0, 1] is not active
-        l.alpha = rand_vec(l.alpha.len(), seed + 2, 0.2).iter().map(|x| 0.75 + x).collect();
-        l.beta = rand_vec(l.beta.len(), seed + 3, 0.2).iter().map(|x| 0.75 + x).collect();
+        l.alpha = rand_vec(l.alpha.len(), seed + 2, 0.2)
+            .iter()
+            .map(|x| 0.75 + x)
+            .collect();
+        l.beta = rand_vec(l.beta.len(), seed + 3, 0.2)
+            .iter()
+            .map(|x| 0.75 + x)
+            .collect();
         l
     }
 
@@ -393,16 +408,30 @@ mod tests {
                     m.v = v.to_vec();
                     loss(&m, &r)
                 });
-                check_directional(&format!("{what} α"), &l.alpha, &g.alpha, 1e-3, 5e-3, &mut |a| {
-                    let mut m = l.clone();
-                    m.alpha = a.to_vec();
-                    loss(&m, &r)
-                });
-                check_directional(&format!("{what} β"), &l.beta, &g.beta, 1e-3, 5e-3, &mut |b| {
-                    let mut m = l.clone();
-                    m.beta = b.to_vec();
-                    loss(&m, &r)
-                });
+                check_directional(
+                    &format!("{what} α"),
+                    &l.alpha,
+                    &g.alpha,
+                    1e-3,
+                    5e-3,
+                    &mut |a| {
+                        let mut m = l.clone();
+                        m.alpha = a.to_vec();
+                        loss(&m, &r)
+                    },
+                );
+                check_directional(
+                    &format!("{what} β"),
+                    &l.beta,
+                    &g.beta,
+                    1e-3,
+                    5e-3,
+                    &mut |b| {
+                        let mut m = l.clone();
+                        m.beta = b.to_vec();
+                        loss(&m, &r)
+                    },
+                );
             }
         }
     }
