@@ -6,6 +6,7 @@
 //! - [`tokenizer`]: tokenizers from `tokenizer.json` or from GGUF metadata, chat templates.
 
 mod atomic;
+pub mod autoround;
 pub mod gguf;
 pub mod hf;
 pub mod imatrix;

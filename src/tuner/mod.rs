@@ -6,4 +6,5 @@ pub mod block;
 pub mod calib;
 pub mod ops;
 pub mod qdq;
+pub mod run;
 pub mod signround;

@@ -1,0 +1,342 @@
+//! The block-by-block loop over a whole model (the reference's `_quantize_blocks`).
+//!
+//! The calibration tokens are embedded once: those rows are block 0's input on both chains. For
+//! each block k:
+//! 1. the float block's outputs on the float chain, `F_k(x_k)`: the tuning target and `x_{k+1}`;
+//! 2. SignRound on the quantized chain's inputs `q_k` (or on `x_k` without
+//!    `enable_quanted_input`);
+//! 3. the final quantize-dequantize with the kept parameters, and `q_{k+1} = Q_k(q_k)`.
+//!
+//! With `iters == 0` nothing needs calibration data: every layer is plain round-to-nearest.
+//! Only the current block's float weights, the two chains and the targets are resident; the model
+//! stays memory-mapped.
+
+use super::block::{BlockFloat, BlockShape, Lin, Weights};
+use super::ops::Rope;
+use super::qdq::{GroupParams, IntScheme, QuantLayer, ScaleDtype};
+use super::signround::{block_outputs, tune_block, BlockData, IndexSampler, SignRoundOptions, TuneStats};
+use crate::model::llama::{Layer, Model};
+use crate::tensor::Weight;
+use std::time::Instant;
+
+/// What to do to the model.
+#[derive(Clone, Debug)]
+pub struct TuneSpec {
+    pub scale_dtype: ScaleDtype,
+    pub opts: SignRoundOptions,
+    /// Feed each block the quantized previous blocks' outputs [true].
+    pub enable_quanted_input: bool,
+    /// Seed of the batch sampler [42].
+    pub seed: u64,
+}
+
+/// One quantized linear layer: its integer codes (`0 … 2^b-1`, row-major like the weight) and
+/// per-group scales (and zero points when asymmetric).
+#[derive(Clone, Debug, PartialEq)]
+pub struct TunedLinear {
+    pub block: usize,
+    pub lin: Lin,
+    pub rows: usize,
+    pub cols: usize,
+    pub scheme: IntScheme,
+    /// Group width (`cols` for one group per row).
+    pub gs: usize,
+    /// `rows × n_groups` scales, as used (rounded to the scale dtype).
+    pub scale: Vec<f32>,
+    /// `rows × n_groups` integer zero points (asymmetric); empty when symmetric (the zero point is
+    /// `2^(b-1)`).
+    pub zp: Vec<f32>,
+    pub codes: Vec<u8>,
+}
+
+impl TunedLinear {
+    fn from_layer(block: usize, lin: Lin, l: &QuantLayer, p: GroupParams) -> TunedLinear {
+        TunedLinear {
+            block,
+            lin,
+            rows: l.rows,
+            cols: l.cols,
+            scheme: l.scheme,
+            gs: l.gs,
+            codes: l.codes(&p),
+            scale: p.scale,
+            zp: p.zp,
+        }
+    }
+
+    pub fn n_groups(&self) -> usize {
+        self.cols.div_ceil(self.gs)
+    }
+
+    /// The zero point of group `gi` in code units.
+    pub fn zero(&self, gi: usize) -> f32 {
+        if self.scheme.sym {
+            (1u32 << (self.scheme.bits - 1)) as f32
+        } else {
+            self.zp[gi]
+        }
+    }
+
+    /// `scale · (code − zero)` for every weight: what the quantized model computes with.
+    pub fn dequantize(&self) -> Vec<f32> {
+        let ng = self.n_groups();
+        let mut out = vec![0f32; self.rows * self.cols];
+        for r in 0..self.rows {
+            for c in 0..self.cols {
+                let gi = r * ng + c / self.gs;
+                out[r * self.cols + c] =
+                    self.scale[gi] * (self.codes[r * self.cols + c] as f32 - self.zero(gi));
+            }
+        }
+        out
+    }
+}
+
+/// Progress of the loop, for bars, logs and checkpoints.
+pub struct BlockReport<'a> {
+    pub block: usize,
+    pub n_blocks: usize,
+    /// `None` with `iters == 0`.
+    pub stats: Option<TuneStats>,
+    pub seconds: f64,
+    pub layers: &'a [TunedLinear],
+}
+
+/// The loss mask of the reference: pad tokens (when the vocabulary names one) and the last
+/// position of every sample are not scored.
+pub fn loss_mask(samples: &[Vec<u32>], pad: Option<u32>) -> Vec<f32> {
+    let mut m = Vec::new();
+    for s in samples {
+        let start = m.len();
+        m.extend(s.iter().map(|&t| if Some(t) == pad { 0.0 } else { 1.0 }));
+        if pad.is_none() {
+            // no pad id: trailing repeats of the last token count as padding
+            let last = s[s.len() - 1];
+            let mut j = s.len() as isize - 2;
+            while j >= 0 && s[j as usize] == last {
+                m[start + j as usize] = 0.0;
+                j -= 1;
+            }
+        }
+        m[start + s.len() - 1] = 0.0;
+    }
+    m
+}
+
+pub fn block_shape(model: &Model<'_>) -> BlockShape {
+    let c = &model.cfg;
+    BlockShape {
+        d: c.n_embd,
+        ff: c.n_ff,
+        n_head: c.n_head,
+        n_kv: c.n_head_kv,
+        head_dim: c.head_dim,
+        eps: c.rms_eps,
+    }
+}
+
+fn weight_of<'l, 'a>(layer: &'l Layer<'a>, lin: Lin) -> &'l Weight<'a> {
+    match lin {
+        Lin::Q => &layer.wq,
+        Lin::K => &layer.wk,
+        Lin::V => &layer.wv,
+        Lin::O => &layer.wo,
+        Lin::Gate => &layer.w_gate,
+        Lin::Up => &layer.w_up,
+        Lin::Down => &layer.w_down,
+    }
+}
+
+fn block_float(layer: &Layer<'_>) -> BlockFloat {
+    BlockFloat {
+        attn_norm: layer.attn_norm.clone(),
+        ffn_norm: layer.ffn_norm.clone(),
+        bq: layer.bq.clone(),
+        bk: layer.bk.clone(),
+        bv: layer.bv.clone(),
+        q_norm: layer.q_norm.clone(),
+        k_norm: layer.k_norm.clone(),
+    }
+}
+
+/// Round-to-nearest of every chosen layer, no calibration (the reference's `--iters 0
+/// --disable_opt_rtn`).
+pub fn rtn_model(
+    model: &Model<'_>,
+    scale_dtype: ScaleDtype,
+    scheme_of: &dyn Fn(usize, Lin) -> Option<IntScheme>,
+    on_block: &mut dyn FnMut(&BlockReport<'_>),
+) -> Vec<TunedLinear> {
+    let mut all = Vec::new();
+    let n = model.layers.len();
+    for (b, layer) in model.layers.iter().enumerate() {
+        let t0 = Instant::now();
+        let mut done = Vec::new();
+        for lin in Lin::ALL {
+            if let Some(scheme) = scheme_of(b, lin) {
+                let w = weight_of(layer, lin);
+                let l = QuantLayer::new(w.to_f32(), w.rows, w.cols, scheme, scale_dtype);
+                let mut w_hat = vec![0f32; l.w.len()];
+                let p = l.qdq(&mut w_hat);
+                done.push(TunedLinear::from_layer(b, lin, &l, p));
+            }
+        }
+        on_block(&BlockReport {
+            block: b,
+            n_blocks: n,
+            stats: None,
+            seconds: t0.elapsed().as_secs_f64(),
+            layers: &done,
+        });
+        all.extend(done);
+    }
+    all
+}
+
+/// The state of the loop between blocks: enough to go on from block `next_block`.
+pub struct Chains {
+    pub next_block: usize,
+    /// Float chain `x_k`.
+    pub x: Vec<f32>,
+    /// Quantized chain `q_k` (empty without `enable_quanted_input`).
+    pub q: Vec<f32>,
+    pub sampler: IndexSampler,
+}
+
+/// The embedded calibration tokens: block 0's input.
+pub fn embed(model: &Model<'_>, samples: &[Vec<u32>]) -> Vec<f32> {
+    let d = model.cfg.n_embd;
+    let mut x = vec![0f32; samples.iter().map(Vec::len).sum::<usize>() * d];
+    for (i, &t) in samples.iter().flatten().enumerate() {
+        model.tok_embd.dequantize_row(t as usize, &mut x[i * d..(i + 1) * d]);
+    }
+    x
+}
+
+impl Chains {
+    pub fn start(model: &Model<'_>, samples: &[Vec<u32>], spec: &TuneSpec) -> Chains {
+        let x = embed(model, samples);
+        Chains {
+            next_block: 0,
+            q: if spec.enable_quanted_input {
+                x.clone()
+            } else {
+                Vec::new()
+            },
+            x,
+            sampler: IndexSampler::new(samples.len(), spec.opts.batch_size.min(samples.len()), spec.seed),
+        }
+    }
+}
+
+/// Tune blocks `chains.next_block ..` of `model` on the calibration `samples` (all `seq_len`
+/// tokens long), calling `on_block` after each with that block's layers and the chains ready for
+/// the next. Layers for which `scheme_of` says `None` stay in float.
+pub fn tune_model(
+    model: &Model<'_>,
+    seq_len: usize,
+    mask: &[f32],
+    spec: &TuneSpec,
+    scheme_of: &dyn Fn(usize, Lin) -> Option<IntScheme>,
+    chains: &mut Chains,
+    on_iter: &mut dyn FnMut(usize, usize, f64),
+    on_block: &mut dyn FnMut(&BlockReport<'_>, &Chains) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let sh = block_shape(model);
+    let c = &model.cfg;
+    let rope = Rope::new(
+        c.rope_layout,
+        c.rope_dims,
+        c.rope_base,
+        c.rope_freq_scale,
+        model.rope_freq_factors.as_deref(),
+        seq_len,
+    );
+    let n = model.layers.len();
+    let batch = spec.opts.batch_size.max(1);
+    while chains.next_block < n {
+        let b = chains.next_block;
+        let t0 = Instant::now();
+        let layer = &model.layers[b];
+        let fl = block_float(layer);
+        let floats: Vec<Vec<f32>> = Lin::ALL.iter().map(|&l| weight_of(layer, l).to_f32()).collect();
+        let wf: Weights = std::array::from_fn(|k| floats[k].as_slice());
+        let fp_out = block_outputs(&sh, &fl, &rope, &wf, &chains.x, seq_len, batch);
+        let mut layers: Vec<Option<QuantLayer>> = Lin::ALL
+            .iter()
+            .enumerate()
+            .map(|(k, &lin)| {
+                scheme_of(b, lin).map(|s| {
+                    let (r, cols) = sh.dims(lin);
+                    QuantLayer::new(floats[k].clone(), r, cols, s, spec.scale_dtype)
+                })
+            })
+            .collect();
+        let q_in: &[f32] = if spec.enable_quanted_input {
+            &chains.q
+        } else {
+            &chains.x
+        };
+        let data = BlockData {
+            q_in,
+            fp_out: &fp_out,
+            mask,
+            seq_len,
+        };
+        let stats = tune_block(
+            &sh,
+            &fl,
+            &rope,
+            &mut layers,
+            &floats,
+            &data,
+            &spec.opts,
+            &mut chains.sampler,
+            &mut |i, loss| on_iter(b, i, loss),
+        );
+        // Final weights and the next quantized-chain input.
+        let mut tuned = Vec::new();
+        let mut w_hat: Vec<Vec<f32>> = Vec::with_capacity(7);
+        for (k, l) in layers.iter().enumerate() {
+            match l {
+                Some(l) => {
+                    let mut wh = vec![0f32; l.w.len()];
+                    let p = l.qdq(&mut wh);
+                    tuned.push(TunedLinear::from_layer(b, Lin::ALL[k], l, p));
+                    w_hat.push(wh);
+                }
+                None => w_hat.push(floats[k].clone()),
+            }
+        }
+        drop(layers);
+        if spec.enable_quanted_input {
+            let wq: Weights = std::array::from_fn(|k| w_hat[k].as_slice());
+            chains.q = block_outputs(&sh, &fl, &rope, &wq, &chains.q, seq_len, batch);
+        }
+        chains.x = fp_out;
+        chains.next_block = b + 1;
+        on_block(
+            &BlockReport {
+                block: b,
+                n_blocks: n,
+                stats: Some(stats),
+                seconds: t0.elapsed().as_secs_f64(),
+                layers: &tuned,
+            },
+            chains,
+        )?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mask_drops_last_position_and_pads() {
+        let s = vec![vec![5, 6, 7, 8], vec![1, 2, 2, 2]];
+        assert_eq!(loss_mask(&s, Some(6)), vec![1., 0., 1., 0., 1., 1., 1., 0.]);
+        assert_eq!(loss_mask(&s, None), vec![1., 1., 1., 0., 1., 0., 0., 0.]);
+    }
+}
