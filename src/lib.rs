@@ -11,6 +11,7 @@
 pub mod cli;
 pub mod convert;
 pub mod engine;
+pub mod export;
 pub mod model;
 pub mod quantize;
 pub mod tensor;

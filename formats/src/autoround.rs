@@ -79,7 +79,12 @@ fn unpack_stream(words: impl Iterator<Item = u32>, bits: u32, n: usize, out: &mu
 }
 
 /// GPTQ `qweight` (`[cols·b/32, rows]`, row-major) from codes `rows × cols` (row = output).
-pub fn pack_gptq_qweight(codes: &[u8], rows: usize, cols: usize, bits: u32) -> Result<Vec<u32>, PackError> {
+pub fn pack_gptq_qweight(
+    codes: &[u8],
+    rows: usize,
+    cols: usize,
+    bits: u32,
+) -> Result<Vec<u32>, PackError> {
     check_bits(bits)?;
     if codes.len() != rows * cols {
         return Err(PackError::Size {
@@ -100,7 +105,9 @@ pub fn pack_gptq_qweight(codes: &[u8], rows: usize, cols: usize, bits: u32) -> R
     let mut per_out = Vec::with_capacity(rows * words_per_col);
     for r in 0..rows {
         pack_stream(
-            codes[r * cols..(r + 1) * cols].iter().map(|&c| u32::from(c)),
+            codes[r * cols..(r + 1) * cols]
+                .iter()
+                .map(|&c| u32::from(c)),
             bits,
             &mut per_out,
         );
@@ -115,7 +122,12 @@ pub fn pack_gptq_qweight(codes: &[u8], rows: usize, cols: usize, bits: u32) -> R
 }
 
 /// Codes `rows × cols` from a GPTQ `qweight`.
-pub fn unpack_gptq_qweight(q: &[u32], rows: usize, cols: usize, bits: u32) -> Result<Vec<u8>, PackError> {
+pub fn unpack_gptq_qweight(
+    q: &[u32],
+    rows: usize,
+    cols: usize,
+    bits: u32,
+) -> Result<Vec<u8>, PackError> {
     check_bits(bits)?;
     if cols % 32 != 0 {
         return Err(PackError::Ragged {
@@ -136,7 +148,12 @@ pub fn unpack_gptq_qweight(q: &[u32], rows: usize, cols: usize, bits: u32) -> Re
     let mut tmp = Vec::with_capacity(cols);
     for r in 0..rows {
         tmp.clear();
-        unpack_stream((0..words_per_col).map(|w| q[w * rows + r]), bits, cols, &mut tmp);
+        unpack_stream(
+            (0..words_per_col).map(|w| q[w * rows + r]),
+            bits,
+            cols,
+            &mut tmp,
+        );
         codes.extend(tmp.iter().map(|&v| v as u8));
     }
     Ok(codes)
@@ -144,7 +161,13 @@ pub fn unpack_gptq_qweight(q: &[u32], rows: usize, cols: usize, bits: u32) -> Re
 
 /// GPTQ `qzeros` (`[groups, rows·b/32]`) from zero points `groups × rows`; `minus_one` stores
 /// `zero − 1` (GPTQ v1), wrapping as the reference's int32 arithmetic does.
-pub fn pack_gptq_qzeros(zeros: &[u32], groups: usize, rows: usize, bits: u32, minus_one: bool) -> Result<Vec<u32>, PackError> {
+pub fn pack_gptq_qzeros(
+    zeros: &[u32],
+    groups: usize,
+    rows: usize,
+    bits: u32,
+    minus_one: bool,
+) -> Result<Vec<u32>, PackError> {
     check_bits(bits)?;
     if rows % 32 != 0 {
         return Err(PackError::Ragged {
@@ -155,16 +178,26 @@ pub fn pack_gptq_qzeros(zeros: &[u32], groups: usize, rows: usize, bits: u32, mi
     }
     let mut out = Vec::with_capacity(groups * rows * bits as usize / 32);
     for g in 0..groups {
-        let vals = zeros[g * rows..(g + 1) * rows]
-            .iter()
-            .map(|&z| if minus_one { z.wrapping_sub(1) } else { z });
+        let vals = zeros[g * rows..(g + 1) * rows].iter().map(|&z| {
+            if minus_one {
+                z.wrapping_sub(1)
+            } else {
+                z
+            }
+        });
         pack_stream(vals, bits, &mut out);
     }
     Ok(out)
 }
 
 /// Zero points `groups × rows` from a GPTQ `qzeros` (adding back the 1 when `minus_one`).
-pub fn unpack_gptq_qzeros(q: &[u32], groups: usize, rows: usize, bits: u32, minus_one: bool) -> Result<Vec<u32>, PackError> {
+pub fn unpack_gptq_qzeros(
+    q: &[u32],
+    groups: usize,
+    rows: usize,
+    bits: u32,
+    minus_one: bool,
+) -> Result<Vec<u32>, PackError> {
     check_bits(bits)?;
     let wpr = rows * bits as usize / 32;
     if rows * bits as usize % 32 != 0 || q.len() != groups * wpr {
@@ -177,7 +210,12 @@ pub fn unpack_gptq_qzeros(q: &[u32], groups: usize, rows: usize, bits: u32, minu
     let mut out = Vec::with_capacity(groups * rows);
     for g in 0..groups {
         let start = out.len();
-        unpack_stream(q[g * wpr..(g + 1) * wpr].iter().copied(), bits, rows, &mut out);
+        unpack_stream(
+            q[g * wpr..(g + 1) * wpr].iter().copied(),
+            bits,
+            rows,
+            &mut out,
+        );
         if minus_one {
             // readers add the 1 back without masking: a stored 2^b-1 means 2^b
             for z in &mut out[start..] {
@@ -282,7 +320,9 @@ mod tests {
             let q = pack_gptq_qweight(&c, rows, cols, bits).unwrap();
             assert_eq!(q.len(), cols * bits as usize / 32 * rows);
             assert_eq!(unpack_gptq_qweight(&q, rows, cols, bits).unwrap(), c);
-            let z: Vec<u32> = (0..3 * rows).map(|i| (i as u32 * 5 + 1) % (1 << bits)).collect();
+            let z: Vec<u32> = (0..3 * rows)
+                .map(|i| (i as u32 * 5 + 1) % (1 << bits))
+                .collect();
             for m1 in [false, true] {
                 let qz = pack_gptq_qzeros(&z, 3, rows, bits, m1).unwrap();
                 let back = unpack_gptq_qzeros(&qz, 3, rows, bits, m1).unwrap();
@@ -300,7 +340,10 @@ mod tests {
         let q = pack_gptq_qzeros(&z, 2, 32, 4, true).unwrap();
         assert!(q.iter().all(|&w| w == 0x7777_7777));
         let z = vec![2u32; 32];
-        assert!(pack_gptq_qzeros(&z, 1, 32, 2, true).unwrap().iter().all(|&w| w == 0x5555_5555));
+        assert!(pack_gptq_qzeros(&z, 1, 32, 2, true)
+            .unwrap()
+            .iter()
+            .all(|&w| w == 0x5555_5555));
     }
 
     #[test]

@@ -162,7 +162,7 @@ impl std::fmt::Debug for SafetensorsModel {
 pub struct StTensor<'a> {
     /// The tensor's name as stored.
     pub name: &'a str,
-    /// `F32`, `F16` or `BF16`.
+    /// `F32`, `F16`, `BF16`, or `I32` (packed integer weights).
     pub dtype: GgmlType,
     /// Shape as stored: row-major, Hugging Face (PyTorch) order, outermost dimension first.
     pub shape: Vec<usize>,
@@ -198,6 +198,8 @@ fn ggml_for(dtype: Dtype) -> Option<GgmlType> {
         Dtype::F32 => Some(GgmlType::F32),
         Dtype::F16 => Some(GgmlType::F16),
         Dtype::BF16 => Some(GgmlType::BF16),
+        // packed integer weights of auto_round / GPTQ / AWQ checkpoints
+        Dtype::I32 => Some(GgmlType::I32),
         _ => None,
     }
 }
@@ -545,7 +547,7 @@ mod tests {
             &[
                 ("a".into(), GgmlType::F32, vec![2, 3], &a),
                 ("b".into(), GgmlType::BF16, vec![4], &b),
-                ("c".into(), GgmlType::I32, vec![1], &c),
+                ("c".into(), GgmlType::I16, vec![2], &c),
             ],
             Some(HashMap::from([("format".to_string(), "pt".to_string())])),
         )
@@ -559,7 +561,7 @@ mod tests {
             (GgmlType::F32, vec![2, 3], &a[..])
         );
         let e = m.tensor("c").unwrap_err().to_string();
-        assert!(e.contains("'c'") && e.contains("I32"), "{e}");
+        assert!(e.contains("'c'") && e.contains("I16"), "{e}");
         let e = m.tensor("nope").unwrap_err().to_string();
         assert!(
             e.contains("'nope'") && e.contains("model.safetensors"),

@@ -121,12 +121,14 @@ pub struct QuantizeArgs {
     /// Model: a Hugging Face folder (config.json, *.safetensors, tokenizer files) or a .gguf file.
     #[arg(short = 'm', long)]
     pub model: PathBuf,
-    /// Output format: gguf:<type>, e.g. gguf:q4_k_m, gguf:q4_0, gguf:q8_0, gguf:q2_k_s, gguf:f16.
+    /// Output format: gguf:<type> (e.g. gguf:q4_k_m, gguf:q4_0, gguf:q2_k_s, gguf:f16), or
+    /// auto_round (auto_round:auto_gptq, auto_round:auto_awq).
     #[arg(long, default_value = "gguf:q4_k_m")]
     pub format: String,
-    /// AutoRound tuning iterations per block; 0 is round-to-nearest (llama.cpp's quantizers).
-    #[arg(long, default_value_t = 200)]
-    pub iters: usize,
+    /// AutoRound tuning iterations per block [200]; 0 is round-to-nearest (for gguf: formats,
+    /// llama.cpp's quantizers).
+    #[arg(long)]
+    pub iters: Option<usize>,
     /// Importance matrix (llama.cpp's .gguf or legacy .dat imatrix file) for the GGUF quantizers.
     #[arg(long)]
     pub imatrix: Option<PathBuf>,
@@ -157,6 +159,65 @@ pub struct QuantizeArgs {
     /// Name stored as quantize.imatrix.file (default: the --imatrix path as given, as llama-quantize does).
     #[arg(long = "imatrix-name", hide = true)]
     pub imatrix_name: Option<String>,
+    /// Weight scheme of the auto_round formats: W4A16 (default), W2A16, W3A16, W8A16,
+    /// W2A16G64, W2A16G32; --bits/--group_size/--asym adjust it.
+    #[arg(long, default_value = "W4A16")]
+    pub scheme: String,
+    /// Bits per weight (overrides the scheme's).
+    #[arg(long)]
+    pub bits: Option<u32>,
+    /// Weights per scale along the input dimension; -1 is one group per row.
+    #[arg(
+        long = "group_size",
+        alias = "group-size",
+        allow_negative_numbers = true
+    )]
+    pub group_size: Option<i64>,
+    /// Asymmetric quantization (zero points); the schemes are symmetric (full range) by default.
+    #[arg(long, conflicts_with = "sym")]
+    pub asym: bool,
+    /// Symmetric quantization (the default).
+    #[arg(long)]
+    pub sym: bool,
+    /// Calibration text: .txt (one sample per paragraph) or .jsonl ("text" field) files, comma separated.
+    #[arg(long)]
+    pub dataset: Option<String>,
+    /// Calibration samples [128].
+    #[arg(long)]
+    pub nsamples: Option<usize>,
+    /// Tokens per calibration sample [2048].
+    #[arg(long)]
+    pub seqlen: Option<usize>,
+    /// Samples per tuning step [8].
+    #[arg(long = "batch_size", alias = "batch-size")]
+    pub batch_size: Option<usize>,
+    /// Join all calibration texts and cut them into seqlen-token chunks.
+    #[arg(long)]
+    pub concat: bool,
+    /// Learning rate of the rounding offsets [1/iters].
+    #[arg(long)]
+    pub lr: Option<f32>,
+    /// Learning rate of the clipping scales [lr].
+    #[arg(long = "minmax_lr", alias = "minmax-lr")]
+    pub minmax_lr: Option<f32>,
+    /// Do not tune the clipping scales.
+    #[arg(long = "disable_minmax_tuning", alias = "disable-minmax-tuning")]
+    pub disable_minmax_tuning: bool,
+    /// Tune each block on the float chain's inputs instead of the quantized blocks' outputs.
+    #[arg(long = "disable_quanted_input", alias = "disable-quanted-input")]
+    pub disable_quanted_input: bool,
+    /// Seed of calibration sampling and batch order [42].
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// The light recipe: 50 iterations, lr 5e-3.
+    #[arg(long, conflicts_with = "best")]
+    pub light: bool,
+    /// The best recipe: 1000 iterations, 512 samples.
+    #[arg(long)]
+    pub best: bool,
+    /// Log each block's loss at iteration 0 and at the best iteration.
+    #[arg(long)]
+    pub verbose: bool,
 }
 
 #[derive(Args, Debug)]

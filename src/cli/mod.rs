@@ -8,6 +8,7 @@ mod inspect;
 mod perplexity;
 mod quantize;
 mod run;
+mod tune;
 
 use clap::Parser;
 use std::process::ExitCode;

@@ -16,12 +16,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 pub fn quantize(a: QuantizeArgs) -> anyhow::Result<()> {
+    if a.format.starts_with("auto_round") || a.format == "fake" {
+        return super::tune::tune(a);
+    }
     let threads = super::init_threads(a.threads)?;
     let mixture = parse_format(&a.format)?;
-    if a.iters != 0 {
+    let iters = a.iters.unwrap_or(200);
+    if iters != 0 {
         bail!(
-            "--iters {}: AutoRound tuning is not built yet (it is the tuner issue); --iters 0 gives llama.cpp's round-to-nearest quantization",
-            a.iters
+            "--iters {iters}: tuned GGUF output is not built yet; --iters 0 gives llama.cpp's round-to-nearest quantization, --format auto_round tunes"
         );
     }
     let type_opt = |flag: &str, v: &Option<String>| -> anyhow::Result<Option<GgmlType>> {

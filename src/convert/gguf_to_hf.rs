@@ -25,7 +25,7 @@ use autoround_kernels::reference::{dequantize_row, fp32_to_bf16_bits};
 use serde_json::{json, Map, Value};
 use std::borrow::Cow;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// `--dtype` of `convert --to hf`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -527,19 +527,7 @@ pub fn gguf_to_hf(gguf: &Path, out: &Path, opts: &HfOptions) -> Result<HfSummary
     let total: u64 = sizes.iter().sum();
 
     let readme = readme(&m, gguf);
-    let parent = match out.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let leaf = out
-        .file_name()
-        .ok_or_else(|| anyhow!("{}: not a folder name", out.display()))?
-        .to_string_lossy()
-        .into_owned();
-    let tmp = parent.join(format!(".{leaf}.tmp.{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&tmp);
-    let result = (|| -> Result<()> {
-        std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    crate::export::write_dir_atomically(out, opts.overwrite, |tmp| {
         let n = shards.len();
         let mut weight_map = BTreeMap::new();
         for (si, shard) in shards.iter().enumerate() {
@@ -591,34 +579,8 @@ pub fn gguf_to_hf(gguf: &Path, out: &Path, opts: &HfOptions) -> Result<HfSummary
             std::fs::write(&p, body).with_context(|| format!("writing {}", p.display()))?;
             std::fs::File::open(&p)?.sync_all()?;
         }
-        // Into place.
-        if out.exists() {
-            let old = parent.join(format!(".{leaf}.old.{}", std::process::id()));
-            std::fs::rename(out, &old)
-                .with_context(|| format!("moving the old {} aside", out.display()))?;
-            if let Err(e) = std::fs::rename(&tmp, out) {
-                let _ = std::fs::rename(&old, out);
-                return Err(e)
-                    .with_context(|| format!("renaming {} to {}", tmp.display(), out.display()));
-            }
-            if old.is_dir() {
-                std::fs::remove_dir_all(&old)?;
-            } else {
-                std::fs::remove_file(&old)?;
-            }
-        } else {
-            std::fs::rename(&tmp, out)
-                .with_context(|| format!("renaming {} to {}", tmp.display(), out.display()))?;
-        }
-        if let Ok(d) = std::fs::File::open(&parent) {
-            let _ = d.sync_all();
-        }
         Ok(())
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_dir_all(&tmp);
-    }
-    result.with_context(|| format!("writing {}", out.display()))?;
+    })?;
     Ok(HfSummary {
         architecture: arch,
         tensors: items.len(),

@@ -14,7 +14,9 @@
 use super::block::{BlockFloat, BlockShape, Lin, Weights};
 use super::ops::Rope;
 use super::qdq::{GroupParams, IntScheme, QuantLayer, ScaleDtype};
-use super::signround::{block_outputs, tune_block, BlockData, IndexSampler, SignRoundOptions, TuneStats};
+use super::signround::{
+    block_outputs, tune_block, BlockData, IndexSampler, SignRoundOptions, TuneStats,
+};
 use crate::model::llama::{Layer, Model};
 use crate::tensor::Weight;
 use std::time::Instant;
@@ -208,7 +210,9 @@ pub fn embed(model: &Model<'_>, samples: &[Vec<u32>]) -> Vec<f32> {
     let d = model.cfg.n_embd;
     let mut x = vec![0f32; samples.iter().map(Vec::len).sum::<usize>() * d];
     for (i, &t) in samples.iter().flatten().enumerate() {
-        model.tok_embd.dequantize_row(t as usize, &mut x[i * d..(i + 1) * d]);
+        model
+            .tok_embd
+            .dequantize_row(t as usize, &mut x[i * d..(i + 1) * d]);
     }
     x
 }
@@ -224,7 +228,11 @@ impl Chains {
                 Vec::new()
             },
             x,
-            sampler: IndexSampler::new(samples.len(), spec.opts.batch_size.min(samples.len()), spec.seed),
+            sampler: IndexSampler::new(
+                samples.len(),
+                spec.opts.batch_size.min(samples.len()),
+                spec.seed,
+            ),
         }
     }
 }
@@ -259,7 +267,10 @@ pub fn tune_model(
         let t0 = Instant::now();
         let layer = &model.layers[b];
         let fl = block_float(layer);
-        let floats: Vec<Vec<f32>> = Lin::ALL.iter().map(|&l| weight_of(layer, l).to_f32()).collect();
+        let floats: Vec<Vec<f32>> = Lin::ALL
+            .iter()
+            .map(|&l| weight_of(layer, l).to_f32())
+            .collect();
         let wf: Weights = std::array::from_fn(|k| floats[k].as_slice());
         let fp_out = block_outputs(&sh, &fl, &rope, &wf, &chains.x, seq_len, batch);
         let mut layers: Vec<Option<QuantLayer>> = Lin::ALL

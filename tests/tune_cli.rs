@@ -1,0 +1,295 @@
+//! `autoround-cpu quantize --format auto_round|fake` end to end on the tiny synthetic model
+//! (converted to a Hugging Face folder), and its bad-input errors.
+//!
+//! - the packed auto_round tensors unpack (formats::autoround) to exactly the weights of the
+//!   `fake` export of the same run;
+//! - tuning lowers every block's loss below its round-to-nearest start (`--verbose` lines);
+//! - bad flags, a GGUF input, too little calibration text and an impossible memory need are
+//!   refused before any work, with nothing written.
+
+mod common;
+
+use autoround_formats::autoround::{unpack_gptq_qweight, unpack_gptq_qzeros};
+use autoround_formats::safetensors::SafetensorsModel;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn bin(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_autoround-cpu"))
+        .args(args)
+        .output()
+        .expect("runs the binary")
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+fn tmp_dir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("autoround-tune-{}-{tag}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("temp dir");
+    d
+}
+
+fn assert_clean_error(o: &Output, needles: &[&str]) {
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "expected failure; stderr: {e}");
+    assert!(!e.contains("panicked"), "panicked: {e}");
+    for n in needles {
+        assert!(e.contains(n), "stderr should mention {n:?}: {e}");
+    }
+}
+
+/// The synthetic `ci` model as a float Hugging Face folder.
+fn hf_model(dir: &Path) -> Option<PathBuf> {
+    let gguf = common::synthetic("ci")?;
+    let out = dir.join("model");
+    let o = bin(&[
+        "convert",
+        "-m",
+        s(&gguf),
+        "--to",
+        "hf",
+        "--dtype",
+        "f32",
+        "-o",
+        s(&out),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    Some(out)
+}
+
+fn f32s(b: &[u8]) -> Vec<f32> {
+    b.chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect()
+}
+
+fn u32s(b: &[u8]) -> Vec<u32> {
+    b.chunks_exact(4)
+        .map(|c| u32::from_le_bytes(c.try_into().unwrap()))
+        .collect()
+}
+
+#[test]
+fn tuned_auto_round_unpacks_to_the_fake_weights() {
+    let dir = tmp_dir("e2e");
+    let Some(model) = hf_model(&dir) else {
+        return;
+    };
+    let calib = common::shared_data("calib.txt");
+    let common_args = |format: &str, out: &Path| -> Vec<String> {
+        [
+            "quantize",
+            "-m",
+            s(&model),
+            "--format",
+            format,
+            "--scheme",
+            "W4A16",
+            "--group_size",
+            "64",
+            "--iters",
+            "6",
+            "--nsamples",
+            "4",
+            "--seqlen",
+            "64",
+            "--batch_size",
+            "2",
+            "--dataset",
+            s(&calib),
+            "--concat",
+            "-t",
+            "2",
+            "--verbose",
+            "-o",
+            s(out),
+        ]
+        .iter()
+        .map(|x| x.to_string())
+        .collect()
+    };
+    let packed = dir.join("packed");
+    let fake = dir.join("fake");
+    let run = |format: &str, out: &Path| {
+        let args = common_args(format, out);
+        let o = bin(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        let e = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert!(o.status.success(), "{e}");
+        e
+    };
+    let log = run("auto_round", &packed);
+    run("fake", &fake);
+    // every block logs its loss, and tuning never ends above its start
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains("loss iter 0:")).collect();
+    assert_eq!(lines.len(), 4, "{log}");
+    for l in &lines {
+        let nums: Vec<f64> = l
+            .split_whitespace()
+            .filter_map(|w| w.trim_end_matches(|c| c == ',' || c == ')').parse().ok())
+            .collect();
+        // "block k/n: loss iter 0: X -> iter i: Y (t s)": X and Y are the two floats with an 'e'
+        let floats: Vec<&str> = l
+            .split_whitespace()
+            .filter(|w| w.contains('e') && w.parse::<f64>().is_ok())
+            .collect();
+        assert_eq!(floats.len(), 2, "{l} ({nums:?})");
+        let (x, y): (f64, f64) = (floats[0].parse().unwrap(), floats[1].parse().unwrap());
+        assert!(y <= x && y.is_finite(), "{l}");
+    }
+    // config
+    let cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(packed.join("config.json")).unwrap()).unwrap();
+    let qc = &cfg["quantization_config"];
+    assert_eq!(qc["quant_method"], "auto-round");
+    assert_eq!(qc["packing_format"], "auto_round:auto_gptq");
+    assert_eq!(qc["bits"], 4);
+    assert_eq!(qc["group_size"], 64);
+    assert_eq!(qc["sym"], true);
+    assert_eq!(qc["iters"], 6);
+    assert!(packed.join("tokenizer.json").is_file());
+    assert!(packed.join("quantization_config.json").is_file());
+    // every packed layer dequantizes to the fake export's weight
+    let p = SafetensorsModel::open_dir(&packed).unwrap();
+    let f = SafetensorsModel::open_dir(&fake).unwrap();
+    let mut n = 0;
+    for name in p.names() {
+        let Some(prefix) = name.strip_suffix(".qweight") else {
+            continue;
+        };
+        n += 1;
+        let qw = p.tensor(name).unwrap();
+        let qz = p.tensor(&format!("{prefix}.qzeros")).unwrap();
+        let sc = p.tensor(&format!("{prefix}.scales")).unwrap();
+        let w = f.tensor(&format!("{prefix}.weight")).unwrap();
+        let (rows, cols) = (w.shape[0], w.shape[1]);
+        assert_eq!(qw.shape, vec![cols / 8, rows]);
+        let g = sc.shape[0];
+        assert_eq!(g, cols.div_ceil(64));
+        let codes = unpack_gptq_qweight(&u32s(qw.data), rows, cols, 4).unwrap();
+        let zeros = unpack_gptq_qzeros(&u32s(qz.data), g, rows, 4, true).unwrap();
+        assert!(
+            zeros.iter().all(|&z| z == 8),
+            "{prefix}: symmetric zero points are 8"
+        );
+        let scales: Vec<f32> = sc
+            .data
+            .chunks_exact(2)
+            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect();
+        let want = f32s(w.data);
+        for r in 0..rows {
+            for c in 0..cols {
+                let gi = c / 64;
+                let v = scales[gi * rows + r]
+                    * (codes[r * cols + c] as f32 - zeros[gi * rows + r] as f32);
+                assert_eq!(v, want[r * cols + c], "{prefix} [{r}, {c}]");
+            }
+        }
+        assert!(p.tensor(&format!("{prefix}.weight")).is_err());
+    }
+    assert_eq!(n, 4 * 7);
+    // untouched tensors are copied
+    let a = p.tensor("model.norm.weight").unwrap();
+    let b = SafetensorsModel::open_dir(&model).unwrap();
+    assert_eq!(a.data, b.tensor("model.norm.weight").unwrap().data);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn bad_input_is_refused_before_work() {
+    let dir = tmp_dir("bad");
+    let Some(model) = hf_model(&dir) else {
+        return;
+    };
+    let gguf = common::synthetic("ci").expect("made above");
+    let calib = common::shared_data("calib.txt");
+    let out = dir.join("out");
+    let q = |extra: &[&str]| {
+        let mut a = vec![
+            "quantize",
+            "-m",
+            s(&model),
+            "-o",
+            s(&out),
+            "--dataset",
+            s(&calib),
+        ];
+        a.extend_from_slice(extra);
+        bin(&a)
+    };
+    assert_clean_error(
+        &bin(&[
+            "quantize",
+            "-m",
+            s(&gguf),
+            "--format",
+            "auto_round",
+            "-o",
+            s(&out),
+        ]),
+        &["--format auto_round", "Hugging Face folder", "gguf:"],
+    );
+    assert_clean_error(
+        &q(&["--format", "auto_round", "--scheme", "W5A9"]),
+        &["--scheme W5A9", "W4A16"],
+    );
+    assert_clean_error(
+        &q(&["--format", "auto_round", "--bits", "5"]),
+        &["--bits 5"],
+    );
+    assert_clean_error(
+        &q(&["--format", "auto_round", "--group_size", "0"]),
+        &["--group_size 0"],
+    );
+    assert_clean_error(
+        &q(&["--format", "auto_round:auto_awq", "--asym", "--bits", "2"]),
+        &["AWQ", "4-bit"],
+    );
+    assert_clean_error(
+        &q(&["--format", "auto_round:nope"]),
+        &["--format auto_round:nope", "unknown format"],
+    );
+    // 2048-token samples: calib.txt has no paragraph that long
+    assert_clean_error(
+        &q(&["--format", "auto_round", "--iters", "2", "--nsamples", "4"]),
+        &["calibration"],
+    );
+    // an impossible memory need, refused with the estimate and what to lower
+    assert_clean_error(
+        &q(&[
+            "--format",
+            "auto_round",
+            "--iters",
+            "2",
+            "--nsamples",
+            "100000000",
+            "--seqlen",
+            "4096",
+        ]),
+        &["GiB", "--nsamples"],
+    );
+    // a dataset that is neither text nor jsonl
+    let junk = dir.join("junk.bin");
+    std::fs::write(&junk, [0u8, 159, 146, 150, 0, 1, 2]).unwrap();
+    assert_clean_error(
+        &bin(&[
+            "quantize",
+            "-m",
+            s(&model),
+            "-o",
+            s(&out),
+            "--format",
+            "auto_round",
+            "--iters",
+            "2",
+            "--dataset",
+            s(&junk),
+        ]),
+        &["junk.bin"],
+    );
+    assert!(!out.exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}
