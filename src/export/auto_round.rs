@@ -157,11 +157,14 @@ fn f16_bytes(v: impl Iterator<Item = f32>) -> Vec<u8> {
         .collect()
 }
 
-/// The packed tensors of one layer: `(suffix, dtype, shape, bytes)`.
+/// A tensor to write: `(name or suffix, dtype, shape, little-endian bytes)`.
+pub type TensorOut<N, B> = (N, GgmlType, Vec<usize>, B);
+
+/// The packed tensors of one layer.
 pub fn pack_layer(
     t: &TunedLinear,
     packing: Packing,
-) -> Result<Vec<(&'static str, GgmlType, Vec<usize>, Vec<u8>)>> {
+) -> Result<Vec<TensorOut<&'static str, Vec<u8>>>> {
     let bits = t.scheme.bits;
     let (o, i) = (t.rows, t.cols);
     let g = t.n_groups();
