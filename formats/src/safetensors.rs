@@ -3,7 +3,7 @@
 //!
 //! Reading is zero-copy: [`StTensor::data`] borrows straight from the mapped file. Only the
 //! floating-point dtypes a Llama-family checkpoint stores its weights in are handed out
-//! (`F32`, `F16`, `BF16`); any other dtype is a [`SafetensorsError::UnsupportedDtype`] naming the
+//! (`F32`, `F16`, `BF16`, and `I32` for packed integer weights); any other dtype is a [`SafetensorsError::UnsupportedDtype`] naming the
 //! tensor. Malformed files never panic: every problem is an error naming the file (and the
 //! tensor or key where there is one).
 //!
@@ -53,7 +53,7 @@ pub enum SafetensorsError {
     #[error("tensor '{name}' not found in {}", path.display())]
     MissingTensor { name: String, path: PathBuf },
     /// The tensor is stored in a dtype this reader does not hand out.
-    #[error("{}: tensor '{name}' has dtype {dtype}, expected F32, F16 or BF16", path.display())]
+    #[error("{}: tensor '{name}' has dtype {dtype}, expected F32, F16, BF16 or I32", path.display())]
     UnsupportedDtype {
         path: PathBuf,
         name: String,

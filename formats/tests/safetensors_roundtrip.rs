@@ -100,14 +100,14 @@ fn single_file_round_trip() {
 #[test]
 fn unsupported_dtype_names_tensor_and_dtype() {
     let d = tmpdir("dtype");
-    let q = vec![1u8; 16];
+    let q = vec![1u8; 32];
     let ok = f32_bytes(&[1.0, 2.0]);
     write_safetensors(
         &d.join("model.safetensors"),
         &[
             (
                 "model.layers.0.qweight".into(),
-                GgmlType::I32,
+                GgmlType::I64,
                 vec![2, 2],
                 &q,
             ),
@@ -119,7 +119,7 @@ fn unsupported_dtype_names_tensor_and_dtype() {
     let m = SafetensorsModel::open_dir(&d).unwrap();
     let e = m.tensor("model.layers.0.qweight").unwrap_err().to_string();
     assert!(
-        e.contains("model.layers.0.qweight") && e.contains("I32") && e.contains("BF16"),
+        e.contains("model.layers.0.qweight") && e.contains("I64") && e.contains("BF16"),
         "{e}"
     );
     assert!(m.tensor("bias").is_ok());
