@@ -19,17 +19,7 @@ fn stderr(o: &Output) -> String {
 }
 
 /// Fails with a message containing every one of `needles`, and without a panic.
-fn assert_clean_error(o: &Output, needles: &[&str]) {
-    let e = stderr(o);
-    assert!(
-        !o.status.success(),
-        "expected failure, got success; stderr: {e}"
-    );
-    assert!(!e.contains("panicked"), "panicked: {e}");
-    for n in needles {
-        assert!(e.contains(n), "stderr should mention {n:?}: {e}");
-    }
-}
+use common::assert_clean_error;
 
 #[test]
 fn missing_model_is_named() {

@@ -13,14 +13,7 @@ fn cli(args: &[&str]) -> Output {
         .expect("runs the binary")
 }
 
-fn assert_clean_error(o: &Output, needles: &[&str]) {
-    let e = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success(), "expected failure; stderr: {e}");
-    assert!(!e.contains("panicked"), "panicked: {e}");
-    for n in needles {
-        assert!(e.contains(n), "stderr should mention {n:?}: {e}");
-    }
-}
+use common::assert_clean_error;
 
 struct TempDir(PathBuf);
 

@@ -32,14 +32,7 @@ fn tmp_dir(tag: &str) -> PathBuf {
     d
 }
 
-fn assert_clean_error(o: &Output, needles: &[&str]) {
-    let e = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success(), "expected failure; stderr: {e}");
-    assert!(!e.contains("panicked"), "panicked: {e}");
-    for n in needles {
-        assert!(e.contains(n), "stderr should mention {n:?}: {e}");
-    }
-}
+use common::assert_clean_error;
 
 /// The synthetic `ci` model as a float Hugging Face folder.
 fn hf_model(dir: &Path) -> Option<PathBuf> {

@@ -119,3 +119,13 @@ pub fn llama_cpp_bin() -> Option<PathBuf> {
         }
     }
 }
+
+/// A command failed cleanly: non-zero exit, no panic, and stderr names every one of `needles`.
+pub fn assert_clean_error(o: &std::process::Output, needles: &[&str]) {
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "expected failure; stderr: {e}");
+    assert!(!e.contains("panicked"), "panicked: {e}");
+    for n in needles {
+        assert!(e.contains(n), "stderr should mention {n:?}: {e}");
+    }
+}
