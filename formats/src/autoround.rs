@@ -43,6 +43,15 @@ fn check_bits(bits: u32) -> Result<(), PackError> {
     }
 }
 
+/// `n` must be a multiple of `m` (`what` names the dimension in the error).
+fn multiple_of(what: &'static str, n: usize, m: usize) -> Result<(), PackError> {
+    if n % m == 0 {
+        Ok(())
+    } else {
+        Err(PackError::Ragged { what, n, m })
+    }
+}
+
 /// Pack a sequence of `b`-bit values (length a multiple of 32) into 32-bit words, GPTQ style:
 /// values fill words from bit 0 upwards, straddling word boundaries for 3 bits.
 fn pack_stream(vals: impl Iterator<Item = u32>, bits: u32, out: &mut Vec<u32>) {
@@ -93,13 +102,7 @@ pub fn pack_gptq_qweight(
             want: rows * cols,
         });
     }
-    if cols % 32 != 0 {
-        return Err(PackError::Ragged {
-            what: "input features",
-            n: cols,
-            m: 32,
-        });
-    }
+    multiple_of("input features", cols, 32)?;
     let words_per_col = cols * bits as usize / 32;
     // Pack each output's column of codes, then transpose to [word, out].
     let mut per_out = Vec::with_capacity(rows * words_per_col);
@@ -129,13 +132,7 @@ pub fn unpack_gptq_qweight(
     bits: u32,
 ) -> Result<Vec<u8>, PackError> {
     check_bits(bits)?;
-    if cols % 32 != 0 {
-        return Err(PackError::Ragged {
-            what: "input features",
-            n: cols,
-            m: 32,
-        });
-    }
+    multiple_of("input features", cols, 32)?;
     let words_per_col = cols * bits as usize / 32;
     if q.len() != words_per_col * rows {
         return Err(PackError::Size {
@@ -169,13 +166,7 @@ pub fn pack_gptq_qzeros(
     minus_one: bool,
 ) -> Result<Vec<u32>, PackError> {
     check_bits(bits)?;
-    if rows % 32 != 0 {
-        return Err(PackError::Ragged {
-            what: "output features",
-            n: rows,
-            m: 32,
-        });
-    }
+    multiple_of("output features", rows, 32)?;
     let mut out = Vec::with_capacity(groups * rows * bits as usize / 32);
     for g in 0..groups {
         let vals = zeros[g * rows..(g + 1) * rows].iter().map(|&z| {
@@ -228,13 +219,7 @@ pub fn unpack_gptq_qzeros(
 
 /// AWQ `qweight` (`[cols, rows/8]`) from 4-bit codes `rows × cols`.
 pub fn pack_awq_qweight(codes: &[u8], rows: usize, cols: usize) -> Result<Vec<u32>, PackError> {
-    if rows % 8 != 0 {
-        return Err(PackError::Ragged {
-            what: "output features",
-            n: rows,
-            m: 8,
-        });
-    }
+    multiple_of("output features", rows, 8)?;
     let wpr = rows / 8;
     let mut out = vec![0u32; cols * wpr];
     for i in 0..cols {

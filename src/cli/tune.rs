@@ -15,7 +15,7 @@ use anyhow::{bail, Context, Result};
 use std::path::PathBuf;
 use std::time::Instant;
 
-/// A named scheme: (bits, group size, sym).
+/// A named scheme: (bits, group size); every preset is symmetric.
 fn preset(name: &str) -> Option<(u32, i64)> {
     Some(match name.to_ascii_uppercase().as_str() {
         "W2A16" => (2, 128),

@@ -16,7 +16,8 @@
 use super::hf_to_gguf::{llama3_rope_freqs, unpermute_rows};
 use super::names;
 use super::spm_model;
-use anyhow::{anyhow, bail, Context, Result};
+use crate::export::f32_to_json;
+use anyhow::{anyhow, bail, Result};
 use autoround_formats::gguf::{GgufFile, GgufValue, TensorInfo as GgufTensor};
 use autoround_formats::safetensors::write_safetensors;
 use autoround_formats::tokenizer::{attr, Tokenizer, VocabKind};
@@ -100,13 +101,6 @@ fn torch_name(t: GgmlType) -> &'static str {
         GgmlType::BF16 => "bfloat16",
         _ => "float32",
     }
-}
-
-/// The shortest decimal that reads back as the same f32, as an f64 (so 1e-5 stays 1e-05 in
-/// config.json instead of 9.999999747378752e-06).
-fn f32_to_json(x: f32) -> Value {
-    let f: f64 = format!("{x}").parse().unwrap_or(f64::from(x));
-    json!(f)
 }
 
 struct Meta<'a> {
@@ -531,11 +525,7 @@ pub fn gguf_to_hf(gguf: &Path, out: &Path, opts: &HfOptions) -> Result<HfSummary
         let n = shards.len();
         let mut weight_map = BTreeMap::new();
         for (si, shard) in shards.iter().enumerate() {
-            let fname = if n == 1 {
-                "model.safetensors".to_string()
-            } else {
-                format!("model-{:05}-of-{:05}.safetensors", si + 1, n)
-            };
+            let fname = crate::export::shard_file_name(si, n);
             let datas: Vec<Cow<[u8]>> = shard
                 .iter()
                 .map(|&i| tensor_data(&file, &items[i]))
@@ -575,9 +565,7 @@ pub fn gguf_to_hf(gguf: &Path, out: &Path, opts: &HfOptions) -> Result<HfSummary
         ];
         files.extend(tok_files.iter().cloned());
         for (name, body) in files {
-            let p = tmp.join(&name);
-            std::fs::write(&p, body).with_context(|| format!("writing {}", p.display()))?;
-            std::fs::File::open(&p)?.sync_all()?;
+            crate::export::write_synced(&tmp.join(&name), &body)?;
         }
         Ok(())
     })?;

@@ -86,11 +86,6 @@ pub struct RecordedSettings {
     pub enable_quanted_input: bool,
 }
 
-fn f32_json(x: f32) -> Value {
-    let f: f64 = format!("{x}").parse().unwrap_or(f64::from(x));
-    json!(f)
-}
-
 /// The `quantization_config` object.
 pub fn quantization_config(
     s: &RecordedSettings,
@@ -111,10 +106,10 @@ pub fn quantization_config(
         1.0 / s.iters as f32
     };
     if (s.lr - default_lr).abs() > 1e-9 {
-        m.insert("lr".into(), f32_json(s.lr));
+        m.insert("lr".into(), super::f32_to_json(s.lr));
     }
     if (s.minmax_lr - s.lr).abs() > 1e-9 {
-        m.insert("minmax_lr".into(), f32_json(s.minmax_lr));
+        m.insert("minmax_lr".into(), super::f32_to_json(s.minmax_lr));
     }
     if s.nsamples != 128 {
         m.insert("nsamples".into(), json!(s.nsamples));
@@ -330,11 +325,7 @@ pub fn write_auto_round(
         let n = shards.len();
         let mut weight_map = BTreeMap::new();
         for (si, shard) in shards.iter().enumerate() {
-            let fname = if n == 1 {
-                "model.safetensors".to_string()
-            } else {
-                format!("model-{:05}-of-{:05}.safetensors", si + 1, n)
-            };
+            let fname = crate::export::shard_file_name(si, n);
             let items: Vec<(String, GgmlType, Vec<usize>, &[u8])> = shard
                 .iter()
                 .map(|&k| {

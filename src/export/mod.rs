@@ -71,3 +71,19 @@ pub fn write_synced(path: &Path, body: &[u8]) -> Result<()> {
     std::fs::File::open(path)?.sync_all()?;
     Ok(())
 }
+
+/// The file name of shard `i` (0-based) of `n` safetensors shards, as transformers names them.
+pub fn shard_file_name(i: usize, n: usize) -> String {
+    if n == 1 {
+        "model.safetensors".to_string()
+    } else {
+        format!("model-{:05}-of-{:05}.safetensors", i + 1, n)
+    }
+}
+
+/// The shortest decimal that reads back as the same f32, as a JSON number (so 1e-5 stays 1e-05
+/// instead of 9.999999747378752e-06).
+pub fn f32_to_json(x: f32) -> serde_json::Value {
+    let f: f64 = format!("{x}").parse().unwrap_or(f64::from(x));
+    serde_json::json!(f)
+}

@@ -158,6 +158,16 @@ impl QuantLayer {
         }
     }
 
+    /// The clamp range of the integer levels: `[-2^(b-1), 2^(b-1)-1]` or `[0, 2^b-1]`.
+    fn levels(&self) -> (f32, f32) {
+        let maxq = self.maxq();
+        if self.scheme.sym {
+            (-maxq, maxq - 1.0)
+        } else {
+            (0.0, maxq)
+        }
+    }
+
     /// The scale before rounding to the scale dtype, and (for symmetric groups) which extreme
     /// set it: returns `(pre_scale, sign, weight of the min side, weight of the max side)`.
     fn pre_scale(&self, gi: usize) -> (f32, f32, f32, f32) {
@@ -215,12 +225,7 @@ impl QuantLayer {
             }
         }
         let sym = self.scheme.sym;
-        let maxq = self.maxq();
-        let (qmin, qmax) = if sym {
-            (-maxq, maxq - 1.0)
-        } else {
-            (0.0, maxq)
-        };
+        let (qmin, qmax) = self.levels();
         let cols = self.cols;
         w_hat.par_chunks_mut(cols).enumerate().for_each(|(r, out)| {
             let w = &self.w[r * cols..(r + 1) * cols];
@@ -247,11 +252,7 @@ impl QuantLayer {
         let cols = self.cols;
         let sym = self.scheme.sym;
         let maxq = self.maxq();
-        let (qmin, qmax) = if sym {
-            (-maxq, maxq - 1.0)
-        } else {
-            (0.0, maxq)
-        };
+        let (qmin, qmax) = self.levels();
         g.v.resize(self.w.len(), 0.0);
         g.alpha.resize(self.rows * ng, 0.0);
         g.beta.resize(self.rows * ng, 0.0);
@@ -309,11 +310,7 @@ impl QuantLayer {
         let ng = self.n_groups;
         let maxq = self.maxq();
         let sym = self.scheme.sym;
-        let (qmin, qmax) = if sym {
-            (-maxq, maxq - 1.0)
-        } else {
-            (0.0, maxq)
-        };
+        let (qmin, qmax) = self.levels();
         let mut out = vec![0u8; self.w.len()];
         out.par_chunks_mut(self.cols)
             .enumerate()
