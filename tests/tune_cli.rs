@@ -282,3 +282,235 @@ fn bad_input_is_refused_before_work() {
     assert!(!out.exists());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// All files of a folder, by name, with their bytes.
+fn files_of(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read(e.path()).unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// A run killed right after block 1's checkpoint resumes at block 2 when started again with the
+/// same arguments and writes the same bytes as a run that was never interrupted; a rerun with
+/// other settings is refused and names the difference.
+#[test]
+fn killed_run_resumes_with_identical_output() {
+    let dir = tmp_dir("resume");
+    let Some(model) = hf_model(&dir) else {
+        return;
+    };
+    let calib = common::shared_data("calib.txt");
+    let run = |out: &Path, iters: &str, abort_after: Option<&str>| -> Output {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_autoround-cpu"));
+        c.args([
+            "quantize",
+            "-m",
+            s(&model),
+            "--format",
+            "auto_round",
+            "--scheme",
+            "W4A16",
+            "--group_size",
+            "64",
+            "--iters",
+            iters,
+            "--nsamples",
+            "4",
+            "--seqlen",
+            "64",
+            "--batch_size",
+            "2",
+            "--dataset",
+            s(&calib),
+            "--concat",
+            "-t",
+            "2",
+            "--verbose",
+            "-o",
+            s(out),
+        ]);
+        if let Some(b) = abort_after {
+            c.env("AUTOROUND_CPU_ABORT_AFTER_BLOCK", b);
+        }
+        c.output().expect("runs the binary")
+    };
+    let whole = dir.join("whole");
+    let o = run(&whole, "5", None);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        !dir.join("whole.resume").exists(),
+        "the checkpoint is removed after a finished run"
+    );
+
+    let cut = dir.join("cut");
+    let ck = dir.join("cut.resume");
+    let o = run(&cut, "5", Some("1"));
+    assert!(!o.status.success(), "the abort hook kills the run");
+    assert!(!cut.exists(), "no output from a killed run");
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(ck.join("state.json")).unwrap()).unwrap();
+    assert_eq!(state["next_block"], 2, "{state}");
+    assert!(ck.join("block-00001.safetensors").is_file());
+    assert!(!ck.join("block-00002.safetensors").exists());
+
+    // other settings: refused, the checkpoint kept
+    let o = run(&cut, "6", None);
+    assert_clean_error(&o, &["cut.resume", "iters 5 then, iters 6 now"]);
+    assert!(ck.join("state.json").is_file() && !cut.exists());
+
+    let o = run(&cut, "5", None);
+    let log = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{log}");
+    assert!(
+        log.contains("resuming from") && log.contains("2 of 4 blocks"),
+        "{log}"
+    );
+    // blocks 3 and 4 are tuned now, 1 and 2 come from the checkpoint
+    assert_eq!(log.matches("[checkpoint]").count(), 2, "{log}");
+    assert_eq!(log.matches("loss iter 0:").count(), 4, "{log}");
+    assert!(
+        !ck.exists(),
+        "the checkpoint is removed once the output is written"
+    );
+    let (a, b) = (files_of(&whole), files_of(&cut));
+    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+    for (name, bytes) in &a {
+        assert!(bytes == &b[name], "{name} differs after resuming");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `--format fake,gguf:q4_0` from one tuning run: every block linear of the GGUF holds Q4_0
+/// blocks that dequantize (ggml's reference dequantizer) to exactly the fake export's weights in
+/// llama.cpp's row order (the fake folder converted to an F32 GGUF); the rest of the file is
+/// llama-quantize's q4_0 mixture; llama.cpp loads and evaluates it.
+#[test]
+fn tuned_gguf_q4_0_holds_the_tuned_weights() {
+    use autoround_formats::gguf::GgufFile;
+    use autoround_kernels::{reference, GgmlType};
+    let dir = tmp_dir("gguf");
+    let Some(model) = hf_model(&dir) else {
+        return;
+    };
+    let calib = common::shared_data("calib.txt");
+    let outs = dir.join("outs");
+    let o = bin(&[
+        "quantize",
+        "-m",
+        s(&model),
+        "--format",
+        "fake,gguf:q4_0",
+        "--iters",
+        "4",
+        "--nsamples",
+        "4",
+        "--seqlen",
+        "64",
+        "--batch_size",
+        "2",
+        "--dataset",
+        s(&calib),
+        "--concat",
+        "-t",
+        "2",
+        "--output_dir",
+        s(&outs),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let gguf = outs.join("model-Q4_0.gguf");
+    let fake = outs.join("model-w4g32-fake");
+    let fake_gguf = dir.join("fake.gguf");
+    let o = bin(&[
+        "convert",
+        "-m",
+        s(&fake),
+        "--to",
+        "gguf",
+        "--outtype",
+        "f32",
+        "-o",
+        s(&fake_gguf),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let q = GgufFile::open(&gguf).unwrap();
+    let f = GgufFile::open(&fake_gguf).unwrap();
+    let mut n = 0;
+    for t in q.tensors() {
+        if !t.name.starts_with("blk.") || t.dims.len() != 2 {
+            continue;
+        }
+        assert_eq!(t.ty, GgmlType::Q4_0, "{}", t.name);
+        n += 1;
+        let mut got = vec![0f32; t.n_elements() as usize];
+        reference::dequantize_row(GgmlType::Q4_0, q.tensor_data(t), &mut got).unwrap();
+        let want = f32s(f.tensor_data(f.tensor(&t.name).unwrap()));
+        assert!(
+            got == want,
+            "{}: tuned blocks differ from the fake weights",
+            t.name
+        );
+    }
+    assert_eq!(n, 4 * 7);
+    // the rest is the q4_0 mixture of llama-quantize: same types as our --iters 0 file
+    let rtn = dir.join("rtn.gguf");
+    let o = bin(&[
+        "quantize",
+        "-m",
+        s(&model),
+        "--format",
+        "gguf:q4_0",
+        "--iters",
+        "0",
+        "-o",
+        s(&rtn),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r = GgufFile::open(&rtn).unwrap();
+    let types = |g: &GgufFile| -> Vec<(String, GgmlType)> {
+        g.tensors().iter().map(|t| (t.name.clone(), t.ty)).collect()
+    };
+    assert_eq!(types(&q), types(&r));
+    for t in r
+        .tensors()
+        .iter()
+        .filter(|t| !t.name.starts_with("blk.") || t.dims.len() == 1)
+    {
+        assert_eq!(
+            r.tensor_data(t),
+            q.tensor_data(q.tensor(&t.name).unwrap()),
+            "{}",
+            t.name
+        );
+    }
+    if let Some(llama) = common::llama_cpp_bin() {
+        let o = Command::new(llama.join("llama-perplexity"))
+            .args([
+                "-m",
+                s(&gguf),
+                "-f",
+                s(&calib),
+                "-c",
+                "128",
+                "--chunks",
+                "2",
+                "-t",
+                "2",
+            ])
+            .output()
+            .unwrap();
+        let log =
+            String::from_utf8_lossy(&o.stderr).into_owned() + &String::from_utf8_lossy(&o.stdout);
+        assert!(
+            o.status.success() && log.contains("Final estimate: PPL"),
+            "{log}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

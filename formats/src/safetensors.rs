@@ -162,7 +162,7 @@ impl std::fmt::Debug for SafetensorsModel {
 pub struct StTensor<'a> {
     /// The tensor's name as stored.
     pub name: &'a str,
-    /// `F32`, `F16`, `BF16`, or `I32` (packed integer weights).
+    /// `F32`, `F16`, `BF16`, `I32` (packed integer weights) or `I8`.
     pub dtype: GgmlType,
     /// Shape as stored: row-major, Hugging Face (PyTorch) order, outermost dimension first.
     pub shape: Vec<usize>,
@@ -200,6 +200,8 @@ fn ggml_for(dtype: Dtype) -> Option<GgmlType> {
         Dtype::BF16 => Some(GgmlType::BF16),
         // packed integer weights of auto_round / GPTQ / AWQ checkpoints
         Dtype::I32 => Some(GgmlType::I32),
+        // the tuner's checkpoints (integer codes)
+        Dtype::I8 => Some(GgmlType::I8),
         _ => None,
     }
 }

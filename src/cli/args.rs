@@ -122,7 +122,8 @@ pub struct QuantizeArgs {
     #[arg(short = 'm', long)]
     pub model: PathBuf,
     /// Output format: gguf:<type> (e.g. gguf:q4_k_m, gguf:q4_0, gguf:q2_k_s, gguf:f16), or
-    /// auto_round (auto_round:auto_gptq, auto_round:auto_awq).
+    /// auto_round (auto_round:auto_gptq, auto_round:auto_awq), or fake (dequantized float);
+    /// several comma separated (auto_round,gguf:q4_0) are written from one tuning run.
     #[arg(long, default_value = "gguf:q4_k_m")]
     pub format: String,
     /// AutoRound tuning iterations per block [200]; 0 is round-to-nearest (for gguf: formats,
@@ -160,9 +161,10 @@ pub struct QuantizeArgs {
     #[arg(long = "imatrix-name", hide = true)]
     pub imatrix_name: Option<String>,
     /// Weight scheme of the auto_round formats: W4A16 (default), W2A16, W3A16, W8A16,
-    /// W2A16G64, W2A16G32; --bits/--group_size/--asym adjust it.
-    #[arg(long, default_value = "W4A16")]
-    pub scheme: String,
+    /// W2A16G64, W2A16G32; --bits/--group_size/--asym adjust it. A gguf: format sets its own
+    /// (gguf:q4_0 is 4-bit symmetric, group 32).
+    #[arg(long)]
+    pub scheme: Option<String>,
     /// Bits per weight (overrides the scheme's).
     #[arg(long)]
     pub bits: Option<u32>,

@@ -16,17 +16,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 pub fn quantize(a: QuantizeArgs) -> anyhow::Result<()> {
-    if a.format.starts_with("auto_round") || a.format == "fake" {
+    // Tuning, or a format only the tuner writes: the tuner. Round-to-nearest GGUF: llama-quantize.
+    let only_gguf = a.format.split(',').all(|f| f.trim().starts_with("gguf"));
+    if !only_gguf || a.iters.unwrap_or(200) != 0 {
         return super::tune::tune(a);
     }
     let threads = super::init_threads(a.threads)?;
     let mixture = parse_format(&a.format)?;
-    let iters = a.iters.unwrap_or(200);
-    if iters != 0 {
-        bail!(
-            "--iters {iters}: tuned GGUF output is not built yet; --iters 0 gives llama.cpp's round-to-nearest quantization, --format auto_round tunes"
-        );
-    }
     let type_opt = |flag: &str, v: &Option<String>| -> anyhow::Result<Option<GgmlType>> {
         v.as_deref()
             .map(|s| {
@@ -92,6 +88,7 @@ pub fn quantize(a: QuantizeArgs) -> anyhow::Result<()> {
         plan,
         imatrix: imatrix.as_ref(),
         cancel: Some(&cancel),
+        packed: None,
     };
     eprintln!(
         "quantizing {} to {} ({}), {} thread(s) -> {}",
@@ -157,16 +154,11 @@ pub fn quantize(a: QuantizeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `gguf:<mixture>`; other formats arrive with the tuner.
+/// `gguf:<mixture>` (round-to-nearest: one file per run).
 fn parse_format(s: &str) -> anyhow::Result<Mixture> {
     let f = s.trim();
     if f.contains(',') {
-        bail!("--format {f}: several formats in one run come with the tuner; give one gguf:<type>");
-    }
-    if !f.to_ascii_lowercase().starts_with("gguf:") {
-        bail!(
-            "--format {f}: only gguf:<type> is available so far (e.g. gguf:q4_k_m, gguf:q4_0, gguf:q8_0)"
-        );
+        bail!("--format {f}: with --iters 0 give one gguf:<type> per run (a tuning run, --iters > 0, writes several)");
     }
     Ok(Mixture::parse(f)?)
 }

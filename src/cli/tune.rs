@@ -3,15 +3,19 @@
 
 use super::args::QuantizeArgs;
 use crate::export::auto_round::{module_name, write_auto_round, Packing, RecordedSettings};
+use crate::export::gguf::{mixture_base_type, tuned_scheme, write_tuned_gguf};
 use crate::model::load::ModelSource;
+use crate::quantize::mixture::Mixture;
 use crate::tuner::block::Lin;
 use crate::tuner::calib::{build_samples, read_texts, CalibOptions};
+use crate::tuner::checkpoint::{fnv64, BlockRecord, Checkpoint};
 use crate::tuner::qdq::{IntScheme, ScaleDtype};
 use crate::tuner::run::{
     block_shape, loss_mask, rtn_model, tune_model, Chains, TuneSpec, TunedLinear,
 };
-use crate::tuner::signround::SignRoundOptions;
+use crate::tuner::signround::{SignRoundOptions, TuneStats};
 use anyhow::{bail, Context, Result};
+use autoround_kernels::GgmlType;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -28,8 +32,20 @@ fn preset(name: &str) -> Option<(u32, i64)> {
     })
 }
 
+/// One output of a run.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum OutFormat {
+    AutoRound(Packing),
+    /// A GGUF mixture whose block linears take the tuned blocks of `ty`.
+    Gguf {
+        mixture: Mixture,
+        ty: GgmlType,
+    },
+}
+
 /// Everything resolved from the flags, checked before any long work.
 struct Plan {
+    formats: Vec<OutFormat>,
     scheme: IntScheme,
     group_size: i64,
     iters: usize,
@@ -38,41 +54,9 @@ struct Plan {
     nsamples: usize,
     seqlen: usize,
     batch_size: usize,
-    packing: Packing,
 }
 
 fn plan(a: &QuantizeArgs) -> Result<Plan> {
-    let (mut bits, mut group_size) = preset(&a.scheme).with_context(|| {
-        format!(
-            "--scheme {}: unknown scheme (W2A16, W2A16G64, W2A16G32, W3A16, W4A16, W8A16)",
-            a.scheme
-        )
-    })?;
-    if let Some(b) = a.bits {
-        bits = b;
-    }
-    if !matches!(bits, 2 | 3 | 4 | 8) {
-        bail!("--bits {bits}: the auto_round formats pack 2, 3, 4 or 8 bits");
-    }
-    if let Some(g) = a.group_size {
-        group_size = g;
-    }
-    if group_size == 0 || group_size < -1 {
-        bail!("--group_size {group_size}: use a positive group size, or -1 for one group per row");
-    }
-    let sym = !a.asym;
-    let packing = Packing::parse(&a.format, bits, sym).with_context(|| {
-        format!(
-            "--format {}: unknown format (auto_round, auto_round:auto_gptq, auto_round:auto_awq, or gguf:<type>)",
-            a.format
-        )
-    })?;
-    if packing == Packing::AutoAwq && bits != 4 {
-        bail!(
-            "--format {}: AWQ packing holds 4-bit weights only, not {bits}-bit",
-            a.format
-        );
-    }
     let mut iters = a.iters.unwrap_or(200);
     let mut nsamples = a.nsamples.unwrap_or(128);
     let mut lr = None;
@@ -83,6 +67,111 @@ fn plan(a: &QuantizeArgs) -> Result<Plan> {
     if a.best {
         iters = a.iters.unwrap_or(1000);
         nsamples = a.nsamples.unwrap_or(512);
+    }
+    // The formats; a gguf: one fixes the scheme (its blocks store one layout).
+    let names: Vec<&str> = a
+        .format
+        .split(',')
+        .map(str::trim)
+        .filter(|f| !f.is_empty())
+        .collect();
+    if names.is_empty() {
+        bail!("--format is empty");
+    }
+    let mut gguf: Option<(String, IntScheme)> = None;
+    let mut gguf_mixtures = Vec::new();
+    for f in &names {
+        if !f.starts_with("gguf") {
+            continue;
+        }
+        let m = Mixture::parse(f).map_err(|e| anyhow::anyhow!("--format {f}: {e}"))?;
+        let ty = mixture_base_type(m);
+        let s = ty.and_then(tuned_scheme).with_context(|| {
+            format!(
+                "--iters {iters}: tuned {f} (double-quantized K-quant scales, or a float type) is not built yet; tuned GGUF is gguf:q4_0, gguf:q5_0 or gguf:q8_0, and --iters 0 writes {f} with llama.cpp's round-to-nearest quantizers"
+            )
+        })?;
+        if let Some((g, gs)) = &gguf {
+            if *gs != s {
+                bail!("--format {g},{f}: the two GGUF types need different tunings; write them in separate runs");
+            }
+        }
+        gguf = Some((f.to_string(), s));
+        gguf_mixtures.push((m, ty.expect("checked above")));
+    }
+    let (mut bits, mut group_size) = match (&a.scheme, &gguf) {
+        (None, Some((_, s))) => (s.bits, s.group_size as i64),
+        (s, _) => {
+            let s = s.as_deref().unwrap_or("W4A16");
+            preset(s).with_context(|| {
+                format!(
+                    "--scheme {s}: unknown scheme (W2A16, W2A16G64, W2A16G32, W3A16, W4A16, W8A16)"
+                )
+            })?
+        }
+    };
+    if let Some(b) = a.bits {
+        bits = b;
+    }
+    if let Some(g) = a.group_size {
+        group_size = g;
+    }
+    if group_size == 0 || group_size < -1 {
+        bail!("--group_size {group_size}: use a positive group size, or -1 for one group per row");
+    }
+    let sym = !a.asym;
+    let scheme = IntScheme {
+        bits,
+        group_size: if group_size < 0 {
+            0
+        } else {
+            group_size as usize
+        },
+        sym,
+    };
+    if let Some((f, s)) = &gguf {
+        if *s != scheme {
+            bail!(
+                "--format {f} stores {}-bit symmetric groups of {}, but the flags ask for {bits}-bit {} groups of {group_size}: drop --scheme/--bits/--group_size/--asym, or write {f} in a separate run",
+                s.bits,
+                s.group_size,
+                if sym { "symmetric" } else { "asymmetric" }
+            );
+        }
+    }
+    let mut formats = Vec::new();
+    let mut gguf_iter = gguf_mixtures.into_iter();
+    for f in &names {
+        let of = if f.starts_with("gguf") {
+            let (mixture, ty) = gguf_iter.next().expect("one per gguf name");
+            OutFormat::Gguf { mixture, ty }
+        } else {
+            let packing = Packing::parse(f, bits, sym).with_context(|| {
+                format!(
+                    "--format {f}: unknown format (auto_round, auto_round:auto_gptq, auto_round:auto_awq, fake, or gguf:<type>)"
+                )
+            })?;
+            if packing != Packing::Fake && !matches!(bits, 2 | 3 | 4 | 8) {
+                bail!("--bits {bits}: the auto_round formats pack 2, 3, 4 or 8 bits");
+            }
+            if packing == Packing::AutoAwq && bits != 4 {
+                bail!("--format {f}: AWQ packing holds 4-bit weights only, not {bits}-bit");
+            }
+            OutFormat::AutoRound(packing)
+        };
+        if formats.contains(&of) {
+            bail!("--format {}: {f} is named twice", a.format);
+        }
+        formats.push(of);
+    }
+    if !(2..=8).contains(&bits) {
+        bail!("--bits {bits}: 2 to 8 bits");
+    }
+    if formats.len() > 1 && a.output.is_some() {
+        bail!(
+            "--format {}: several outputs need --output_dir DIR, not -o",
+            a.format
+        );
     }
     let lr = a.lr.or(lr).unwrap_or(if iters == 0 {
         5e-3
@@ -100,15 +189,8 @@ fn plan(a: &QuantizeArgs) -> Result<Plan> {
         bail!("--batch_size must be at least 1");
     }
     Ok(Plan {
-        scheme: IntScheme {
-            bits,
-            group_size: if group_size < 0 {
-                0
-            } else {
-                group_size as usize
-            },
-            sym,
-        },
+        formats,
+        scheme,
         group_size,
         iters,
         lr,
@@ -116,8 +198,68 @@ fn plan(a: &QuantizeArgs) -> Result<Plan> {
         nsamples,
         seqlen: a.seqlen.unwrap_or(2048),
         batch_size,
-        packing,
     })
+}
+
+/// Everything that decides a tuning run's result, as `key value` fields joined by `;` (a
+/// checkpoint made with another fingerprint is not resumed): the model's files, the scheme of
+/// every layer, the tuning settings and the calibration tokens themselves.
+fn fingerprint(
+    model: &std::path::Path,
+    p: &Plan,
+    spec: &TuneSpec,
+    kept_float: &[String],
+    samples: &[Vec<u32>],
+) -> Result<String> {
+    let mut files: Vec<(String, u64)> = Vec::new();
+    for e in std::fs::read_dir(model).with_context(|| format!("reading {}", model.display()))? {
+        let e = e?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".safetensors") || name == "config.json" {
+            files.push((name, e.metadata()?.len()));
+        }
+    }
+    files.sort();
+    let config = std::fs::read(model.join("config.json")).unwrap_or_default();
+    let tokens: Vec<u8> = samples
+        .iter()
+        .flat_map(|s| s.iter().flat_map(|t| t.to_le_bytes()))
+        .collect();
+    let o = &spec.opts;
+    Ok([
+        format!(
+            "model {}",
+            model
+                .canonicalize()
+                .unwrap_or_else(|_| model.to_path_buf())
+                .display()
+        ),
+        format!("files {:016x}", fnv64(format!("{files:?}").as_bytes())),
+        format!("config {:016x}", fnv64(&config)),
+        format!(
+            "scheme {}-bit {} group {}",
+            p.scheme.bits,
+            if p.scheme.sym { "sym" } else { "asym" },
+            p.group_size
+        ),
+        format!(
+            "float layers {:016x}",
+            fnv64(kept_float.join(",").as_bytes())
+        ),
+        format!("scale dtype {:?}", spec.scale_dtype),
+        format!("iters {}", o.iters),
+        format!("lr {}", o.lr),
+        format!("minmax_lr {}", o.minmax_lr),
+        format!("minmax tuning {}", o.enable_minmax),
+        format!("batch_size {}", o.batch_size),
+        format!("best-loss kept {}", !o.not_use_best_mse),
+        format!("quanted input {}", spec.enable_quanted_input),
+        format!("seed {}", spec.seed),
+        format!("nsamples {}", p.nsamples),
+        format!("seqlen {}", p.seqlen),
+        format!("calibration tokens {:016x}", fnv64(&tokens)),
+    ]
+    .join(";"))
 }
 
 /// Peak resident memory of this process (Linux), in bytes.
@@ -141,7 +283,7 @@ pub fn tune(a: QuantizeArgs) -> Result<()> {
     if !a.model.is_dir() {
         if a.model.is_file() {
             bail!(
-                "--format {} needs a Hugging Face folder as the model ({} is a file); convert a GGUF with `autoround-cpu convert --to hf`, or choose a gguf: format",
+                "--format {} with tuning needs a Hugging Face folder as the model ({} is a file); convert a GGUF with `autoround-cpu convert --to hf`, or write a gguf: format with --iters 0",
                 a.format,
                 a.model.display()
             );
@@ -169,35 +311,55 @@ pub fn tune(a: QuantizeArgs) -> Result<()> {
     let scheme = p.scheme;
     let scheme_of = |b: usize, lin: Lin| (!kept.contains(&module_name(b, lin))).then_some(scheme);
 
-    // Output folder.
-    let out: PathBuf = match (&a.output, &a.output_dir) {
-        (Some(o), _) => o.clone(),
-        (None, Some(d)) => {
-            std::fs::create_dir_all(d)
-                .with_context(|| format!("creating the output folder {}", d.display()))?;
-            let stem = a
-                .model
-                .file_name()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_else(|| "model".into());
-            let g = if p.group_size < 0 {
-                "-1".to_string()
-            } else {
-                p.group_size.to_string()
-            };
-            d.join(format!("{stem}-w{}g{g}", p.scheme.bits))
-        }
-        (None, None) => bail!("give --output_dir DIR or -o FOLDER"),
+    // Output paths, all checked before the long work.
+    let stem = a
+        .model
+        .canonicalize()
+        .ok()
+        .and_then(|p| p.file_name().map(|s| s.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "model".into());
+    let g = if p.group_size < 0 {
+        "-1".to_string()
+    } else {
+        p.group_size.to_string()
     };
-    if out.exists() && !a.overwrite {
-        bail!("{} exists; pass --overwrite to replace it", out.display());
+    let base = format!("{stem}-w{}g{g}", p.scheme.bits);
+    if let Some(d) = &a.output_dir {
+        std::fs::create_dir_all(d)
+            .with_context(|| format!("creating the output folder {}", d.display()))?;
     }
-    if out.canonicalize().ok() == a.model.canonicalize().ok() {
-        bail!("the output {} is the input model", out.display());
+    let mut outs: Vec<(OutFormat, PathBuf)> = Vec::new();
+    for &f in &p.formats {
+        let path = match (&a.output, &a.output_dir) {
+            (Some(o), _) => o.clone(),
+            (None, Some(d)) => d.join(match f {
+                OutFormat::AutoRound(Packing::Fake) => format!("{base}-fake"),
+                OutFormat::AutoRound(_) => base.clone(),
+                OutFormat::Gguf { mixture, .. } => format!("{stem}-{}.gguf", mixture.llama_name()),
+            }),
+            (None, None) => bail!("give --output_dir DIR or -o PATH"),
+        };
+        if path.exists() && !a.overwrite {
+            bail!("{} exists; pass --overwrite to replace it", path.display());
+        }
+        if path.canonicalize().ok() == a.model.canonicalize().ok() {
+            bail!("the output {} is the input model", path.display());
+        }
+        outs.push((f, path));
     }
+    let ck_dir = PathBuf::from(format!(
+        "{}.resume",
+        match (&a.output, &a.output_dir) {
+            (Some(o), _) => o.clone(),
+            (None, Some(d)) => d.join(&base),
+            (None, None) => unreachable!("checked above"),
+        }
+        .display()
+    ));
 
     let t0 = Instant::now();
     let n_blocks = model.layers.len();
+    let mut checkpoint: Option<Checkpoint> = None;
     let tuned: Vec<TunedLinear> = if p.iters == 0 {
         eprintln!(
             "round-to-nearest {}-bit {} group {} of {} blocks, {threads} thread(s)",
@@ -287,10 +449,52 @@ pub fn tune(a: QuantizeArgs) -> Result<()> {
             )
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
-        let mut chains = Chains::start(&model, &samples, &spec);
-        let mut all = Vec::new();
-        let mut best_so_far = f64::MAX;
+        // Resume: a checkpoint beside the output, bound to everything that decides the result.
+        let fingerprint = fingerprint(&a.model, &p, &spec, &kept_float, &samples)?;
+        let (mut ck, resumed) = Checkpoint::open(&ck_dir, &fingerprint)?;
         let verbose = a.verbose;
+        let log_block = |b: usize, s: &TuneStats, secs: f64, note: &str| {
+            eprintln!(
+                "block {}/{n_blocks}: loss iter 0: {:.6e} -> iter {}: {:.6e} ({secs:.1} s){note}",
+                b + 1,
+                s.init_loss,
+                s.best_iter,
+                s.best_loss,
+            )
+        };
+        let mut all = Vec::new();
+        let mut chains = match resumed {
+            None => Chains::start(&model, &samples, &spec),
+            Some(r) => {
+                eprintln!(
+                    "resuming from {}: {} of {n_blocks} blocks are done; replaying them",
+                    ck_dir.display(),
+                    r.next_block
+                );
+                if verbose {
+                    for (b, rec) in r.blocks.iter().enumerate() {
+                        log_block(b, &rec.stats, rec.seconds, " [checkpoint]");
+                    }
+                }
+                bar.set_position((r.next_block * p.iters) as u64);
+                bar.set_message("replaying finished blocks");
+                all = r.layers;
+                let done = all.clone();
+                Chains::replay(
+                    &model,
+                    &samples,
+                    &spec,
+                    &done,
+                    r.next_block,
+                    r.sampler,
+                    &mut |b| bar.set_message(format!("replayed block {}/{n_blocks}", b + 1)),
+                )
+            }
+        };
+        let abort_after: Option<usize> = std::env::var("AUTOROUND_CPU_ABORT_AFTER_BLOCK")
+            .ok()
+            .and_then(|v| v.parse().ok());
+        let mut best_so_far = f64::MAX;
         tune_model(
             &model,
             p.seqlen,
@@ -309,27 +513,26 @@ pub fn tune(a: QuantizeArgs) -> Result<()> {
                 ));
                 bar.inc(1);
             },
-            &mut |rep, _| {
-                if let Some(s) = &rep.stats {
-                    if verbose {
-                        bar.suspend(|| {
-                            eprintln!(
-                                "block {}/{}: loss iter 0: {:.6e} -> iter {}: {:.6e} ({:.1} s)",
-                                rep.block + 1,
-                                rep.n_blocks,
-                                s.init_loss,
-                                s.best_iter,
-                                s.best_loss,
-                                rep.seconds
-                            )
-                        });
-                    }
+            &mut |rep, chains| {
+                let stats = rep.stats.clone().context("a tuned block has statistics")?;
+                if verbose {
+                    bar.suspend(|| log_block(rep.block, &stats, rep.seconds, ""));
                 }
                 all.extend_from_slice(rep.layers);
+                let record = BlockRecord {
+                    stats,
+                    seconds: rep.seconds,
+                };
+                ck.save_block(rep.block, rep.layers, record, chains)?;
+                if abort_after == Some(rep.block) {
+                    // test hook: a kill right after a checkpoint
+                    std::process::abort();
+                }
                 Ok(())
             },
         )?;
         bar.finish_and_clear();
+        checkpoint = Some(ck);
         all
     };
     let tune_secs = t0.elapsed().as_secs_f64();
@@ -346,22 +549,50 @@ pub fn tune(a: QuantizeArgs) -> Result<()> {
         enable_minmax_tuning: !a.disable_minmax_tuning,
         enable_quanted_input: !a.disable_quanted_input,
     };
-    let bytes = write_auto_round(
-        &a.model,
-        st,
-        &tuned,
-        &kept_float,
-        &settings,
-        p.packing,
-        &out,
-        a.overwrite,
-    )?;
+    for (f, out) in &outs {
+        let t1 = Instant::now();
+        let (what, bytes) = match *f {
+            OutFormat::AutoRound(packing) => (
+                packing.name().to_string(),
+                write_auto_round(
+                    &a.model,
+                    st,
+                    &tuned,
+                    &kept_float,
+                    &settings,
+                    packing,
+                    out,
+                    a.overwrite,
+                )?,
+            ),
+            OutFormat::Gguf { mixture, ty } => {
+                let sum = write_tuned_gguf(
+                    &a.model,
+                    &tuned,
+                    mixture,
+                    (model.cfg.n_head, model.cfg.n_head_kv),
+                    out,
+                    &mut |_| {},
+                )?;
+                (
+                    format!("gguf:{} with tuned {} blocks", mixture.name(), ty.name()),
+                    sum.file_size,
+                )
+            }
+        };
+        eprintln!(
+            "wrote {} ({what}, {} quantized layers, {:.1} MiB) in {:.1} s",
+            out.display(),
+            tuned.len(),
+            bytes as f64 / (1024.0 * 1024.0),
+            t1.elapsed().as_secs_f64(),
+        );
+    }
+    if let Some(ck) = checkpoint {
+        ck.remove()?;
+    }
     eprintln!(
-        "wrote {} ({}, {} quantized layers, {:.1} MiB) in {:.1} s (tuning {:.1} s), peak RSS {:.0} MiB",
-        out.display(),
-        p.packing.name(),
-        tuned.len(),
-        bytes as f64 / (1024.0 * 1024.0),
+        "done in {:.1} s (tuning {:.1} s), peak RSS {:.0} MiB",
         t0.elapsed().as_secs_f64(),
         tune_secs,
         peak_rss().unwrap_or(0) as f64 / (1024.0 * 1024.0)

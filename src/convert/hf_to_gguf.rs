@@ -564,7 +564,7 @@ impl HfSource {
 
 /// Rows of `src` (each `row_bytes` long) reordered by llama.cpp's Q/K permutation for `n_head`
 /// heads: within each head, row `i * half + j` moves to `2 * j + i`.
-pub(crate) fn permute_rows(src: &[u8], rows: usize, row_bytes: usize, n_head: usize) -> Vec<u8> {
+pub fn permute_rows(src: &[u8], rows: usize, row_bytes: usize, n_head: usize) -> Vec<u8> {
     move_rows(src, rows, row_bytes, n_head, false)
 }
 

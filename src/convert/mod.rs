@@ -18,7 +18,7 @@ mod spm_model;
 pub mod vocab;
 
 pub use gguf_to_hf::{gguf_to_hf, HfDtype, HfOptions, HfSummary};
-pub use hf_to_gguf::{HfSource, OutType};
+pub use hf_to_gguf::{permute_rows, HfSource, OutType};
 
 use crate::quantize::source::WeightSource;
 use std::path::Path;

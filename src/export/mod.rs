@@ -1,9 +1,10 @@
-//! Writers of quantized checkpoints: the auto_round family (GPTQ / AWQ packing) for now.
+//! Writers of tuned checkpoints: the auto_round family (GPTQ / AWQ packing) and tuned GGUF.
 //!
 //! Folders are written atomically ([`write_dir_atomically`]): into a hidden temporary folder
 //! beside the destination, renamed into place only when every file is complete.
 
 pub mod auto_round;
+pub mod gguf;
 
 use anyhow::{anyhow, Context, Result};
 use std::path::{Path, PathBuf};

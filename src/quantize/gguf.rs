@@ -49,7 +49,13 @@ pub struct QuantizeOptions<'a> {
     pub imatrix: Option<&'a ImatrixInput>,
     /// Checked between slabs of rows: when set, the run stops and nothing is written.
     pub cancel: Option<&'a AtomicBool>,
+    /// Tensors whose bytes are already made (the tuner's blocks): given a tensor's name and its
+    /// planned type, the finished bytes, or `None` to quantize it from the source as usual.
+    pub packed: Option<&'a PackedFn<'a>>,
 }
+
+/// See [`QuantizeOptions::packed`].
+pub type PackedFn<'a> = dyn Fn(&str, GgmlType) -> Option<anyhow::Result<Vec<u8>>> + Sync + 'a;
 
 /// Progress reports, for a progress bar.
 pub enum Progress<'a> {
@@ -327,6 +333,24 @@ pub fn quantize_to_gguf(
             from: t.ty,
             to: p.ty,
         });
+        if let Some(bytes) = opts.packed.and_then(|f| f(&p.name, p.ty)) {
+            let bytes = bytes?;
+            let want = autoround_formats::gguf::reader::tensor_size(&t.ne, p.ty)
+                .map_err(|e| anyhow!("tensor '{}': {e}", p.name))?;
+            if bytes.len() as u64 != want {
+                bail!(
+                    "tensor '{}': {} packed bytes where {} needs {want}",
+                    p.name,
+                    bytes.len(),
+                    p.ty.name()
+                );
+            }
+            n_quantized += 1;
+            sink.write_all(&bytes)
+                .with_context(|| format!("writing {} (tensor '{}')", out.display(), p.name))?;
+            progress(Progress::Advance(t.ne.iter().product()));
+            return Ok(());
+        }
         let data = src.tensor_bytes(order[k])?;
         let written = if p.ty == t.ty {
             sink.write_all(&data)
@@ -578,6 +602,7 @@ mod tests {
             plan: PlanOptions::default(),
             imatrix: None,
             cancel,
+            packed: None,
         };
         let e = quantize_to_gguf(&src, &out, &opts(Some(&stop)), &mut |_| {}).unwrap_err();
         assert!(format!("{e:#}").contains("interrupted"), "{e:#}");

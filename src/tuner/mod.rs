@@ -4,6 +4,7 @@
 
 pub mod block;
 pub mod calib;
+pub mod checkpoint;
 pub mod ops;
 pub mod qdq;
 pub mod run;

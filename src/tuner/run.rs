@@ -237,6 +237,91 @@ impl Chains {
     }
 }
 
+impl Chains {
+    /// Move past block `chains.next_block`, whose float outputs are `fp_out`: the quantized chain
+    /// goes through the block with the `tuned` layers dequantized (and the others in float). Both
+    /// the tuning loop and [`Chains::replay`] come through here, so a resumed run computes the
+    /// same chains bit for bit.
+    #[allow(clippy::too_many_arguments)]
+    fn advance(
+        &mut self,
+        sh: &BlockShape,
+        fl: &BlockFloat,
+        rope: &Rope,
+        floats: Vec<Vec<f32>>,
+        tuned: &[TunedLinear],
+        fp_out: Vec<f32>,
+        seq_len: usize,
+        batch: usize,
+        spec: &TuneSpec,
+    ) {
+        if spec.enable_quanted_input {
+            let mut w_hat = floats;
+            for t in tuned {
+                w_hat[Lin::ALL
+                    .iter()
+                    .position(|&l| l == t.lin)
+                    .expect("a block layer")] = t.dequantize();
+            }
+            let wq: Weights = std::array::from_fn(|k| w_hat[k].as_slice());
+            self.q = block_outputs(sh, fl, rope, &wq, &self.q, seq_len, batch);
+        }
+        self.x = fp_out;
+        self.next_block += 1;
+    }
+
+    /// The chains after blocks `0 .. next_block`, rebuilt from the calibration samples and those
+    /// blocks' saved layers (`done`), with the batch sampler restored to `sampler`: what
+    /// [`tune_model`] had when it finished block `next_block − 1`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn replay(
+        model: &Model<'_>,
+        samples: &[Vec<u32>],
+        spec: &TuneSpec,
+        done: &[TunedLinear],
+        next_block: usize,
+        sampler: (u64, Vec<usize>, usize),
+        on_block: &mut dyn FnMut(usize),
+    ) -> Chains {
+        let mut ch = Chains::start(model, samples, spec);
+        let seq_len = samples.first().map_or(0, Vec::len);
+        let sh = block_shape(model);
+        let rope = model_rope(model, seq_len);
+        let batch = spec.opts.batch_size.max(1);
+        for b in 0..next_block.min(model.layers.len()) {
+            let layer = &model.layers[b];
+            let fl = block_float(layer);
+            let floats: Vec<Vec<f32>> = Lin::ALL
+                .iter()
+                .map(|&l| weight_of(layer, l).to_f32())
+                .collect();
+            let wf: Weights = std::array::from_fn(|k| floats[k].as_slice());
+            let fp_out = block_outputs(&sh, &fl, &rope, &wf, &ch.x, seq_len, batch);
+            let tuned: Vec<TunedLinear> = done.iter().filter(|t| t.block == b).cloned().collect();
+            ch.advance(
+                &sh, &fl, &rope, floats, &tuned, fp_out, seq_len, batch, spec,
+            );
+            on_block(b);
+        }
+        let (rng, indices, pos) = sampler;
+        ch.sampler =
+            IndexSampler::from_state(rng, indices, pos, spec.opts.batch_size.min(samples.len()));
+        ch
+    }
+}
+
+fn model_rope(model: &Model<'_>, seq_len: usize) -> Rope {
+    let c = &model.cfg;
+    Rope::new(
+        c.rope_layout,
+        c.rope_dims,
+        c.rope_base,
+        c.rope_freq_scale,
+        model.rope_freq_factors.as_deref(),
+        seq_len,
+    )
+}
+
 /// Tune blocks `chains.next_block ..` of `model` on the calibration `samples` (all `seq_len`
 /// tokens long), calling `on_block` after each with that block's layers and the chains ready for
 /// the next. Layers for which `scheme_of` says `None` stay in float.
@@ -251,15 +336,7 @@ pub fn tune_model(
     on_block: &mut dyn FnMut(&BlockReport<'_>, &Chains) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
     let sh = block_shape(model);
-    let c = &model.cfg;
-    let rope = Rope::new(
-        c.rope_layout,
-        c.rope_dims,
-        c.rope_base,
-        c.rope_freq_scale,
-        model.rope_freq_factors.as_deref(),
-        seq_len,
-    );
+    let rope = model_rope(model, seq_len);
     let n = model.layers.len();
     let batch = spec.opts.batch_size.max(1);
     while chains.next_block < n {
@@ -307,25 +384,17 @@ pub fn tune_model(
         );
         // Final weights and the next quantized-chain input.
         let mut tuned = Vec::new();
-        let mut w_hat: Vec<Vec<f32>> = Vec::with_capacity(7);
         for (k, l) in layers.iter().enumerate() {
-            match l {
-                Some(l) => {
-                    let mut wh = vec![0f32; l.w.len()];
-                    let p = l.qdq(&mut wh);
-                    tuned.push(TunedLinear::from_layer(b, Lin::ALL[k], l, p));
-                    w_hat.push(wh);
-                }
-                None => w_hat.push(floats[k].clone()),
+            if let Some(l) = l {
+                let mut wh = vec![0f32; l.w.len()];
+                let p = l.qdq(&mut wh);
+                tuned.push(TunedLinear::from_layer(b, Lin::ALL[k], l, p));
             }
         }
         drop(layers);
-        if spec.enable_quanted_input {
-            let wq: Weights = std::array::from_fn(|k| w_hat[k].as_slice());
-            chains.q = block_outputs(&sh, &fl, &rope, &wq, &chains.q, seq_len, batch);
-        }
-        chains.x = fp_out;
-        chains.next_block = b + 1;
+        chains.advance(
+            &sh, &fl, &rope, floats, &tuned, fp_out, seq_len, batch, spec,
+        );
         on_block(
             &BlockReport {
                 block: b,
