@@ -7,6 +7,8 @@
 #  - peak RSS of our perplexity run (/usr/bin/time)
 # Usage: tools/compare-llama-cpp.sh [MODEL_VARIANT ...]   Env: THREADS (2), CHUNKS (40), REPS (3)
 set -euo pipefail
+# llama.cpp's AMX path (repacked weights) crashes on AMX machines here: run it without repacking.
+export LLAMA_ARG_REPACK=0
 here=$(cd "$(dirname "$0")" && pwd)
 root="$here/.."
 DIR=$("$here/make-models.sh" | tail -n1)

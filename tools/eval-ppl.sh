@@ -6,6 +6,8 @@
 # Usage:  tools/eval-ppl.sh FOLDER [CHUNKS]     (CHUNKS default 24; THREADS env, default 2)
 # Prints llama-perplexity's "Final estimate" line.
 set -euo pipefail
+# llama.cpp's AMX path (repacked weights) crashes on AMX machines here: run it without repacking.
+export LLAMA_ARG_REPACK=0
 root=$(cd "$(dirname "$0")/.." && pwd)
 dir=$1
 chunks=${2:-24}

@@ -6,6 +6,8 @@
 # 2. Runs the whole workspace's tests in release mode.
 # Env: AUTOROUND_MODELS (model cache), LLAMA_CPP_HOME (peer cache), see tools/*.sh.
 set -euo pipefail
+# llama.cpp's AMX path (repacked weights) crashes on AMX machines here: run it without repacking.
+export LLAMA_ARG_REPACK=0
 cd "$(dirname "$0")/.."
 python3 -m pip install --quiet --disable-pip-version-check gguf numpy
 tools/fetch-models.sh >/dev/null

@@ -89,6 +89,10 @@ pub fn workspace_root() -> PathBuf {
 pub fn llama_cpp_bin() -> Option<PathBuf> {
     static BIN: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
     let found = BIN.get_or_init(|| {
+        // llama.cpp's AMX path (weights repacked at load) dies with SIGSEGV in
+        // ggml_backend_amx_mul_mat on machines with AMX here; every llama.cpp tool the tests run
+        // reads this variable (--no-repack). Results do not depend on it.
+        std::env::set_var("LLAMA_ARG_REPACK", "0");
         let script = std::env::var_os("PEER_LLAMA_CPP")
             .map(PathBuf::from)
             .unwrap_or_else(|| workspace_root().join("../shared/tools/peer-llama-cpp.sh"));
