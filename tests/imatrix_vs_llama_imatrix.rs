@@ -113,12 +113,45 @@ fn differences(ours: &Imatrix, theirs: &Imatrix) -> Vec<String> {
     out
 }
 
+/// The same file, byte for byte; where llama.cpp runs other float kernels than ours (AVX-512),
+/// the same entries and counts, and sums within 0.2 relative each and 1e-2 on average (measured
+/// on a Xeon with AVX-512: F16 1.2e-4 mean / 3.3e-2 max, Q8_0 3.9e-3 / 0.10, the Q8_0 kernels
+/// rounding differently layer after layer).
 fn assert_same_file(ours: &Path, theirs: &Path) {
     let (a, b) = (std::fs::read(ours).unwrap(), std::fs::read(theirs).unwrap());
     if a == b {
         return;
     }
     let (ma, mb) = (Imatrix::read(ours).unwrap(), Imatrix::read(theirs).unwrap());
+    if !common::llama_cpp_runs_our_kernels() {
+        assert_eq!(
+            ma.entries.keys().collect::<Vec<_>>(),
+            mb.entries.keys().collect::<Vec<_>>()
+        );
+        let (mut n, mut sum_rel, mut max_rel) = (0usize, 0f64, 0f64);
+        for (name, e) in &ma.entries {
+            let t = &mb.entries[name];
+            assert_eq!(e.counts, t.counts, "{name}: counts");
+            assert_eq!(e.sums.len(), t.sums.len(), "{name}: sums");
+            for (x, y) in e.sums.iter().zip(&t.sums) {
+                let rel = ((x - y) / y.abs().max(1e-12)).abs() as f64;
+                n += 1;
+                sum_rel += rel;
+                max_rel = max_rel.max(rel);
+            }
+        }
+        let mean = sum_rel / n.max(1) as f64;
+        eprintln!(
+            "NOTE: llama.cpp runs AVX-512 kernels on this CPU, ours AVX2: sums compared within tolerance (mean rel. {mean:.2e}, max {max_rel:.2e})"
+        );
+        assert!(
+            max_rel <= 0.2 && mean <= 1e-2,
+            "{} vs {}: sums differ by {mean:.2e} on average, {max_rel:.2e} at most",
+            ours.display(),
+            theirs.display()
+        );
+        return;
+    }
     let diffs = differences(&ma, &mb);
     panic!(
         "{} and {} differ ({} vs {} bytes); {} differences:\n{}",
@@ -192,7 +225,21 @@ fn same_file_as_llama_imatrix() {
     let m = Imatrix::read(&ours).unwrap();
     assert_eq!(m.entries.len(), 30 * 7, "7 weights in each of 30 blocks");
     assert!(m.entries.values().all(|e| e.counts == [1024]));
-    assert_eq!(ppl_line(&log_o), ppl_line(&log_t), "perplexity lines");
+    if common::llama_cpp_runs_our_kernels() {
+        assert_eq!(ppl_line(&log_o), ppl_line(&log_t), "perplexity lines");
+    } else {
+        let ppl = |l: Option<&str>| -> f64 {
+            l.and_then(|l| l.split("PPL = ").nth(1))
+                .and_then(|r| r.split_whitespace().next())
+                .and_then(|v| v.parse().ok())
+                .expect("a PPL value")
+        };
+        let (a, b) = (ppl(ppl_line(&log_o)), ppl(ppl_line(&log_t)));
+        assert!(
+            (a - b).abs() <= 1e-3 * b,
+            "perplexity {a} vs llama-imatrix {b}"
+        );
+    }
     assert!(ppl_line(&log_o).is_some());
 
     // Q8_0, legacy form chosen by the name (llama-imatrix needs --output-format dat), no PPL;

@@ -250,6 +250,252 @@ pub fn pack_awq_qzeros(zeros: &[u32], groups: usize, rows: usize) -> Result<Vec<
     Ok(out)
 }
 
+/// AWQ codes `rows × cols` from a `qweight` `[cols, rows/8]` (the inverse of [`pack_awq_qweight`]).
+pub fn unpack_awq_qweight(q: &[u32], rows: usize, cols: usize) -> Result<Vec<u8>, PackError> {
+    multiple_of("output features", rows, 8)?;
+    let wpr = rows / 8;
+    if q.len() != cols * wpr {
+        return Err(PackError::Size {
+            what: "qweight",
+            got: q.len(),
+            want: cols * wpr,
+        });
+    }
+    let mut codes = vec![0u8; rows * cols];
+    for i in 0..cols {
+        for c in 0..wpr {
+            let w = q[i * wpr + c];
+            for (k, &o) in AWQ_ORDER.iter().enumerate() {
+                codes[(8 * c + o) * cols + i] = ((w >> (4 * k)) & 15) as u8;
+            }
+        }
+    }
+    Ok(codes)
+}
+
+/// AWQ zero points `groups × rows` from a `qzeros` `[groups, rows/8]`.
+pub fn unpack_awq_qzeros(q: &[u32], groups: usize, rows: usize) -> Result<Vec<u32>, PackError> {
+    multiple_of("output features", rows, 8)?;
+    let wpr = rows / 8;
+    if q.len() != groups * wpr {
+        return Err(PackError::Size {
+            what: "qzeros",
+            got: q.len(),
+            want: groups * wpr,
+        });
+    }
+    let mut out = vec![0u32; groups * rows];
+    for g in 0..groups {
+        for c in 0..wpr {
+            let w = q[g * wpr + c];
+            for (k, &o) in AWQ_ORDER.iter().enumerate() {
+                out[g * rows + 8 * c + o] = (w >> (4 * k)) & 15;
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// How a checkpoint's packed layers are laid out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layout {
+    /// GPTQ words; `minus_one`: zero points stored minus one (GPTQ v1, `auto_round:auto_gptq`).
+    Gptq { minus_one: bool },
+    /// AWQ words (4-bit).
+    Awq,
+}
+
+/// One layer's quantization, as a checkpoint's `quantization_config` describes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LayerQuant {
+    pub bits: u32,
+    /// Input columns per group; 0 (the config's −1) is one group per row.
+    pub group_size: usize,
+    pub sym: bool,
+    pub layout: Layout,
+}
+
+/// A checkpoint's `quantization_config` (auto_round, GPTQ or AWQ): the global scheme and the
+/// per-layer exceptions of `extra_config` (`None`: kept in float).
+#[derive(Clone, Debug, PartialEq)]
+pub struct QuantConfig {
+    pub method: String,
+    pub default: LayerQuant,
+    pub per_layer: std::collections::HashMap<String, Option<LayerQuant>>,
+}
+
+impl QuantConfig {
+    /// Read `config.json`'s `quantization_config`; `Ok(None)` when there is none. An unknown
+    /// method or packing is an error that names it.
+    pub fn from_config(config: &serde_json::Value) -> Result<Option<QuantConfig>, String> {
+        let Some(qc) = config.get("quantization_config") else {
+            return Ok(None);
+        };
+        let method = qc["quant_method"].as_str().unwrap_or("").to_string();
+        let layout = match method.as_str() {
+            "auto-round" | "intel/auto-round" | "auto_round" => {
+                match qc["packing_format"].as_str().unwrap_or("auto_round:auto_gptq") {
+                    "auto_round:auto_gptq" | "auto_round:gptq" | "auto_gptq" => {
+                        Layout::Gptq { minus_one: true }
+                    }
+                    "auto_round" | "auto_round:gptqmodel" => Layout::Gptq { minus_one: false },
+                    "auto_round:auto_awq" | "auto_round:awq" | "auto_awq" => Layout::Awq,
+                    other => {
+                        return Err(format!(
+                            "quantization_config.packing_format '{other}' is not supported (auto_round:auto_gptq, auto_round, auto_round:auto_awq are)"
+                        ))
+                    }
+                }
+            }
+            "gptq" => Layout::Gptq {
+                minus_one: qc["checkpoint_format"].as_str() != Some("gptq_v2"),
+            },
+            "awq" => Layout::Awq,
+            other => {
+                return Err(format!(
+                    "quantization_config.quant_method '{other}' is not supported (auto-round, gptq and awq are)"
+                ))
+            }
+        };
+        if let Some(dt) = qc["data_type"].as_str() {
+            if dt != "int" {
+                return Err(format!(
+                    "quantization_config.data_type '{dt}' is not supported (int is)"
+                ));
+            }
+        }
+        let bits = qc
+            .get("bits")
+            .or_else(|| qc.get("w_bit"))
+            .and_then(|v| v.as_u64())
+            .ok_or("quantization_config has no bits")? as u32;
+        let gs = qc
+            .get("group_size")
+            .or_else(|| qc.get("q_group_size"))
+            .and_then(|v| v.as_i64())
+            .unwrap_or(128);
+        let sym = match qc.get("sym") {
+            Some(v) => v.as_bool().unwrap_or(true),
+            // AWQ's zero_point: true means asymmetric
+            None => !qc["zero_point"].as_bool().unwrap_or(false),
+        };
+        let group = |g: i64| if g < 0 { 0 } else { g as usize };
+        let default = LayerQuant {
+            bits,
+            group_size: group(gs),
+            sym,
+            layout,
+        };
+        let mut per_layer = std::collections::HashMap::new();
+        if let Some(extra) = qc["extra_config"].as_object() {
+            for (name, v) in extra {
+                let b = v["bits"].as_u64().map_or(bits, |b| b as u32);
+                let float = b >= 16
+                    || matches!(
+                        v["data_type"].as_str(),
+                        Some("fp" | "float" | "bfloat16" | "float16")
+                    );
+                per_layer.insert(
+                    name.clone(),
+                    (!float).then(|| LayerQuant {
+                        bits: b,
+                        group_size: v["group_size"].as_i64().map_or(default.group_size, group),
+                        sym: v["sym"].as_bool().unwrap_or(sym),
+                        layout,
+                    }),
+                );
+            }
+        }
+        Ok(Some(QuantConfig {
+            method,
+            default,
+            per_layer,
+        }))
+    }
+
+    /// The quantization of module `name` (`model.layers.0.self_attn.q_proj`); `None`: float.
+    pub fn layer(&self, name: &str) -> Option<LayerQuant> {
+        match self.per_layer.get(name) {
+            Some(q) => *q,
+            None => Some(self.default),
+        }
+    }
+}
+
+/// The weights `rows × cols` (output × input) of a packed layer: `scale · (code − zero)` with
+/// `qweight` as stored (`qweight_rows` rows: GPTQ pads the input to whole groups), `qzeros` and
+/// `scales` (`groups × rows`, as f32) and, for GPTQ with act-order, `g_idx` (group of each input).
+#[allow(clippy::too_many_arguments)]
+pub fn dequantize_packed(
+    q: &LayerQuant,
+    rows: usize,
+    cols: usize,
+    qweight: &[u32],
+    qweight_rows: usize,
+    qzeros: &[u32],
+    scales: &[f32],
+    g_idx: Option<&[i32]>,
+) -> Result<Vec<f32>, PackError> {
+    let gs = if q.group_size == 0 {
+        cols
+    } else {
+        q.group_size
+    };
+    let (codes, stride) = match q.layout {
+        Layout::Gptq { .. } => {
+            check_bits(q.bits)?;
+            let padded = qweight_rows * 32 / q.bits as usize;
+            if padded < cols {
+                return Err(PackError::Size {
+                    what: "qweight rows",
+                    got: qweight_rows,
+                    want: cols * q.bits as usize / 32,
+                });
+            }
+            (unpack_gptq_qweight(qweight, rows, padded, q.bits)?, padded)
+        }
+        Layout::Awq => {
+            if q.bits != 4 {
+                return Err(PackError::Bits(q.bits));
+            }
+            (unpack_awq_qweight(qweight, rows, cols)?, cols)
+        }
+    };
+    let groups = scales.len() / rows.max(1);
+    if scales.len() != groups * rows || groups < cols.div_ceil(gs) {
+        return Err(PackError::Size {
+            what: "scales",
+            got: scales.len(),
+            want: cols.div_ceil(gs) * rows,
+        });
+    }
+    let zeros = match q.layout {
+        Layout::Gptq { minus_one } => unpack_gptq_qzeros(qzeros, groups, rows, q.bits, minus_one)?,
+        Layout::Awq => unpack_awq_qzeros(qzeros, groups, rows)?,
+    };
+    if let Some(g) = g_idx {
+        if g.len() < cols || g[..cols].iter().any(|&x| x < 0 || x as usize >= groups) {
+            return Err(PackError::Size {
+                what: "g_idx",
+                got: g.len(),
+                want: cols,
+            });
+        }
+    }
+    let mut w = vec![0f32; rows * cols];
+    for r in 0..rows {
+        for c in 0..cols {
+            let gi = match g_idx {
+                Some(g) => g[c] as usize,
+                None => c / gs,
+            };
+            let z = zeros[gi * rows + r] as f32;
+            w[r * cols + c] = scales[gi * rows + r] * (codes[r * stride + c] as f32 - z);
+        }
+    }
+    Ok(w)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -338,5 +584,114 @@ mod tests {
         let q = pack_awq_qweight(&c, 8, 1).unwrap();
         // nibble k holds output ORDER[k]: 0,2,4,6,1,3,5,7
         assert_eq!(q, vec![0x7531_6420]);
+    }
+
+    /// Packing then [`dequantize_packed`] gives `scale · (code − zero)` for every layout, with a
+    /// partial last group and GPTQ's input padded to whole groups.
+    #[test]
+    fn packed_layers_dequantize_to_scale_times_code_minus_zero() {
+        let (rows, cols, gs) = (32, 96, 64); // two groups, the second half full
+        let groups = 2;
+        for (layout, bits) in [
+            (Layout::Gptq { minus_one: true }, 4),
+            (Layout::Gptq { minus_one: false }, 2),
+            (Layout::Gptq { minus_one: false }, 3),
+            (Layout::Gptq { minus_one: true }, 8),
+            (Layout::Awq, 4),
+        ] {
+            let c = codes(rows, cols, bits);
+            let zeros: Vec<u32> = (0..groups * rows)
+                .map(|i| 1 + (i as u32 * 3) % ((1 << bits) - 1))
+                .collect();
+            let scales: Vec<f32> = (0..groups * rows)
+                .map(|i| 0.01 * (i as f32 + 1.0))
+                .collect();
+            let (qw, qrows, qz) = match layout {
+                Layout::Gptq { minus_one } => {
+                    // pad the input to 128 columns with zero codes, as the reference does
+                    let mut padded = vec![0u8; rows * 128];
+                    for r in 0..rows {
+                        padded[r * 128..r * 128 + cols]
+                            .copy_from_slice(&c[r * cols..(r + 1) * cols]);
+                    }
+                    (
+                        pack_gptq_qweight(&padded, rows, 128, bits).unwrap(),
+                        128 * bits as usize / 32,
+                        pack_gptq_qzeros(&zeros, groups, rows, bits, minus_one).unwrap(),
+                    )
+                }
+                Layout::Awq => (
+                    pack_awq_qweight(&c, rows, cols).unwrap(),
+                    cols,
+                    pack_awq_qzeros(&zeros, groups, rows).unwrap(),
+                ),
+            };
+            let q = LayerQuant {
+                bits,
+                group_size: gs,
+                sym: false,
+                layout,
+            };
+            let w = dequantize_packed(&q, rows, cols, &qw, qrows, &qz, &scales, None).unwrap();
+            for r in 0..rows {
+                for col in 0..cols {
+                    let g = col / gs;
+                    let want = scales[g * rows + r]
+                        * (c[r * cols + col] as f32 - zeros[g * rows + r] as f32);
+                    assert_eq!(
+                        w[r * cols + col],
+                        want,
+                        "{layout:?} {bits}-bit [{r}, {col}]"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn quantization_configs_are_read() {
+        let v: serde_json::Value = serde_json::json!({"quantization_config": {
+            "quant_method": "auto-round", "packing_format": "auto_round:auto_awq", "bits": 4,
+            "group_size": -1, "sym": false, "data_type": "int",
+            "extra_config": {"model.layers.0.mlp.down_proj": {"bits": 8, "group_size": 32},
+                             "model.layers.0.self_attn.k_proj": {"bits": 16, "data_type": "fp"}}}});
+        let q = QuantConfig::from_config(&v).unwrap().unwrap();
+        assert_eq!(
+            q.default,
+            LayerQuant {
+                bits: 4,
+                group_size: 0,
+                sym: false,
+                layout: Layout::Awq
+            }
+        );
+        assert_eq!(q.layer("model.layers.0.mlp.down_proj").unwrap().bits, 8);
+        assert_eq!(
+            q.layer("model.layers.0.mlp.down_proj").unwrap().group_size,
+            32
+        );
+        assert_eq!(q.layer("model.layers.0.self_attn.k_proj"), None);
+        assert_eq!(q.layer("model.layers.1.mlp.up_proj").unwrap().bits, 4);
+        let g = serde_json::json!({"quantization_config": {"quant_method": "gptq", "bits": 3,
+            "group_size": 128, "sym": true, "checkpoint_format": "gptq_v2"}});
+        assert_eq!(
+            QuantConfig::from_config(&g)
+                .unwrap()
+                .unwrap()
+                .default
+                .layout,
+            Layout::Gptq { minus_one: false }
+        );
+        assert_eq!(
+            QuantConfig::from_config(&serde_json::json!({})).unwrap(),
+            None
+        );
+        let bad = serde_json::json!({"quantization_config": {"quant_method": "bitsandbytes"}});
+        assert!(QuantConfig::from_config(&bad)
+            .unwrap_err()
+            .contains("bitsandbytes"));
+        let fp = serde_json::json!({"quantization_config": {"quant_method": "auto-round",
+            "bits": 4, "data_type": "nv_fp"}});
+        assert!(QuantConfig::from_config(&fp).unwrap_err().contains("nv_fp"));
     }
 }

@@ -5,7 +5,8 @@ use super::args::QuantizeArgs;
 use crate::export::auto_round::{module_name, write_auto_round, Packing, RecordedSettings};
 use crate::export::gguf::{mixture_base_type, tuned_scheme, write_tuned_gguf};
 use crate::model::load::ModelSource;
-use crate::quantize::mixture::Mixture;
+use crate::quantize::gguf::{plan_for, QuantizeOptions};
+use crate::quantize::mixture::{Mixture, PlanOptions};
 use crate::tuner::block::Lin;
 use crate::tuner::calib::{build_samples, read_texts, CalibOptions};
 use crate::tuner::checkpoint::{fnv64, BlockRecord, Checkpoint};
@@ -16,6 +17,7 @@ use crate::tuner::run::{
 use crate::tuner::signround::{SignRoundOptions, TuneStats};
 use anyhow::{bail, Context, Result};
 use autoround_kernels::GgmlType;
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -36,10 +38,9 @@ fn preset(name: &str) -> Option<(u32, i64)> {
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum OutFormat {
     AutoRound(Packing),
-    /// A GGUF mixture whose block linears take the tuned blocks of `ty`.
+    /// A GGUF mixture: its block linears of the types [`tuned_scheme`] knows take tuned blocks.
     Gguf {
         mixture: Mixture,
-        ty: GgmlType,
     },
 }
 
@@ -78,29 +79,26 @@ fn plan(a: &QuantizeArgs) -> Result<Plan> {
     if names.is_empty() {
         bail!("--format is empty");
     }
-    let mut gguf: Option<(String, IntScheme)> = None;
+    let mut gguf: Option<(String, Option<IntScheme>)> = None;
     let mut gguf_mixtures = Vec::new();
     for f in &names {
         if !f.starts_with("gguf") {
             continue;
         }
         let m = Mixture::parse(f).map_err(|e| anyhow::anyhow!("--format {f}: {e}"))?;
-        let ty = mixture_base_type(m);
-        let s = ty.and_then(tuned_scheme).with_context(|| {
-            format!(
-                "--iters {iters}: tuned {f} (double-quantized K-quant scales, or a float type) is not built yet; tuned GGUF is gguf:q4_0, gguf:q5_0 or gguf:q8_0, and --iters 0 writes {f} with llama.cpp's round-to-nearest quantizers"
-            )
-        })?;
-        if let Some((g, gs)) = &gguf {
-            if *gs != s {
-                bail!("--format {g},{f}: the two GGUF types need different tunings; write them in separate runs");
-            }
+        let Some(ty) = mixture_base_type(m) else {
+            bail!("--format {f}: a float GGUF has nothing to tune; use --iters 0 (or `convert --to gguf`)");
+        };
+        if let Some((g, _)) = &gguf {
+            bail!(
+                "--format {g},{f}: one GGUF type per tuning run (each is tuned for its own types)"
+            );
         }
-        gguf = Some((f.to_string(), s));
-        gguf_mixtures.push((m, ty.expect("checked above")));
+        gguf = Some((f.to_string(), tuned_scheme(ty)));
+        gguf_mixtures.push((m, ty));
     }
     let (mut bits, mut group_size) = match (&a.scheme, &gguf) {
-        (None, Some((_, s))) => (s.bits, s.group_size as i64),
+        (None, Some((_, Some(s)))) => (s.bits, s.group_size as i64),
         (s, _) => {
             let s = s.as_deref().unwrap_or("W4A16");
             preset(s).with_context(|| {
@@ -129,7 +127,7 @@ fn plan(a: &QuantizeArgs) -> Result<Plan> {
         },
         sym,
     };
-    if let Some((f, s)) = &gguf {
+    if let Some((f, Some(s))) = &gguf {
         if *s != scheme {
             bail!(
                 "--format {f} stores {}-bit symmetric groups of {}, but the flags ask for {bits}-bit {} groups of {group_size}: drop --scheme/--bits/--group_size/--asym, or write {f} in a separate run",
@@ -143,8 +141,8 @@ fn plan(a: &QuantizeArgs) -> Result<Plan> {
     let mut gguf_iter = gguf_mixtures.into_iter();
     for f in &names {
         let of = if f.starts_with("gguf") {
-            let (mixture, ty) = gguf_iter.next().expect("one per gguf name");
-            OutFormat::Gguf { mixture, ty }
+            let (mixture, _) = gguf_iter.next().expect("one per gguf name");
+            OutFormat::Gguf { mixture }
         } else {
             let packing = Packing::parse(f, bits, sym).with_context(|| {
                 format!(
@@ -201,6 +199,42 @@ fn plan(a: &QuantizeArgs) -> Result<Plan> {
     })
 }
 
+/// The type `mixture` gives each block linear of the Hugging Face folder `dir` (llama.cpp's
+/// choice, with its fallbacks for rows that are not whole blocks).
+fn gguf_layer_types(
+    dir: &std::path::Path,
+    mixture: Mixture,
+) -> Result<Vec<((usize, Lin), GgmlType)>> {
+    let src = crate::convert::open_hf_source(dir)?;
+    let opts = QuantizeOptions {
+        mixture,
+        plan: PlanOptions::default(),
+        imatrix: None,
+        cancel: None,
+        packed: None,
+    };
+    let plan = plan_for(&*src, &opts)?;
+    let mut out = Vec::new();
+    for t in &plan.tensors {
+        let Some(rest) = t.name.strip_prefix("blk.") else {
+            continue;
+        };
+        let Some((b, stem)) = rest.split_once('.') else {
+            continue;
+        };
+        let (Ok(b), Some(lin)) = (
+            b.parse::<usize>(),
+            Lin::ALL
+                .into_iter()
+                .find(|l| stem == format!("{}.weight", l.gguf_stem())),
+        ) else {
+            continue;
+        };
+        out.push(((b, lin), t.ty));
+    }
+    Ok(out)
+}
+
 /// Everything that decides a tuning run's result, as `key value` fields joined by `;` (a
 /// checkpoint made with another fingerprint is not resumed): the model's files, the scheme of
 /// every layer, the tuning settings and the calibration tokens themselves.
@@ -209,6 +243,7 @@ fn fingerprint(
     p: &Plan,
     spec: &TuneSpec,
     kept_float: &[String],
+    layer_schemes: &str,
     samples: &[Vec<u32>],
 ) -> Result<String> {
     let mut files: Vec<(String, u64)> = Vec::new();
@@ -246,6 +281,7 @@ fn fingerprint(
             "float layers {:016x}",
             fnv64(kept_float.join(",").as_bytes())
         ),
+        format!("layer schemes {:016x}", fnv64(layer_schemes.as_bytes())),
         format!("scale dtype {:?}", spec.scale_dtype),
         format!("iters {}", o.iters),
         format!("lr {}", o.lr),
@@ -283,7 +319,8 @@ pub fn tune(a: QuantizeArgs) -> Result<()> {
     if !a.model.is_dir() {
         if a.model.is_file() {
             bail!(
-                "--format {} with tuning needs a Hugging Face folder as the model ({} is a file); convert a GGUF with `autoround-cpu convert --to hf`, or write a gguf: format with --iters 0",
+                "--iters {}: tuning (--format {}) needs a Hugging Face folder as the model ({} is a file); convert a GGUF with `autoround-cpu convert --to hf`, or write a gguf: format with --iters 0 (llama.cpp's round-to-nearest)",
+                p.iters,
                 a.format,
                 a.model.display()
             );
@@ -309,7 +346,66 @@ pub fn tune(a: QuantizeArgs) -> Result<()> {
     }
     let kept: std::collections::HashSet<String> = kept_float.iter().cloned().collect();
     let scheme = p.scheme;
-    let scheme_of = |b: usize, lin: Lin| (!kept.contains(&module_name(b, lin))).then_some(scheme);
+    // The scheme of every block linear: the global one, or for a gguf: format the one its
+    // planned type stores (types that cannot take tuned blocks yet stay for llama.cpp's
+    // quantizer, from float).
+    let mut schemes: HashMap<(usize, Lin), IntScheme> = HashMap::new();
+    let gguf = p.formats.iter().find_map(|f| match f {
+        OutFormat::Gguf { mixture, .. } => Some(*mixture),
+        _ => None,
+    });
+    let has_auto_round = p
+        .formats
+        .iter()
+        .any(|f| matches!(f, OutFormat::AutoRound(_)));
+    let mut untuned: Vec<String> = Vec::new();
+    for b in 0..model.layers.len() {
+        for lin in Lin::ALL {
+            if !kept.contains(&module_name(b, lin)) {
+                schemes.insert((b, lin), scheme);
+            }
+        }
+    }
+    if let Some(mixture) = gguf {
+        let types = gguf_layer_types(&a.model, mixture)?;
+        for ((b, lin), ty) in types {
+            match tuned_scheme(ty) {
+                Some(s) if has_auto_round && s != scheme => bail!(
+                    "--format {}: gguf:{} stores blk.{b}.{} as {} ({}-bit groups of 32), which the auto_round scheme ({}-bit, group {}) cannot share; write them in separate runs",
+                    a.format,
+                    mixture.name(),
+                    lin.gguf_stem(),
+                    ty.name(),
+                    s.bits,
+                    scheme.bits,
+                    p.group_size
+                ),
+                Some(s) => {
+                    schemes.insert((b, lin), s);
+                }
+                None if has_auto_round => bail!(
+                    "--format {}: gguf:{} stores blk.{b}.{} as {}, whose double-quantized scales are not tuned yet; write the GGUF in a separate run",
+                    a.format,
+                    mixture.name(),
+                    lin.gguf_stem(),
+                    ty.name()
+                ),
+                None => {
+                    schemes.remove(&(b, lin));
+                    untuned.push(format!("blk.{b}.{} ({})", lin.gguf_stem(), ty.name()));
+                }
+            }
+        }
+        if !untuned.is_empty() && p.iters > 0 {
+            eprintln!(
+                "note: {} of {} block layers have K-quant types whose tuning (double-quantized scales) is not built yet; llama.cpp's quantizer writes them from float, e.g. {}",
+                untuned.len(),
+                model.layers.len() * Lin::ALL.len(),
+                untuned[0]
+            );
+        }
+    }
+    let scheme_of = |b: usize, lin: Lin| schemes.get(&(b, lin)).copied();
 
     // Output paths, all checked before the long work.
     let stem = a
@@ -450,7 +546,19 @@ pub fn tune(a: QuantizeArgs) -> Result<()> {
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
         // Resume: a checkpoint beside the output, bound to everything that decides the result.
-        let fingerprint = fingerprint(&a.model, &p, &spec, &kept_float, &samples)?;
+        let mut listed: Vec<String> = schemes
+            .iter()
+            .map(|((b, l), s)| format!("{b}.{}:{}{}{}", l.gguf_stem(), s.bits, s.sym, s.group_size))
+            .collect();
+        listed.sort();
+        let fingerprint = fingerprint(
+            &a.model,
+            &p,
+            &spec,
+            &kept_float,
+            &listed.join(","),
+            &samples,
+        )?;
         let (mut ck, resumed) = Checkpoint::open(&ck_dir, &fingerprint)?;
         let verbose = a.verbose;
         let log_block = |b: usize, s: &TuneStats, secs: f64, note: &str| {
@@ -565,7 +673,7 @@ pub fn tune(a: QuantizeArgs) -> Result<()> {
                     a.overwrite,
                 )?,
             ),
-            OutFormat::Gguf { mixture, ty } => {
+            OutFormat::Gguf { mixture } => {
                 let sum = write_tuned_gguf(
                     &a.model,
                     &tuned,
@@ -574,10 +682,7 @@ pub fn tune(a: QuantizeArgs) -> Result<()> {
                     out,
                     &mut |_| {},
                 )?;
-                (
-                    format!("gguf:{} with tuned {} blocks", mixture.name(), ty.name()),
-                    sum.file_size,
-                )
+                (format!("gguf:{}", mixture.name()), sum.file_size)
             }
         };
         eprintln!(

@@ -6,10 +6,12 @@
 use super::config::{ConfigError, ModelConfig};
 use super::llama::{Layer, Model};
 use crate::tensor::{TensorError, Weight};
+use autoround_formats::autoround::{dequantize_packed, QuantConfig};
 use autoround_formats::gguf::{GgufError, GgufFile};
 use autoround_formats::hf::HfConfig;
 use autoround_formats::safetensors::{SafetensorsError, SafetensorsModel};
 use autoround_formats::tokenizer::{Tokenizer, TokenizerError};
+use autoround_kernels::GgmlType;
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 
@@ -30,6 +32,8 @@ pub enum LoadError {
     Missing { file: String, name: String },
     #[error("{path}: not found (expected a .gguf file or a Hugging Face model folder)")]
     NotFound { path: PathBuf },
+    #[error("{file}: {msg}")]
+    Quantized { file: String, msg: String },
 }
 
 /// Where a model's bytes come from. Owns the memory maps that [`Model`] borrows.
@@ -174,7 +178,13 @@ fn load_hf<'a>(
 ) -> Result<Model<'a>, LoadError> {
     let file = dir.join("config.json").display().to_string();
     let cfg = ModelConfig::from_hf(hf, &file)?;
+    let quant = read_quant_config(dir, &file)?;
     let mat = |name: &str, rows: usize, cols: usize| -> Result<Weight<'a>, LoadError> {
+        if let (Some(q), Some(module)) = (&quant, name.strip_suffix(".weight")) {
+            if !st.contains(name) && st.contains(&format!("{module}.qweight")) {
+                return packed_weight(st, q, module, rows, cols);
+            }
+        }
         let t = st.tensor(name)?;
         if t.shape != [rows, cols] {
             return Err(TensorError::Shape {
@@ -247,6 +257,88 @@ fn load_hf<'a>(
         rope_freq_factors: llama3_freq_factors(hf, c),
         cfg,
     })
+}
+
+/// The `quantization_config` of an auto_round / GPTQ / AWQ checkpoint, if `config.json` has one.
+fn read_quant_config(dir: &Path, file: &str) -> Result<Option<QuantConfig>, LoadError> {
+    let bad = |msg: String| LoadError::Quantized {
+        file: file.to_string(),
+        msg,
+    };
+    let text = std::fs::read(dir.join("config.json")).map_err(|e| bad(e.to_string()))?;
+    let v: serde_json::Value = serde_json::from_slice(&text).map_err(|e| bad(e.to_string()))?;
+    QuantConfig::from_config(&v).map_err(bad)
+}
+
+/// A packed linear layer (`qweight`, `qzeros`, `scales`, maybe `g_idx`) dequantized to f32 at
+/// load: exact, `scale · (code − zero)`; the packed kernels that skip this come with the engine.
+fn packed_weight<'a>(
+    st: &SafetensorsModel,
+    q: &QuantConfig,
+    module: &str,
+    rows: usize,
+    cols: usize,
+) -> Result<Weight<'a>, LoadError> {
+    let bad = |msg: String| LoadError::Quantized {
+        file: st.path().display().to_string(),
+        msg: format!("{module}: {msg}"),
+    };
+    let lq = q.layer(module).ok_or_else(|| {
+        bad("quantization_config keeps it in float, but there is no .weight".into())
+    })?;
+    let ints = |suffix: &str| -> Result<(Vec<u32>, Vec<usize>), LoadError> {
+        let t = st.tensor(&format!("{module}.{suffix}"))?;
+        if t.dtype != GgmlType::I32 {
+            return Err(bad(format!("{suffix} is {}, not I32", t.dtype.name())));
+        }
+        let v = t
+            .data
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        Ok((v, t.shape.clone()))
+    };
+    let (qweight, qshape) = ints("qweight")?;
+    let (qzeros, _) = ints("qzeros")?;
+    let sc = st.tensor(&format!("{module}.scales"))?;
+    let scales = Weight::new(
+        "scales",
+        sc.dtype,
+        1,
+        sc.n_elements(),
+        Cow::Borrowed(sc.data),
+    )?
+    .to_f32();
+    let g_idx: Option<Vec<i32>> = if st.contains(&format!("{module}.g_idx")) {
+        Some(ints("g_idx")?.0.into_iter().map(|x| x as i32).collect())
+    } else {
+        None
+    };
+    let qrows = qshape.first().copied().unwrap_or(0);
+    let w = dequantize_packed(
+        &lq,
+        rows,
+        cols,
+        &qweight,
+        qrows,
+        &qzeros,
+        &scales,
+        g_idx.as_deref(),
+    )
+    .map_err(|e| {
+        bad(format!(
+            "{e} (expected a [{rows}, {cols}] layer, {}-bit, group {})",
+            lq.bits, lq.group_size
+        ))
+    })?;
+    let bytes: Vec<u8> = w.iter().flat_map(|x| x.to_le_bytes()).collect();
+    Ok(Weight::matrix(
+        &format!("{module}.weight"),
+        GgmlType::F32,
+        rows,
+        cols,
+        Cow::Owned(bytes),
+    )?)
 }
 
 /// Llama 3's RoPE frequency divisors, computed from `rope_scaling` as llama.cpp's converter does.

@@ -12,6 +12,21 @@ pub fn models_dir() -> PathBuf {
     PathBuf::from(home).join(".cache/autoround-cpu/models")
 }
 
+/// Whether the llama.cpp peer (built for the native CPU) runs the same float kernels as our
+/// engine, so that float results can be compared bit for bit. Our engine's tier is AVX2/FMA; on a
+/// CPU with AVX-512, llama.cpp's AVX-512 kernels sum in another order and results differ in the
+/// last bits (up to a few 1e-3 relative in imatrix sums), so tests compare within tolerance there.
+pub fn llama_cpp_runs_our_kernels() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        !std::arch::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        true
+    }
+}
+
 pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && v != "false")
 }
