@@ -24,7 +24,9 @@ fn normal(n: usize, seed: u64, scale: f32) -> Vec<f32> {
     (0..n)
         .map(|_| {
             // sum of uniforms: close enough to a normal for a benchmark
-            let s: f32 = (0..4).map(|_| r.below(1 << 20) as f32 / (1 << 20) as f32).sum();
+            let s: f32 = (0..4)
+                .map(|_| r.below(1 << 20) as f32 / (1 << 20) as f32)
+                .sum();
             (s - 2.0) * 1.7 * scale
         })
         .collect()

@@ -28,6 +28,7 @@ use super::vocab::{self, Kv};
 use crate::quantize::mixture::TensorInfo;
 use crate::quantize::source::WeightSource;
 use anyhow::{anyhow, bail, Context, Result};
+use autoround_formats::autoround::QuantConfig;
 use autoround_formats::gguf::{GgufValue, GgufWriter};
 use autoround_formats::hf::{Arch, HfConfig};
 use autoround_formats::safetensors::SafetensorsModel;
@@ -77,6 +78,8 @@ fn file_type_of(ty: GgmlType) -> u32 {
 enum Origin {
     /// A tensor of safetensors part `part`.
     Stored { part: usize, name: String },
+    /// A packed (auto_round / GPTQ / AWQ) linear layer `module`, dequantized to f32.
+    Packed { module: String },
     /// A tensor the converter generates (Llama 3 `rope_freqs`), as f32 values.
     Generated(Vec<f32>),
 }
@@ -104,6 +107,8 @@ pub struct HfSource {
     metadata: Vec<(String, GgufValue)>,
     out_type: GgmlType,
     arch: Arch,
+    /// The checkpoint's `quantization_config`, when its linear layers are packed.
+    quant: Option<QuantConfig>,
 }
 
 /// Python-style `str(float)` is not needed: values are written as f32 like the converter.
@@ -224,15 +229,12 @@ impl HfSource {
         }
         let cfg = HfConfig::from_dir(dir)?;
         let arch = cfg.arch()?;
-        if cfg.quantization_config.is_some() {
-            bail!(
-                "{}: config.json has a quantization_config; converting already-quantized checkpoints is not supported",
-                dir.join("config.json").display()
-            );
-        }
         let config_path = dir.join("config.json");
         let raw: Value = serde_json::from_str(&std::fs::read_to_string(&config_path)?)
             .with_context(|| format!("{}: not valid JSON", config_path.display()))?;
+        // auto_round / GPTQ / AWQ checkpoints: packed layers are dequantized to f32.
+        let quant = QuantConfig::from_config(&raw)
+            .map_err(|e| anyhow!("{}: {e}", config_path.display()))?;
         let parts = open_parts(dir)?;
 
         let n_head = cfg.num_attention_heads;
@@ -285,7 +287,62 @@ impl HfSource {
                     continue;
                 }
                 let t = part.tensor(name)?;
-                if t.shape.len() >= 2 && first_16bit.is_none() && t.dtype != GgmlType::F32 {
+                let packed_module = quant.as_ref().and_then(|_| {
+                    ["qweight", "qzeros", "scales", "g_idx"]
+                        .iter()
+                        .find_map(|sfx| {
+                            let m = name.strip_suffix(&format!(".{sfx}"))?;
+                            parts
+                                .iter()
+                                .any(|p| p.contains(&format!("{m}.qweight")))
+                                .then(|| (m.to_string(), *sfx == "qweight"))
+                        })
+                });
+                let (name, t) = match packed_module {
+                    // the other tensors of a packed layer come with its qweight
+                    Some((_, false)) => continue,
+                    Some((module, true)) => {
+                        let head_dim = head_dim_hp.unwrap_or(cfg.hidden_size / n_head);
+                        let cols = if module.ends_with("o_proj") {
+                            n_head * head_dim
+                        } else if module.ends_with("down_proj") {
+                            cfg.intermediate_size
+                        } else {
+                            cfg.hidden_size
+                        };
+                        let scales = parts
+                            .iter()
+                            .find_map(|p| p.tensor(&format!("{module}.scales")).ok())
+                            .ok_or_else(|| anyhow!("{module}.scales is missing"))?;
+                        let rows = scales.shape.get(1).copied().unwrap_or(0);
+                        let wname = format!("{module}.weight");
+                        let new = names::hf_to_gguf(&wname).ok_or_else(|| {
+                            anyhow!(
+                                "{}: cannot map packed layer '{module}'",
+                                part.path().display()
+                            )
+                        })?;
+                        let mut permute = None;
+                        if permute_llama && module.ends_with("q_proj") {
+                            permute = Some(n_head);
+                        } else if permute_llama && module.ends_with("k_proj") {
+                            permute = Some(n_kv);
+                        }
+                        out_names.push(new);
+                        plans.push(Plan {
+                            origin: Origin::Packed { module },
+                            permute,
+                            shape: vec![rows, cols],
+                            src_ty: GgmlType::F32,
+                        });
+                        continue;
+                    }
+                    None => (name, t),
+                };
+                if t.shape.len() >= 2
+                    && first_16bit.is_none()
+                    && matches!(t.dtype, GgmlType::F16 | GgmlType::BF16)
+                {
                     first_16bit = Some(t.dtype);
                 }
                 let new = names::hf_to_gguf(name).ok_or_else(|| {
@@ -510,6 +567,7 @@ impl HfSource {
             metadata,
             out_type,
             arch,
+            quant,
         })
     }
 
@@ -632,6 +690,21 @@ impl WeightSource for HfSource {
         let to = self.tensors[i].ty;
         let data: Cow<'_, [u8]> = match &plan.origin {
             Origin::Generated(v) => Cow::Owned(v.iter().flat_map(|x| x.to_le_bytes()).collect()),
+            Origin::Packed { module } => {
+                let q = self
+                    .quant
+                    .as_ref()
+                    .ok_or_else(|| anyhow!("{module}: no quantization_config"))?;
+                let w = crate::model::load::dequantize_module(
+                    &|n| self.parts.iter().find_map(|p| p.tensor(n).ok()),
+                    q,
+                    module,
+                    plan.shape[0],
+                    plan.shape[1],
+                )
+                .map_err(|e| anyhow!("{}: {e}", self.describe()))?;
+                Cow::Owned(w.iter().flat_map(|x| x.to_le_bytes()).collect())
+            }
             Origin::Stored { part, name } => {
                 let t = self.parts[*part].tensor(name)?;
                 Cow::Borrowed(t.data)

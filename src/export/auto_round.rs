@@ -130,6 +130,7 @@ pub fn quantization_config(
         "autoround_version".into(),
         json!(concat!("autoround-cpu ", env!("CARGO_PKG_VERSION"))),
     );
+    m.insert("block_name_to_quantize".into(), json!("model.layers"));
     m.insert("quant_method".into(), json!("auto-round"));
     m.insert("packing_format".into(), json!(packing.name()));
     if !extra.is_empty() {

@@ -9,7 +9,7 @@ use crate::tensor::{TensorError, Weight};
 use autoround_formats::autoround::{dequantize_packed, QuantConfig};
 use autoround_formats::gguf::{GgufError, GgufFile};
 use autoround_formats::hf::HfConfig;
-use autoround_formats::safetensors::{SafetensorsError, SafetensorsModel};
+use autoround_formats::safetensors::{SafetensorsError, SafetensorsModel, StTensor};
 use autoround_formats::tokenizer::{Tokenizer, TokenizerError};
 use autoround_kernels::GgmlType;
 use std::borrow::Cow;
@@ -279,17 +279,41 @@ fn packed_weight<'a>(
     rows: usize,
     cols: usize,
 ) -> Result<Weight<'a>, LoadError> {
-    let bad = |msg: String| LoadError::Quantized {
-        file: st.path().display().to_string(),
-        msg: format!("{module}: {msg}"),
-    };
-    let lq = q.layer(module).ok_or_else(|| {
-        bad("quantization_config keeps it in float, but there is no .weight".into())
+    let w = dequantize_module(&|n| st.tensor(n).ok(), q, module, rows, cols).map_err(|msg| {
+        LoadError::Quantized {
+            file: st.path().display().to_string(),
+            msg,
+        }
     })?;
-    let ints = |suffix: &str| -> Result<(Vec<u32>, Vec<usize>), LoadError> {
-        let t = st.tensor(&format!("{module}.{suffix}"))?;
+    let bytes: Vec<u8> = w.iter().flat_map(|x| x.to_le_bytes()).collect();
+    Ok(Weight::matrix(
+        &format!("{module}.weight"),
+        GgmlType::F32,
+        rows,
+        cols,
+        Cow::Owned(bytes),
+    )?)
+}
+
+/// The f32 weights `rows × cols` of the packed layer `module` (tensors `module.qweight`,
+/// `.qzeros`, `.scales`, maybe `.g_idx`, looked up with `tensor`), or what is wrong with it.
+pub fn dequantize_module<'t>(
+    tensor: &dyn Fn(&str) -> Option<StTensor<'t>>,
+    q: &QuantConfig,
+    module: &str,
+    rows: usize,
+    cols: usize,
+) -> Result<Vec<f32>, String> {
+    let lq = q.layer(module).ok_or_else(|| {
+        format!("{module}: quantization_config keeps it in float, but there is no .weight")
+    })?;
+    let get = |suffix: &str| {
+        tensor(&format!("{module}.{suffix}")).ok_or_else(|| format!("{module}.{suffix} is missing"))
+    };
+    let ints = |suffix: &str| -> Result<(Vec<u32>, Vec<usize>), String> {
+        let t = get(suffix)?;
         if t.dtype != GgmlType::I32 {
-            return Err(bad(format!("{suffix} is {}, not I32", t.dtype.name())));
+            return Err(format!("{module}.{suffix} is {}, not I32", t.dtype.name()));
         }
         let v = t
             .data
@@ -300,22 +324,22 @@ fn packed_weight<'a>(
     };
     let (qweight, qshape) = ints("qweight")?;
     let (qzeros, _) = ints("qzeros")?;
-    let sc = st.tensor(&format!("{module}.scales"))?;
+    let sc = get("scales")?;
     let scales = Weight::new(
         "scales",
         sc.dtype,
         1,
         sc.n_elements(),
         Cow::Borrowed(sc.data),
-    )?
+    )
+    .map_err(|e| format!("{module}.scales: {e}"))?
     .to_f32();
-    let g_idx: Option<Vec<i32>> = if st.contains(&format!("{module}.g_idx")) {
-        Some(ints("g_idx")?.0.into_iter().map(|x| x as i32).collect())
-    } else {
-        None
+    let g_idx: Option<Vec<i32>> = match tensor(&format!("{module}.g_idx")) {
+        Some(_) => Some(ints("g_idx")?.0.into_iter().map(|x| x as i32).collect()),
+        None => None,
     };
     let qrows = qshape.first().copied().unwrap_or(0);
-    let w = dequantize_packed(
+    dequantize_packed(
         &lq,
         rows,
         cols,
@@ -326,19 +350,11 @@ fn packed_weight<'a>(
         g_idx.as_deref(),
     )
     .map_err(|e| {
-        bad(format!(
-            "{e} (expected a [{rows}, {cols}] layer, {}-bit, group {})",
+        format!(
+            "{module}: {e} (expected a [{rows}, {cols}] layer, {}-bit, group {})",
             lq.bits, lq.group_size
-        ))
-    })?;
-    let bytes: Vec<u8> = w.iter().flat_map(|x| x.to_le_bytes()).collect();
-    Ok(Weight::matrix(
-        &format!("{module}.weight"),
-        GgmlType::F32,
-        rows,
-        cols,
-        Cow::Owned(bytes),
-    )?)
+        )
+    })
 }
 
 /// Llama 3's RoPE frequency divisors, computed from `rope_scaling` as llama.cpp's converter does.
