@@ -568,3 +568,81 @@ fn tuned_gguf_q4_0_holds_the_tuned_weights() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `--layer_config`: per-layer bits/group size (recorded in `extra_config`), bits 16 keeps
+/// layers in float; the folder reads back (convert) with those schemes; bad entries are named.
+#[test]
+fn layer_config_sets_per_layer_schemes() {
+    let dir = tmp_dir("layercfg");
+    let Some(model) = hf_model(&dir) else {
+        return;
+    };
+    let out = dir.join("out");
+    let run = |cfg: &str, out: &Path| {
+        bin(&[
+            "quantize",
+            "-m",
+            s(&model),
+            "--format",
+            "auto_round",
+            "--iters",
+            "0",
+            "--layer_config",
+            cfg,
+            "-o",
+            s(out),
+        ])
+    };
+    let o = run(
+        r#"{"model.layers.0.mlp.down_proj": {"bits": 8, "group_size": 32}, "k_proj": {"bits": 16}}"#,
+        &out,
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("config.json")).unwrap()).unwrap();
+    let extra = &cfg["quantization_config"]["extra_config"];
+    assert_eq!(
+        extra["model.layers.0.mlp.down_proj"],
+        serde_json::json!({"bits": 8, "group_size": 32})
+    );
+    for b in 0..4 {
+        assert_eq!(
+            extra[format!("model.layers.{b}.self_attn.k_proj")],
+            serde_json::json!({"bits": 16, "data_type": "fp"})
+        );
+    }
+    assert!(extra.get("model.layers.1.mlp.down_proj").is_none());
+    let st = SafetensorsModel::open_dir(&out).unwrap();
+    assert!(st.contains("model.layers.2.self_attn.k_proj.weight"));
+    assert!(!st.contains("model.layers.2.self_attn.k_proj.qweight"));
+    // 8-bit codes of 1536 inputs: 384 words per output
+    assert_eq!(
+        st.tensor("model.layers.0.mlp.down_proj.qweight")
+            .unwrap()
+            .shape,
+        vec![1536 * 8 / 32, 512]
+    );
+    assert_eq!(
+        st.tensor("model.layers.0.mlp.down_proj.scales")
+            .unwrap()
+            .shape,
+        vec![1536 / 32, 512]
+    );
+    let g = dir.join("out.gguf");
+    let o = bin(&["convert", "-m", s(&out), "--to", "gguf", "-o", s(&g)]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    let bad = dir.join("bad");
+    assert_clean_error(
+        &run(r#"{"nonexistent_xyz": {"bits": 4}}"#, &bad),
+        &["nonexistent_xyz", "matches no linear layer"],
+    );
+    assert_clean_error(
+        &run(r#"{"k_proj": {"bits": 5}}"#, &bad),
+        &["5 bits", "k_proj"],
+    );
+    assert_clean_error(&run(r#"{"k_proj": {"bitz": 4}}"#, &bad), &["bitz"]);
+    assert_clean_error(&run("{not json", &bad), &["--layer_config"]);
+    assert!(!bad.exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}

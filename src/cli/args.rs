@@ -211,6 +211,11 @@ pub struct QuantizeArgs {
     /// Seed of calibration sampling and batch order [42].
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
+    /// Per-layer schemes, as the reference's layer_config: a JSON object (or a .json file) from
+    /// a module name or regex (searched in the name) to {"bits", "group_size", "sym"}; bits 16
+    /// keeps the layer in float. E.g. '{"mlp.down_proj": {"bits": 8}, "model.layers.0.": {"bits": 16}}'.
+    #[arg(long = "layer_config", alias = "layer-config")]
+    pub layer_config: Option<String>,
     /// The light recipe: 50 iterations, lr 5e-3.
     #[arg(long, conflicts_with = "best")]
     pub light: bool,

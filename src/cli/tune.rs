@@ -199,6 +199,93 @@ fn plan(a: &QuantizeArgs) -> Result<Plan> {
     })
 }
 
+/// One `--layer_config` entry.
+struct LayerRule {
+    key: String,
+    re: regex::Regex,
+    bits: Option<u32>,
+    group_size: Option<i64>,
+    sym: Option<bool>,
+}
+
+/// `--layer_config`: a JSON object, or the path of a file holding one.
+fn parse_layer_config(arg: &str) -> Result<Vec<LayerRule>> {
+    let text = if arg.trim_start().starts_with('{') {
+        arg.to_string()
+    } else {
+        std::fs::read_to_string(arg).with_context(|| {
+            format!("--layer_config {arg}: not a JSON object, nor a readable file")
+        })?
+    };
+    let v: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("--layer_config: not valid JSON: {text}"))?;
+    let obj = v
+        .as_object()
+        .context("--layer_config: expected a JSON object of layer name -> settings")?;
+    let mut rules = Vec::new();
+    for (key, cfg) in obj {
+        let o = cfg.as_object().with_context(|| {
+            format!("--layer_config '{key}': expected an object like {{\"bits\": 8}}, got {cfg}")
+        })?;
+        for k in o.keys() {
+            if !matches!(k.as_str(), "bits" | "group_size" | "sym" | "data_type") {
+                bail!("--layer_config '{key}': unknown setting '{k}' (bits, group_size, sym)");
+            }
+        }
+        if let Some(dt) = o.get("data_type").and_then(|d| d.as_str()) {
+            if !matches!(dt, "int" | "fp" | "float") {
+                bail!("--layer_config '{key}': data_type '{dt}' is not supported (int, or fp with bits 16)");
+            }
+        }
+        let num = |k: &str| -> Result<Option<i64>> {
+            match o.get(k) {
+                None => Ok(None),
+                Some(x) => x.as_i64().map(Some).with_context(|| {
+                    format!("--layer_config '{key}': {k} must be an integer, got {x}")
+                }),
+            }
+        };
+        let bits = num("bits")?;
+        if bits.is_some_and(|b| !(2..=8).contains(&b) && b < 16) {
+            bail!(
+                "--layer_config '{key}': bits {} (2 to 8, or 16 for float)",
+                bits.unwrap_or(0)
+            );
+        }
+        let group_size = num("group_size")?;
+        if group_size.is_some_and(|g| g == 0 || g < -1) {
+            bail!(
+                "--layer_config '{key}': group_size {} (positive, or -1 for whole rows)",
+                group_size.unwrap_or(0)
+            );
+        }
+        let sym =
+            match o.get("sym") {
+                None => None,
+                Some(x) => Some(x.as_bool().with_context(|| {
+                    format!("--layer_config '{key}': sym must be true or false")
+                })?),
+            };
+        let float = o
+            .get("data_type")
+            .and_then(|d| d.as_str())
+            .is_some_and(|d| d != "int");
+        rules.push(LayerRule {
+            re: regex::Regex::new(key)
+                .with_context(|| format!("--layer_config '{key}': not a layer name or a regex"))?,
+            key: key.clone(),
+            bits: if float {
+                Some(16)
+            } else {
+                bits.map(|b| b as u32)
+            },
+            group_size,
+            sym,
+        });
+    }
+    Ok(rules)
+}
+
 /// The type `mixture` gives each block linear of the Hugging Face folder `dir` (llama.cpp's
 /// choice, with its fallbacks for rows that are not whole blocks).
 fn gguf_layer_types(
@@ -335,7 +422,7 @@ pub fn tune(a: QuantizeArgs) -> Result<()> {
     let sh = block_shape(&model);
     // Which layers are quantized: the reference keeps layers whose dimensions are not multiples
     // of 32 in float; so do we (they could not be packed either).
-    let mut kept_float = Vec::new();
+    let mut kept_float: Vec<String> = Vec::new();
     for b in 0..model.layers.len() {
         for lin in Lin::ALL {
             let (r, c) = sh.dims(lin);
@@ -364,6 +451,63 @@ pub fn tune(a: QuantizeArgs) -> Result<()> {
             if !kept.contains(&module_name(b, lin)) {
                 schemes.insert((b, lin), scheme);
             }
+        }
+    }
+    if let Some(lc) = &a.layer_config {
+        if gguf.is_some() {
+            bail!("--layer_config with --format {}: a GGUF mixture decides each layer's type; drop one of them", a.format);
+        }
+        let rules = parse_layer_config(lc)?;
+        let mut used = vec![false; rules.len()];
+        for b in 0..model.layers.len() {
+            for lin in Lin::ALL {
+                let name = module_name(b, lin);
+                let hit = rules
+                    .iter()
+                    .position(|r| r.key == name)
+                    .or_else(|| rules.iter().position(|r| r.re.is_match(&name)));
+                let Some(k) = hit else { continue };
+                used[k] = true;
+                let r = &rules[k];
+                if r.bits.is_some_and(|b| b >= 16) {
+                    schemes.remove(&(b, lin));
+                    if !kept.contains(&name) {
+                        kept_float.push(name);
+                    }
+                    continue;
+                }
+                let Some(s) = schemes.get_mut(&(b, lin)) else {
+                    continue; // kept in float for its shape
+                };
+                if let Some(bits) = r.bits {
+                    s.bits = bits;
+                }
+                if let Some(g) = r.group_size {
+                    s.group_size = if g < 0 { 0 } else { g as usize };
+                }
+                if let Some(sym) = r.sym {
+                    s.sym = sym;
+                }
+                let packs = p
+                    .formats
+                    .iter()
+                    .any(|f| matches!(f, OutFormat::AutoRound(pk) if *pk != Packing::Fake));
+                if !(2..=8).contains(&s.bits) || (packs && !matches!(s.bits, 2 | 3 | 4 | 8)) {
+                    bail!("--layer_config '{}': {} bits for {name}; the auto_round formats pack 2, 3, 4 or 8 bits (16 keeps a layer in float)", r.key, s.bits);
+                }
+                if p.formats.contains(&OutFormat::AutoRound(Packing::AutoAwq))
+                    && (s.bits != 4 || s.sym)
+                {
+                    bail!("--layer_config '{}': AWQ packing holds 4-bit asymmetric layers only ({name})", r.key);
+                }
+            }
+        }
+        if let Some(k) = used.iter().position(|u| !u) {
+            bail!(
+                "--layer_config: '{}' matches no linear layer (names look like {})",
+                rules[k].key,
+                module_name(0, Lin::Down)
+            );
         }
     }
     if let Some(mixture) = gguf {

@@ -246,6 +246,27 @@ pub fn write_auto_round(
     for m in kept_float {
         extra.insert(m.clone(), json!({"bits": 16, "data_type": "fp"}));
     }
+    // Layers whose scheme differs from the global one (--layer_config): the differing keys.
+    for t in tuned {
+        let mut d = Map::new();
+        if t.scheme.bits != settings.bits {
+            d.insert("bits".into(), json!(t.scheme.bits));
+        }
+        let gs = if t.scheme.group_size == 0 {
+            -1
+        } else {
+            t.scheme.group_size as i64
+        };
+        if gs != settings.group_size {
+            d.insert("group_size".into(), json!(gs));
+        }
+        if t.scheme.sym != settings.sym {
+            d.insert("sym".into(), json!(t.scheme.sym));
+        }
+        if !d.is_empty() {
+            extra.insert(module_name(t.block, t.lin), Value::Object(d));
+        }
+    }
     let qc = quantization_config(settings, packing, &extra);
     if packing != Packing::Fake {
         config
