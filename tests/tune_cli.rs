@@ -646,3 +646,56 @@ fn layer_config_sets_per_layer_schemes() {
     assert!(!bad.exists());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `--iters 0` with calibration data is the reference's optimized RTN (a scale search weighted by
+/// the layers' input statistics; the search itself is checked against the reference in
+/// `tuner::qdq`): its weights differ from plain RTN's, and `--disable_opt_rtn` (or no data) gives
+/// exactly plain RTN.
+#[test]
+fn iters_0_with_data_is_optimized_rtn() {
+    let dir = tmp_dir("optrtn");
+    let Some(model) = hf_model(&dir) else {
+        return;
+    };
+    let calib = common::shared_data("calib.txt");
+    let run = |extra: &[&str], out: &Path| -> String {
+        let mut args = vec![
+            "quantize",
+            "-m",
+            s(&model),
+            "--format",
+            "fake",
+            "--iters",
+            "0",
+            "-o",
+            s(out),
+        ];
+        args.extend_from_slice(extra);
+        let o = bin(&args);
+        let e = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert!(o.status.success(), "{e}");
+        e
+    };
+    let data = [
+        "--dataset",
+        s(&calib),
+        "--concat",
+        "--nsamples",
+        "4",
+        "--seqlen",
+        "64",
+    ];
+    let (opt, plain, off) = (dir.join("opt"), dir.join("plain"), dir.join("off"));
+    assert!(run(&data, &opt).contains("optimized round-to-nearest"));
+    assert!(run(&[], &plain).contains("give --dataset"));
+    let mut no_opt = data.to_vec();
+    no_opt.push("--disable_opt_rtn");
+    run(&no_opt, &off);
+    let w = |d: &Path| {
+        let st = SafetensorsModel::open_dir(d).unwrap();
+        f32s(st.tensor("model.layers.1.mlp.up_proj.weight").unwrap().data)
+    };
+    assert_eq!(w(&plain), w(&off));
+    assert_ne!(w(&plain), w(&opt));
+    let _ = std::fs::remove_dir_all(&dir);
+}

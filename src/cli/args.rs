@@ -211,6 +211,10 @@ pub struct QuantizeArgs {
     /// Seed of calibration sampling and batch order [42].
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
+    /// With --iters 0: plain round-to-nearest even when --dataset is given (the reference's
+    /// default for --iters 0 with data is its optimized RTN, a calibrated scale search).
+    #[arg(long = "disable_opt_rtn", alias = "disable-opt-rtn")]
+    pub disable_opt_rtn: bool,
     /// Per-layer schemes, as the reference's layer_config: a JSON object (or a .json file) from
     /// a module name or regex (searched in the name) to {"bits", "group_size", "sym"}; bits 16
     /// keeps the layer in float. E.g. '{"mlp.down_proj": {"bits": 8}, "model.layers.0.": {"bits": 16}}'.

@@ -12,7 +12,7 @@ use crate::tuner::calib::{build_samples, read_texts, CalibOptions};
 use crate::tuner::checkpoint::{fnv64, BlockRecord, Checkpoint};
 use crate::tuner::qdq::{IntScheme, ScaleDtype};
 use crate::tuner::run::{
-    block_shape, loss_mask, rtn_model, tune_model, Chains, TuneSpec, TunedLinear,
+    block_shape, loss_mask, opt_rtn_model, rtn_model, tune_model, Chains, TuneSpec, TunedLinear,
 };
 use crate::tuner::signround::{SignRoundOptions, TuneStats};
 use anyhow::{bail, Context, Result};
@@ -600,13 +600,57 @@ pub fn tune(a: QuantizeArgs) -> Result<()> {
     let t0 = Instant::now();
     let n_blocks = model.layers.len();
     let mut checkpoint: Option<Checkpoint> = None;
-    let tuned: Vec<TunedLinear> = if p.iters == 0 {
+    // Calibration samples (the dataset is read only when something needs it).
+    let samples = || -> Result<(Vec<Vec<u32>>, Option<u32>)> {
+        let ds = a.dataset.as_deref().context(
+            "--dataset FILE[,FILE] is required for tuning (.txt or .jsonl calibration text; nothing is downloaded)",
+        )?;
+        let paths: Vec<PathBuf> = ds.split(',').map(PathBuf::from).collect();
+        let texts = read_texts(&paths)?;
+        let tok = source.tokenizer()?;
+        let copts = CalibOptions {
+            nsamples: p.nsamples,
+            seqlen: p.seqlen,
+            seed: a.seed,
+            concat: a.concat,
+        };
+        Ok((build_samples(&texts, &tok, &copts)?, tok.special_ids().pad))
+    };
+    let opt_rtn = p.iters == 0 && a.dataset.is_some() && !a.disable_opt_rtn;
+    let tuned: Vec<TunedLinear> = if opt_rtn {
+        let (samples, _) = samples()?;
         eprintln!(
-            "round-to-nearest {}-bit {} group {} of {} blocks, {threads} thread(s)",
+            "optimized round-to-nearest (scale search weighted by {} calibration samples x {} tokens) {}-bit {} group {} of {} blocks, {threads} thread(s)",
+            p.nsamples,
+            p.seqlen,
+            scheme.bits,
+            if scheme.sym { "sym" } else { "asym (plain RTN: no search)" },
+            p.group_size,
+            n_blocks
+        );
+        let bar = indicatif::ProgressBar::new(n_blocks as u64);
+        let t = opt_rtn_model(
+            &model,
+            &samples,
+            p.batch_size,
+            ScaleDtype::F16,
+            &scheme_of,
+            &mut |_| bar.inc(1),
+        );
+        bar.finish_and_clear();
+        t
+    } else if p.iters == 0 {
+        eprintln!(
+            "round-to-nearest {}-bit {} group {} of {} blocks, {threads} thread(s){}",
             scheme.bits,
             if scheme.sym { "sym" } else { "asym" },
             p.group_size,
-            n_blocks
+            n_blocks,
+            if a.disable_opt_rtn {
+                ""
+            } else {
+                " (give --dataset for the reference's optimized RTN)"
+            }
         );
         rtn_model(&model, ScaleDtype::F16, &scheme_of, &mut |_| {})
     } else {
@@ -641,20 +685,7 @@ pub fn tune(a: QuantizeArgs) -> Result<()> {
                 );
             }
         }
-        let ds = a.dataset.as_deref().context(
-            "--dataset FILE[,FILE] is required for tuning (.txt or .jsonl calibration text; nothing is downloaded)",
-        )?;
-        let paths: Vec<PathBuf> = ds.split(',').map(PathBuf::from).collect();
-        let texts = read_texts(&paths)?;
-        let tok = source.tokenizer()?;
-        let copts = CalibOptions {
-            nsamples: p.nsamples,
-            seqlen: p.seqlen,
-            seed: a.seed,
-            concat: a.concat,
-        };
-        let samples = build_samples(&texts, &tok, &copts)?;
-        let pad = tok.special_ids().pad;
+        let (samples, pad) = samples()?;
         let mask = loss_mask(&samples, pad);
         let spec = TuneSpec {
             scale_dtype: ScaleDtype::F16,

@@ -126,6 +126,15 @@ pub struct Saved {
     n_seq: usize,
 }
 
+impl Saved {
+    /// The inputs of the seven linear layers (Q, K and V share one, so do Gate and Up), each
+    /// `tokens × in_features`, in [`Lin::ALL`] order.
+    pub fn linear_inputs(&self) -> [&[f32]; 7] {
+        let (xn1, o, xn2, a) = (&self.xn1[..], &self.o[..], &self.xn2[..], &self.a[..]);
+        [xn1, xn1, xn1, o, xn2, xn2, a]
+    }
+}
+
 fn linear(
     x: &[f32],
     t: usize,

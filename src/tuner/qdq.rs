@@ -89,6 +89,9 @@ pub struct QuantLayer {
     pub alpha: Vec<f32>,
     /// Min-side clipping scales (β), one per group.
     pub beta: Vec<f32>,
+    /// Scales found by the optimized-RTN search ([`QuantLayer::search_scales`]), used instead of
+    /// the min/max ones (symmetric schemes, no tuning).
+    searched: Option<Vec<f32>>,
 }
 
 /// The per-group values one quantize-dequantize produced, kept for the backward pass and export.
@@ -106,6 +109,32 @@ pub struct QuantGrads {
     pub v: Vec<f32>,
     pub alpha: Vec<f32>,
     pub beta: Vec<f32>,
+}
+
+/// The reference's `_imatrix_handle_zero` for one group: when more than half the group's
+/// importances are zero, the no-importance weights (`|w|`, plus `sqrt(Σw²/32)` above 3 bits);
+/// when some are, the zeros take the mean of the others.
+fn fix_zero_importance(qw: &mut [f32], w: &[f32], bits: u32, group_size: usize) {
+    let zeros = qw.iter().filter(|&&q| q <= 1e-30).count();
+    if zeros == 0 {
+        return;
+    }
+    if zeros > group_size / 2 {
+        let av = if bits <= 3 {
+            0.0
+        } else {
+            (w.iter().map(|x| x * x).sum::<f32>() / 32.0).sqrt()
+        };
+        for (q, &x) in qw.iter_mut().zip(w) {
+            *q = x.abs() + av;
+        }
+    } else {
+        let n = qw.len() - qw.iter().filter(|&&q| q == 0.0).count();
+        let mean = qw.iter().sum::<f32>() / n.max(1) as f32;
+        for q in qw.iter_mut().filter(|q| **q == 0.0) {
+            *q = mean;
+        }
+    }
 }
 
 impl QuantLayer {
@@ -147,7 +176,71 @@ impl QuantLayer {
             w,
             lo,
             hi,
+            searched: None,
         }
+    }
+
+    /// The reference's optimized RTN (`opt_rtn_int_sym`, llama.cpp's scale search): per group,
+    /// start from the scale that maps the largest-magnitude weight `g` to `−2^(b−1)`, try inverse
+    /// scales `−(n − step·k)/g` (2-bit: step 0.01, k = ±1…±90; otherwise step 0.0075·n,
+    /// k = ±1…±100) and keep the one with the least `Σ q_j·(s·L_j − w_j)²`, where `q` is the
+    /// importance (Σx² of the layer's inputs per input channel, with the reference's handling
+    /// of zeros) or 1. Symmetric schemes only.
+    pub fn search_scales(&mut self, importance: Option<&[f32]>) {
+        assert!(self.scheme.sym, "optimized RTN is symmetric");
+        let nmax = (1u32 << (self.scheme.bits - 1)) as f32;
+        let (search, step) = if self.scheme.bits == 2 {
+            (90i32, 0.01f64)
+        } else {
+            (100, 0.0075 * nmax as f64)
+        };
+        let recip = |x: f32| if x == 0.0 { 0.0 } else { 1.0 / x };
+        let mut out = vec![0f32; self.rows * self.n_groups];
+        let (cols, gs, ng) = (self.cols, self.gs, self.n_groups);
+        let bits = self.scheme.bits;
+        out.par_chunks_mut(ng).enumerate().for_each(|(r, out)| {
+            let mut qw = vec![0f32; gs];
+            for (g, o) in out.iter_mut().enumerate() {
+                let (c0, c1) = (g * gs, ((g + 1) * gs).min(cols));
+                let w = &self.w[r * cols + c0..r * cols + c1];
+                let qw = &mut qw[..w.len()];
+                match importance {
+                    Some(im) => {
+                        qw.copy_from_slice(&im[c0..c1]);
+                        fix_zero_importance(qw, w, bits, gs);
+                    }
+                    None => qw.fill(1.0),
+                }
+                // the element of largest magnitude, sign kept (first one on ties)
+                let gmax = w
+                    .iter()
+                    .fold(0f32, |m, &x| if x.abs() > m.abs() { x } else { m });
+                let loss_at = |iscale: f32| -> (f32, f32) {
+                    let s = recip(iscale);
+                    let mut loss = 0f32;
+                    for (&x, &q) in w.iter().zip(qw.iter()) {
+                        let l = (iscale * x).round_ties_even().clamp(-nmax, nmax - 1.0);
+                        let e = s * l - x;
+                        loss += e * e * q;
+                    }
+                    (loss, s)
+                };
+                let (mut best, mut scale) = loss_at(-nmax * recip(gmax));
+                for k in -search..=search {
+                    if k == 0 {
+                        continue;
+                    }
+                    let factor = -((nmax as f64) - step * k as f64) as f32;
+                    let (loss, s) = loss_at(factor * recip(gmax));
+                    if loss < best {
+                        best = loss;
+                        scale = s;
+                    }
+                }
+                *o = scale;
+            }
+        });
+        self.searched = Some(out);
     }
 
     fn maxq(&self) -> f32 {
@@ -171,6 +264,9 @@ impl QuantLayer {
     /// The scale before rounding to the scale dtype, and (for symmetric groups) which extreme
     /// set it: returns `(pre_scale, sign, weight of the min side, weight of the max side)`.
     fn pre_scale(&self, gi: usize) -> (f32, f32, f32, f32) {
+        if let Some(s) = &self.searched {
+            return (s[gi], 0.0, 0.0, 0.0);
+        }
         let (a, b) = (self.alpha[gi], self.beta[gi]);
         let maxq = self.maxq();
         if self.scheme.sym {
@@ -523,5 +619,54 @@ mod tests {
         assert_eq!(l.v[2], v0[2]);
         assert_eq!(l.alpha[0], 1.0); // 0.999 + 0.1, clamped
         assert!((l.alpha[1] - (a0[1] - 0.1)).abs() < 1e-6);
+    }
+}
+
+#[cfg(test)]
+mod opt_rtn_tests {
+    use super::*;
+
+    /// The scale search equals the reference's `search_scales` (golden data from
+    /// tools/opt_rtn_golden.py, auto-round 0.16.1) group by group.
+    #[test]
+    fn searched_scales_match_the_reference() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/opt_rtn.json");
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let f32s = |x: &serde_json::Value| -> Vec<f32> {
+            x.as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap() as f32)
+                .collect()
+        };
+        let cases = v["cases"].as_array().unwrap();
+        assert_eq!(cases.len(), 8);
+        for c in cases {
+            let bits = c["bits"].as_u64().unwrap() as u32;
+            let gs = c["group_size"].as_u64().unwrap() as usize;
+            let rows = c["rows"].as_u64().unwrap() as usize;
+            let scheme = IntScheme {
+                bits,
+                group_size: gs,
+                sym: true,
+            };
+            let mut l = QuantLayer::new(f32s(&c["w"]), rows, gs, scheme, ScaleDtype::F32);
+            let im = (!c["importance"].is_null()).then(|| f32s(&c["importance"]));
+            l.search_scales(im.as_deref());
+            let got = l.searched.clone().unwrap();
+            let want = f32s(&c["scales"]);
+            for (r, (a, b)) in got.iter().zip(&want).enumerate() {
+                assert!(
+                    (a - b).abs() <= 1e-6 * b.abs(),
+                    "{bits}-bit, importance {}: row {r}: {a} vs the reference's {b}",
+                    im.is_some()
+                );
+            }
+            // quantize-dequantize uses the searched scales
+            let mut w_hat = vec![0f32; rows * gs];
+            let p = l.qdq(&mut w_hat);
+            assert_eq!(p.scale, want);
+        }
     }
 }

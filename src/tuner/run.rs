@@ -11,7 +11,7 @@
 //! Only the current block's float weights, the two chains and the targets are resident; the model
 //! stays memory-mapped.
 
-use super::block::{BlockFloat, BlockShape, Lin, Weights};
+use super::block::{forward, BlockFloat, BlockShape, Lin, Saved, Weights};
 use super::ops::Rope;
 use super::qdq::{GroupParams, IntScheme, QuantLayer, ScaleDtype};
 use super::signround::{
@@ -183,6 +183,83 @@ pub fn rtn_model(
                 done.push(TunedLinear::from_layer(b, lin, &l, p));
             }
         }
+        on_block(&BlockReport {
+            block: b,
+            n_blocks: n,
+            stats: None,
+            seconds: t0.elapsed().as_secs_f64(),
+            layers: &done,
+        });
+        all.extend(done);
+    }
+    all
+}
+
+/// The reference's optimized RTN (`--iters 0` with calibration data, `opt_rtn_int_sym`): the
+/// float chain runs through each block to collect every linear layer's importance (Σx² of its
+/// inputs per input channel), then each symmetric layer below 8 bits takes the scales of
+/// [`QuantLayer::search_scales`]; other layers are plain round-to-nearest.
+pub fn opt_rtn_model(
+    model: &Model<'_>,
+    samples: &[Vec<u32>],
+    batch: usize,
+    scale_dtype: ScaleDtype,
+    scheme_of: &dyn Fn(usize, Lin) -> Option<IntScheme>,
+    on_block: &mut dyn FnMut(&BlockReport<'_>),
+) -> Vec<TunedLinear> {
+    let seq_len = samples.first().map_or(0, Vec::len);
+    let sh = block_shape(model);
+    let rope = model_rope(model, seq_len);
+    let mut x = embed(model, samples);
+    let row = seq_len * sh.d;
+    let batch = batch.max(1);
+    let mut all = Vec::new();
+    let n = model.layers.len();
+    for (b, layer) in model.layers.iter().enumerate() {
+        let t0 = Instant::now();
+        let fl = block_float(layer);
+        let floats: Vec<Vec<f32>> = Lin::ALL
+            .iter()
+            .map(|&l| weight_of(layer, l).to_f32())
+            .collect();
+        let wf: Weights = std::array::from_fn(|k| floats[k].as_slice());
+        let mut importance: Vec<Vec<f32>> =
+            Lin::ALL.iter().map(|&l| vec![0f32; sh.dims(l).1]).collect();
+        let mut next = Vec::with_capacity(x.len());
+        for chunk in x.chunks(row * batch) {
+            let mut saved = Saved::default();
+            next.extend(forward(
+                &sh,
+                &fl,
+                &rope,
+                &wf,
+                chunk,
+                chunk.len() / row,
+                Some(&mut saved),
+            ));
+            for (imp, inp) in importance.iter_mut().zip(saved.linear_inputs()) {
+                for tok in inp.chunks_exact(imp.len()) {
+                    for (s, &v) in imp.iter_mut().zip(tok) {
+                        *s += v * v;
+                    }
+                }
+            }
+        }
+        let mut done = Vec::new();
+        for (k, &lin) in Lin::ALL.iter().enumerate() {
+            let Some(scheme) = scheme_of(b, lin) else {
+                continue;
+            };
+            let (r, c) = sh.dims(lin);
+            let mut l = QuantLayer::new(floats[k].clone(), r, c, scheme, scale_dtype);
+            if scheme.sym && scheme.bits < 8 {
+                l.search_scales(Some(&importance[k]));
+            }
+            let mut w_hat = vec![0f32; l.w.len()];
+            let p = l.qdq(&mut w_hat);
+            done.push(TunedLinear::from_layer(b, lin, &l, p));
+        }
+        x = next;
         on_block(&BlockReport {
             block: b,
             n_blocks: n,
