@@ -161,6 +161,28 @@ fn block_float(layer: &Layer<'_>) -> BlockFloat {
     }
 }
 
+/// One layer by round-to-nearest; with `importance`, symmetric layers below 8 bits take the
+/// optimized-RTN scales ([`QuantLayer::search_scales`]).
+#[allow(clippy::too_many_arguments)]
+fn rtn_layer(
+    b: usize,
+    lin: Lin,
+    w: Vec<f32>,
+    rows: usize,
+    cols: usize,
+    scheme: IntScheme,
+    scale_dtype: ScaleDtype,
+    importance: Option<&[f32]>,
+) -> TunedLinear {
+    let mut l = QuantLayer::new(w, rows, cols, scheme, scale_dtype);
+    if let Some(im) = importance.filter(|_| scheme.sym && scheme.bits < 8) {
+        l.search_scales(Some(im));
+    }
+    let mut w_hat = vec![0f32; l.w.len()];
+    let p = l.qdq(&mut w_hat);
+    TunedLinear::from_layer(b, lin, &l, p)
+}
+
 /// Round-to-nearest of every chosen layer, no calibration (the reference's `--iters 0
 /// --disable_opt_rtn`).
 pub fn rtn_model(
@@ -177,10 +199,16 @@ pub fn rtn_model(
         for lin in Lin::ALL {
             if let Some(scheme) = scheme_of(b, lin) {
                 let w = weight_of(layer, lin);
-                let l = QuantLayer::new(w.to_f32(), w.rows, w.cols, scheme, scale_dtype);
-                let mut w_hat = vec![0f32; l.w.len()];
-                let p = l.qdq(&mut w_hat);
-                done.push(TunedLinear::from_layer(b, lin, &l, p));
+                done.push(rtn_layer(
+                    b,
+                    lin,
+                    w.to_f32(),
+                    w.rows,
+                    w.cols,
+                    scheme,
+                    scale_dtype,
+                    None,
+                ));
             }
         }
         on_block(&BlockReport {
@@ -251,13 +279,17 @@ pub fn opt_rtn_model(
                 continue;
             };
             let (r, c) = sh.dims(lin);
-            let mut l = QuantLayer::new(floats[k].clone(), r, c, scheme, scale_dtype);
-            if scheme.sym && scheme.bits < 8 {
-                l.search_scales(Some(&importance[k]));
-            }
-            let mut w_hat = vec![0f32; l.w.len()];
-            let p = l.qdq(&mut w_hat);
-            done.push(TunedLinear::from_layer(b, lin, &l, p));
+            let w = floats[k].clone();
+            done.push(rtn_layer(
+                b,
+                lin,
+                w,
+                r,
+                c,
+                scheme,
+                scale_dtype,
+                Some(&importance[k]),
+            ));
         }
         x = next;
         on_block(&BlockReport {
