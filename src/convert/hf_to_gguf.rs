@@ -339,6 +339,13 @@ impl HfSource {
                     }
                     None => (name, t),
                 };
+                if !matches!(t.dtype, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16) {
+                    bail!(
+                        "{}: tensor '{name}' is {}; only F32, F16 and BF16 tensors (and the packed layers of auto_round/GPTQ/AWQ checkpoints) can be converted",
+                        part.path().display(),
+                        t.dtype.name().to_ascii_uppercase()
+                    );
+                }
                 if t.shape.len() >= 2
                     && first_16bit.is_none()
                     && matches!(t.dtype, GgmlType::F16 | GgmlType::BF16)
