@@ -12,7 +12,7 @@ use crate::tuner::calib::{build_samples, read_texts, CalibOptions};
 use crate::tuner::checkpoint::{fnv64, BlockRecord, Checkpoint};
 use crate::tuner::qdq::{IntScheme, ScaleDtype};
 use crate::tuner::run::{
-    block_shape, loss_mask, opt_rtn_model, rtn_model, tune_model, Chains, TuneSpec, TunedLinear,
+    block_shape, loss_mask, rtn_model, tune_model, Chains, TuneSpec, TunedLinear,
 };
 use crate::tuner::signround::{SignRoundOptions, TuneStats};
 use anyhow::{bail, Context, Result};
@@ -629,10 +629,9 @@ pub fn tune(a: QuantizeArgs) -> Result<()> {
             n_blocks
         );
         let bar = indicatif::ProgressBar::new(n_blocks as u64);
-        let t = opt_rtn_model(
+        let t = rtn_model(
             &model,
-            &samples,
-            p.batch_size,
+            Some((&samples, p.batch_size)),
             ScaleDtype::F16,
             &scheme_of,
             &mut |_| bar.inc(1),
@@ -652,7 +651,7 @@ pub fn tune(a: QuantizeArgs) -> Result<()> {
                 " (give --dataset for the reference's optimized RTN)"
             }
         );
-        rtn_model(&model, ScaleDtype::F16, &scheme_of, &mut |_| {})
+        rtn_model(&model, None, ScaleDtype::F16, &scheme_of, &mut |_| {})
     } else {
         // Memory estimate: the two chains and the targets, the block's float weights with the
         // tuned tensors, best snapshot and gradients, and one batch's activations.

@@ -161,137 +161,79 @@ fn block_float(layer: &Layer<'_>) -> BlockFloat {
     }
 }
 
-/// One layer by round-to-nearest; with `importance`, symmetric layers below 8 bits take the
-/// optimized-RTN scales ([`QuantLayer::search_scales`]).
-#[allow(clippy::too_many_arguments)]
-fn rtn_layer(
-    b: usize,
-    lin: Lin,
-    w: Vec<f32>,
-    rows: usize,
-    cols: usize,
-    scheme: IntScheme,
-    scale_dtype: ScaleDtype,
-    importance: Option<&[f32]>,
-) -> TunedLinear {
-    let mut l = QuantLayer::new(w, rows, cols, scheme, scale_dtype);
-    if let Some(im) = importance.filter(|_| scheme.sym && scheme.bits < 8) {
-        l.search_scales(Some(im));
-    }
-    let mut w_hat = vec![0f32; l.w.len()];
-    let p = l.qdq(&mut w_hat);
-    TunedLinear::from_layer(b, lin, &l, p)
-}
-
-/// Round-to-nearest of every chosen layer, no calibration (the reference's `--iters 0
-/// --disable_opt_rtn`).
-pub fn rtn_model(
-    model: &Model<'_>,
-    scale_dtype: ScaleDtype,
-    scheme_of: &dyn Fn(usize, Lin) -> Option<IntScheme>,
-    on_block: &mut dyn FnMut(&BlockReport<'_>),
-) -> Vec<TunedLinear> {
-    let mut all = Vec::new();
-    let n = model.layers.len();
-    for (b, layer) in model.layers.iter().enumerate() {
-        let t0 = Instant::now();
-        let mut done = Vec::new();
-        for lin in Lin::ALL {
-            if let Some(scheme) = scheme_of(b, lin) {
-                let w = weight_of(layer, lin);
-                done.push(rtn_layer(
-                    b,
-                    lin,
-                    w.to_f32(),
-                    w.rows,
-                    w.cols,
-                    scheme,
-                    scale_dtype,
-                    None,
-                ));
-            }
-        }
-        on_block(&BlockReport {
-            block: b,
-            n_blocks: n,
-            stats: None,
-            seconds: t0.elapsed().as_secs_f64(),
-            layers: &done,
-        });
-        all.extend(done);
-    }
-    all
-}
-
-/// The reference's optimized RTN (`--iters 0` with calibration data, `opt_rtn_int_sym`): the
+/// Round-to-nearest of every chosen layer (`--iters 0`).
+///
+/// Without calibration data this is plain RTN (the reference's `--iters 0 --disable_opt_rtn`).
+/// With `calib = (samples, batch)` it is the reference's optimized RTN (`opt_rtn_int_sym`): the
 /// float chain runs through each block to collect every linear layer's importance (Σx² of its
 /// inputs per input channel), then each symmetric layer below 8 bits takes the scales of
-/// [`QuantLayer::search_scales`]; other layers are plain round-to-nearest.
-pub fn opt_rtn_model(
+/// [`QuantLayer::search_scales`]; other layers stay plain round-to-nearest.
+pub fn rtn_model(
     model: &Model<'_>,
-    samples: &[Vec<u32>],
-    batch: usize,
+    calib: Option<(&[Vec<u32>], usize)>,
     scale_dtype: ScaleDtype,
     scheme_of: &dyn Fn(usize, Lin) -> Option<IntScheme>,
     on_block: &mut dyn FnMut(&BlockReport<'_>),
 ) -> Vec<TunedLinear> {
-    let seq_len = samples.first().map_or(0, Vec::len);
+    let seq_len = calib.and_then(|(s, _)| s.first()).map_or(0, Vec::len);
     let sh = block_shape(model);
     let rope = model_rope(model, seq_len);
-    let mut x = embed(model, samples);
+    let mut x = calib.map(|(s, _)| embed(model, s)).unwrap_or_default();
     let row = seq_len * sh.d;
-    let batch = batch.max(1);
+    let batch = calib.map_or(1, |(_, b)| b.max(1));
     let mut all = Vec::new();
     let n = model.layers.len();
     for (b, layer) in model.layers.iter().enumerate() {
         let t0 = Instant::now();
-        let fl = block_float(layer);
         let floats: Vec<Vec<f32>> = Lin::ALL
             .iter()
             .map(|&l| weight_of(layer, l).to_f32())
             .collect();
-        let wf: Weights = std::array::from_fn(|k| floats[k].as_slice());
-        let mut importance: Vec<Vec<f32>> =
-            Lin::ALL.iter().map(|&l| vec![0f32; sh.dims(l).1]).collect();
-        let mut next = Vec::with_capacity(x.len());
-        for chunk in x.chunks(row * batch) {
-            let mut saved = Saved::default();
-            next.extend(forward(
-                &sh,
-                &fl,
-                &rope,
-                &wf,
-                chunk,
-                chunk.len() / row,
-                Some(&mut saved),
-            ));
-            for (imp, inp) in importance.iter_mut().zip(saved.linear_inputs()) {
-                for tok in inp.chunks_exact(imp.len()) {
-                    for (s, &v) in imp.iter_mut().zip(tok) {
-                        *s += v * v;
+        let importance = calib.map(|_| {
+            let fl = block_float(layer);
+            let wf: Weights = std::array::from_fn(|k| floats[k].as_slice());
+            let mut importance: Vec<Vec<f32>> =
+                Lin::ALL.iter().map(|&l| vec![0f32; sh.dims(l).1]).collect();
+            let mut next = Vec::with_capacity(x.len());
+            for chunk in x.chunks(row * batch) {
+                let mut saved = Saved::default();
+                next.extend(forward(
+                    &sh,
+                    &fl,
+                    &rope,
+                    &wf,
+                    chunk,
+                    chunk.len() / row,
+                    Some(&mut saved),
+                ));
+                for (imp, inp) in importance.iter_mut().zip(saved.linear_inputs()) {
+                    for tok in inp.chunks_exact(imp.len()) {
+                        for (s, &v) in imp.iter_mut().zip(tok) {
+                            *s += v * v;
+                        }
                     }
                 }
             }
-        }
+            x = next;
+            importance
+        });
         let mut done = Vec::new();
-        for (k, &lin) in Lin::ALL.iter().enumerate() {
+        for (k, (&lin, w)) in Lin::ALL.iter().zip(floats).enumerate() {
             let Some(scheme) = scheme_of(b, lin) else {
                 continue;
             };
             let (r, c) = sh.dims(lin);
-            let w = floats[k].clone();
-            done.push(rtn_layer(
-                b,
-                lin,
-                w,
-                r,
-                c,
-                scheme,
-                scale_dtype,
-                Some(&importance[k]),
-            ));
+            let mut l = QuantLayer::new(w, r, c, scheme, scale_dtype);
+            if let Some(im) = importance
+                .as_ref()
+                .filter(|_| scheme.sym && scheme.bits < 8)
+            {
+                l.search_scales(Some(&im[k]));
+            }
+            let mut w_hat = vec![0f32; l.w.len()];
+            let p = l.qdq(&mut w_hat);
+            done.push(TunedLinear::from_layer(b, lin, &l, p));
         }
-        x = next;
         on_block(&BlockReport {
             block: b,
             n_blocks: n,
