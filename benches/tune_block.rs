@@ -82,6 +82,7 @@ fn bench(c: &mut Criterion) {
         bits: 4,
         group_size: 128,
         sym: true,
+        dq: None,
     };
     let t = (n_seq * seq) as u64;
     let p: u64 = Lin::ALL

@@ -441,18 +441,73 @@ fn killed_run_resumes_with_identical_output() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// `--format fake,gguf:q4_0` from one tuning run: every block linear of the GGUF holds Q4_0
-/// blocks that dequantize (ggml's reference dequantizer) to exactly the fake export's weights in
-/// llama.cpp's row order (the fake folder converted to an F32 GGUF); the rest of the file is
-/// llama-quantize's q4_0 mixture; llama.cpp loads and evaluates it.
+/// The same for a K-quant GGUF, whose checkpoint also holds the super-block scales: killed
+/// after block 1 and rerun, the file is byte-identical to an uninterrupted run's.
 #[test]
-fn tuned_gguf_q4_0_holds_the_tuned_weights() {
-    use autoround_formats::gguf::GgufFile;
-    use autoround_kernels::{reference, GgmlType};
-    let dir = tmp_dir("gguf");
+fn killed_q4_k_m_run_resumes_with_identical_output() {
+    let dir = tmp_dir("resume-k");
     let Some(model) = hf_model(&dir) else {
         return;
     };
+    let calib = common::shared_data("calib.txt");
+    let run = |out: &Path, abort_after: Option<&str>| -> Output {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_autoround-cpu"));
+        c.args([
+            "quantize",
+            "-m",
+            s(&model),
+            "--format",
+            "gguf:q4_k_m",
+            "--iters",
+            "3",
+            "--nsamples",
+            "4",
+            "--seqlen",
+            "64",
+            "--batch_size",
+            "2",
+            "--dataset",
+            s(&calib),
+            "--concat",
+            "-t",
+            "2",
+            "-o",
+            s(out),
+        ]);
+        if let Some(b) = abort_after {
+            c.env("AUTOROUND_CPU_ABORT_AFTER_BLOCK", b);
+        }
+        c.output().expect("runs the binary")
+    };
+    let whole = dir.join("whole.gguf");
+    let o = run(&whole, None);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let cut = dir.join("cut.gguf");
+    let o = run(&cut, Some("1"));
+    assert!(
+        !o.status.success() && !cut.exists(),
+        "the abort hook kills the run"
+    );
+    let o = run(&cut, None);
+    let log = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success() && log.contains("resuming from"), "{log}");
+    assert!(
+        std::fs::read(&whole).unwrap() == std::fs::read(&cut).unwrap(),
+        "the resumed GGUF differs"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `--format fake,gguf:TYPE` from one tuning run: every block linear of the GGUF holds blocks of
+/// its planned type that dequantize (ggml's reference dequantizer) to exactly the fake export's
+/// weights in llama.cpp's row order (the fake folder converted to an F32 GGUF); the file's types
+/// and its other tensors are llama-quantize's mixture (as our `--iters 0` file); llama.cpp loads
+/// and evaluates it. Returns the block linears' types.
+fn tuned_gguf_holds_the_tuned_weights(mixture: &str) -> Option<Vec<autoround_kernels::GgmlType>> {
+    use autoround_formats::gguf::GgufFile;
+    use autoround_kernels::reference;
+    let dir = tmp_dir(mixture);
+    let model = hf_model(&dir)?;
     let calib = common::shared_data("calib.txt");
     let outs = dir.join("outs");
     let o = bin(&[
@@ -460,7 +515,7 @@ fn tuned_gguf_q4_0_holds_the_tuned_weights() {
         "-m",
         s(&model),
         "--format",
-        "fake,gguf:q4_0",
+        &format!("fake,gguf:{mixture}"),
         "--iters",
         "4",
         "--nsamples",
@@ -478,8 +533,15 @@ fn tuned_gguf_q4_0_holds_the_tuned_weights() {
         s(&outs),
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let gguf = outs.join("model-Q4_0.gguf");
-    let fake = outs.join("model-w4g32-fake");
+    let find = |suffix: &str| {
+        std::fs::read_dir(&outs)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.to_string_lossy().ends_with(suffix))
+            .unwrap_or_else(|| panic!("no *{suffix} in {}", outs.display()))
+    };
+    let gguf = find(&format!("-{}.gguf", mixture.to_uppercase()));
+    let fake = find("-fake");
     let fake_gguf = dir.join("fake.gguf");
     let o = bin(&[
         "convert",
@@ -495,42 +557,66 @@ fn tuned_gguf_q4_0_holds_the_tuned_weights() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let q = GgufFile::open(&gguf).unwrap();
     let f = GgufFile::open(&fake_gguf).unwrap();
-    let mut n = 0;
+    let mut types = Vec::new();
     for t in q.tensors() {
         if !t.name.starts_with("blk.") || t.dims.len() != 2 {
             continue;
         }
-        assert_eq!(t.ty, GgmlType::Q4_0, "{}", t.name);
-        n += 1;
+        types.push(t.ty);
         let mut got = vec![0f32; t.n_elements() as usize];
-        reference::dequantize_row(GgmlType::Q4_0, q.tensor_data(t), &mut got).unwrap();
+        reference::dequantize_row(t.ty, q.tensor_data(t), &mut got).unwrap();
         let want = f32s(f.tensor_data(f.tensor(&t.name).unwrap()));
         assert!(
             got == want,
-            "{}: tuned blocks differ from the fake weights",
-            t.name
+            "{} ({}): tuned blocks differ from the fake weights",
+            t.name,
+            t.ty.name()
         );
     }
-    assert_eq!(n, 4 * 7);
-    // the rest is the q4_0 mixture of llama-quantize: same types as our --iters 0 file
+    assert_eq!(types.len(), 4 * 7);
+    // the rest is llama-quantize's mixture: same types as our --iters 0 file, same other tensors
+    // (q2_k_s from float needs an importance matrix, as in llama-quantize; the tuned file does
+    // not, its Q2_K tensors being tuned)
     let rtn = dir.join("rtn.gguf");
+    let imatrix = dir.join("imatrix.gguf");
+    let mut extra: Vec<&str> = Vec::new();
+    if mixture == "q2_k_s" {
+        let o = bin(&[
+            "imatrix",
+            "-m",
+            s(&model),
+            "-f",
+            s(&calib),
+            "-c",
+            "64",
+            "--chunks",
+            "2",
+            "-o",
+            s(&imatrix),
+        ]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        extra = vec!["--imatrix", s(&imatrix)];
+    }
     let o = bin(&[
         "quantize",
         "-m",
         s(&model),
         "--format",
-        "gguf:q4_0",
+        &format!("gguf:{mixture}"),
         "--iters",
         "0",
         "-o",
         s(&rtn),
-    ]);
+    ]
+    .into_iter()
+    .chain(extra)
+    .collect::<Vec<_>>());
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let r = GgufFile::open(&rtn).unwrap();
-    let types = |g: &GgufFile| -> Vec<(String, GgmlType)> {
+    let names = |g: &GgufFile| -> Vec<(String, autoround_kernels::GgmlType)> {
         g.tensors().iter().map(|t| (t.name.clone(), t.ty)).collect()
     };
-    assert_eq!(types(&q), types(&r));
+    assert_eq!(names(&q), names(&r));
     for t in r
         .tensors()
         .iter()
@@ -567,6 +653,46 @@ fn tuned_gguf_q4_0_holds_the_tuned_weights() {
         );
     }
     let _ = std::fs::remove_dir_all(&dir);
+    Some(types)
+}
+
+#[test]
+fn tuned_gguf_q4_0_holds_the_tuned_weights() {
+    use autoround_kernels::GgmlType;
+    if let Some(types) = tuned_gguf_holds_the_tuned_weights("q4_0") {
+        assert!(types.iter().all(|&t| t == GgmlType::Q4_0), "{types:?}");
+    }
+}
+
+/// Q4_K_M on the CI model (rows of 512 and 1536): Q4_K blocks with Q6_K for attn_v and
+/// ffn_down on the "more bits" layers, all tuned through their double-quantized scales.
+#[test]
+fn tuned_gguf_q4_k_m_holds_the_tuned_weights() {
+    use autoround_kernels::GgmlType;
+    if let Some(types) = tuned_gguf_holds_the_tuned_weights("q4_k_m") {
+        assert!(
+            types.contains(&GgmlType::Q4_K) && types.contains(&GgmlType::Q6_K),
+            "{types:?}"
+        );
+        assert!(
+            types
+                .iter()
+                .all(|t| matches!(t, GgmlType::Q4_K | GgmlType::Q6_K)),
+            "{types:?}"
+        );
+    }
+}
+
+/// Q3_K_M mixes Q3_K, Q4_K and Q5_K, and Q2_K_S Q2_K with Q4_K: every K-quant tuned.
+#[test]
+fn tuned_gguf_q3_k_m_and_q2_k_s_hold_the_tuned_weights() {
+    use autoround_kernels::GgmlType;
+    if let Some(types) = tuned_gguf_holds_the_tuned_weights("q3_k_m") {
+        assert!(types.contains(&GgmlType::Q3_K), "{types:?}");
+    }
+    if let Some(types) = tuned_gguf_holds_the_tuned_weights("q2_k_s") {
+        assert!(types.contains(&GgmlType::Q2_K), "{types:?}");
+    }
 }
 
 /// `--layer_config`: per-layer bits/group size (recorded in `extra_config`), bits 16 keeps

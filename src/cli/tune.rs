@@ -117,7 +117,12 @@ fn plan(a: &QuantizeArgs) -> Result<Plan> {
     if group_size == 0 || group_size < -1 {
         bail!("--group_size {group_size}: use a positive group size, or -1 for one group per row");
     }
-    let sym = !a.asym;
+    // a GGUF type's own scheme unless the flags ask for another (then refused below)
+    let gguf_scheme = gguf.as_ref().and_then(|(_, s)| *s);
+    let sym = match gguf_scheme {
+        Some(s) if !a.asym => s.sym,
+        _ => !a.asym,
+    };
     let scheme = IntScheme {
         bits,
         group_size: if group_size < 0 {
@@ -126,12 +131,14 @@ fn plan(a: &QuantizeArgs) -> Result<Plan> {
             group_size as usize
         },
         sym,
+        dq: gguf_scheme.and_then(|s| s.dq),
     };
     if let Some((f, Some(s))) = &gguf {
         if *s != scheme {
             bail!(
-                "--format {f} stores {}-bit symmetric groups of {}, but the flags ask for {bits}-bit {} groups of {group_size}: drop --scheme/--bits/--group_size/--asym, or write {f} in a separate run",
+                "--format {f} stores {}-bit {} groups of {}, but the flags ask for {bits}-bit {} groups of {group_size}: drop --scheme/--bits/--group_size/--asym, or write {f} in a separate run",
                 s.bits,
+                if s.sym { "symmetric" } else { "asymmetric" },
                 s.group_size,
                 if sym { "symmetric" } else { "asymmetric" }
             );
@@ -441,10 +448,12 @@ pub fn tune(a: QuantizeArgs) -> Result<()> {
         OutFormat::Gguf { mixture, .. } => Some(*mixture),
         _ => None,
     });
+    // packed auto_round formats state one scheme (plus per-layer differences); `fake` holds
+    // dequantized weights and goes with any
     let has_auto_round = p
         .formats
         .iter()
-        .any(|f| matches!(f, OutFormat::AutoRound(_)));
+        .any(|f| matches!(f, OutFormat::AutoRound(pk) if *pk != Packing::Fake));
     let mut untuned: Vec<String> = Vec::new();
     for b in 0..model.layers.len() {
         for lin in Lin::ALL {
@@ -515,12 +524,14 @@ pub fn tune(a: QuantizeArgs) -> Result<()> {
         for ((b, lin), ty) in types {
             match tuned_scheme(ty) {
                 Some(s) if has_auto_round && s != scheme => bail!(
-                    "--format {}: gguf:{} stores blk.{b}.{} as {} ({}-bit groups of 32), which the auto_round scheme ({}-bit, group {}) cannot share; write them in separate runs",
+                    "--format {}: gguf:{} stores blk.{b}.{} as {} ({}-bit groups of {}{}), which the auto_round scheme ({}-bit, group {}) cannot share; write them in separate runs",
                     a.format,
                     mixture.name(),
                     lin.gguf_stem(),
                     ty.name(),
                     s.bits,
+                    s.group_size,
+                    if s.dq.is_some() { " with quantized scales" } else { "" },
                     scheme.bits,
                     p.group_size
                 ),
@@ -528,7 +539,7 @@ pub fn tune(a: QuantizeArgs) -> Result<()> {
                     schemes.insert((b, lin), s);
                 }
                 None if has_auto_round => bail!(
-                    "--format {}: gguf:{} stores blk.{b}.{} as {}, whose double-quantized scales are not tuned yet; write the GGUF in a separate run",
+                    "--format {}: gguf:{} stores blk.{b}.{} as {}, which is not tuned; write the GGUF in a separate run",
                     a.format,
                     mixture.name(),
                     lin.gguf_stem(),
@@ -542,7 +553,7 @@ pub fn tune(a: QuantizeArgs) -> Result<()> {
         }
         if !untuned.is_empty() && p.iters > 0 {
             eprintln!(
-                "note: {} of {} block layers have K-quant types whose tuning (double-quantized scales) is not built yet; llama.cpp's quantizer writes them from float, e.g. {}",
+                "note: {} of {} block layers have types that are not tuned (only Q4_0, Q5_0, Q8_0 and the K-quants are); llama.cpp's quantizer writes them from float, e.g. {}",
                 untuned.len(),
                 model.layers.len() * Lin::ALL.len(),
                 untuned[0]
@@ -722,7 +733,17 @@ pub fn tune(a: QuantizeArgs) -> Result<()> {
         // Resume: a checkpoint beside the output, bound to everything that decides the result.
         let mut listed: Vec<String> = schemes
             .iter()
-            .map(|((b, l), s)| format!("{b}.{}:{}{}{}", l.gguf_stem(), s.bits, s.sym, s.group_size))
+            .map(|((b, l), s)| {
+                let dq = s.dq.map(|q| format!("/{}x{}", q.bits, q.groups));
+                format!(
+                    "{b}.{}:{}{}{}{}",
+                    l.gguf_stem(),
+                    s.bits,
+                    s.sym,
+                    s.group_size,
+                    dq.unwrap_or_default()
+                )
+            })
             .collect();
         listed.sort();
         let fingerprint = fingerprint(

@@ -253,10 +253,12 @@ pub fn quantize_to_gguf(
     for (k, (p, &i)) in plan.tensors.iter().zip(&order).enumerate() {
         // tensor_requires_imatrix: the Q2_K tensors of a q2_k_s file, but for the embeddings
         // and output.
+        // (tensors given packed, the tuner's, need none)
         let needs = opts.mixture.requires_imatrix()
             && p.ty == GgmlType::Q2_K
             && p.ty != infos[i].ty
-            && !matches!(p.name.as_str(), "token_embd.weight" | "output.weight");
+            && !matches!(p.name.as_str(), "token_embd.weight" | "output.weight")
+            && opts.packed.and_then(|f| f(&p.name, p.ty)).is_none();
         if needs && importance[k].is_none() {
             bail!(
                 "tensor '{}': {} needs an importance matrix for its Q2_K tensors (llama-quantize refuses too); pass --imatrix FILE (make one with `autoround-cpu imatrix`)",

@@ -15,7 +15,7 @@
 //! [`Chains::replay`]: super::run::Chains::replay
 
 use super::block::Lin;
-use super::qdq::IntScheme;
+use super::qdq::{IntScheme, SuperQuant};
 use super::run::{Chains, TunedLinear};
 use super::signround::TuneStats;
 use anyhow::{bail, Context, Result};
@@ -226,8 +226,15 @@ fn write_block(path: &Path, layers: &[TunedLinear]) -> Result<()> {
         let ng = l.n_groups();
         meta.insert(
             m.to_string(),
-            json!({"bits": l.scheme.bits, "group_size": l.scheme.group_size, "sym": l.scheme.sym, "gs": l.gs})
-                .to_string(),
+            json!({
+                "bits": l.scheme.bits,
+                "group_size": l.scheme.group_size,
+                "sym": l.scheme.sym,
+                "gs": l.gs,
+                "super_bits": l.scheme.dq.map(|d| d.bits),
+                "super_groups": l.scheme.dq.map(|d| d.groups),
+            })
+            .to_string(),
         );
         bufs.push((
             format!("{m}.codes"),
@@ -248,6 +255,16 @@ fn write_block(path: &Path, layers: &[TunedLinear]) -> Result<()> {
                 vec![l.rows, ng],
                 f32_bytes(&l.zp),
             ));
+        }
+        for (name, v) in [("d", &l.d), ("dmin", &l.dmin)] {
+            if !v.is_empty() {
+                bufs.push((
+                    format!("{m}.{name}"),
+                    GgmlType::F32,
+                    vec![v.len()],
+                    f32_bytes(v),
+                ));
+            }
         }
     }
     let tensors: Vec<(String, GgmlType, Vec<usize>, &[u8])> = bufs
@@ -276,6 +293,13 @@ fn read_block(path: &Path, block: usize) -> Result<Vec<TunedLinear>> {
             bits: num("bits")? as u32,
             group_size: num("group_size")? as usize,
             sym: meta["sym"].as_bool().context("sym")?,
+            dq: match (meta["super_bits"].as_u64(), meta["super_groups"].as_u64()) {
+                (Some(bits), Some(groups)) => Some(SuperQuant {
+                    bits: bits as u32,
+                    groups: groups as usize,
+                }),
+                _ => None,
+            },
         };
         let codes = st.tensor(&format!("{m}.codes"))?;
         let [rows, cols] = codes.shape[..] else {
@@ -303,10 +327,24 @@ fn read_block(path: &Path, block: usize) -> Result<Vec<TunedLinear>> {
                 f32s(format!("{m}.zp"))?
             },
             codes: codes.data.to_vec(),
+            d: if scheme.dq.is_some() {
+                f32s(format!("{m}.d"))?
+            } else {
+                Vec::new()
+            },
+            dmin: if scheme.dq.is_some() && !scheme.sym {
+                f32s(format!("{m}.dmin"))?
+            } else {
+                Vec::new()
+            },
         };
         if gs == 0
             || l.scale.len() != rows * l.n_groups()
             || (!scheme.sym && l.zp.len() != l.scale.len())
+            || scheme.dq.is_some_and(|q| {
+                let nsb = l.scale.len() / q.groups.max(1);
+                l.d.len() != nsb || (!scheme.sym && l.dmin.len() != nsb)
+            })
         {
             bail!("{}: {m}: scales do not match the shape", path.display());
         }

@@ -46,9 +46,13 @@ pub struct TunedLinear {
     /// `rows × n_groups` scales, as used (rounded to the scale dtype).
     pub scale: Vec<f32>,
     /// `rows × n_groups` integer zero points (asymmetric); empty when symmetric (the zero point is
-    /// `2^(b-1)`).
+    /// `2^(b-1)`). Double-quantized asymmetric: the group mins `m`, with `ŵ = scale·code − m`.
     pub zp: Vec<f32>,
     pub codes: Vec<u8>,
+    /// Double-quantized: one super scale per super-block (`scale = integer · d`), and for
+    /// asymmetric schemes one for the mins (`m = integer · dmin`); empty otherwise.
+    pub d: Vec<f32>,
+    pub dmin: Vec<f32>,
 }
 
 impl TunedLinear {
@@ -61,8 +65,15 @@ impl TunedLinear {
             scheme: l.scheme,
             gs: l.gs,
             codes: l.codes(&p),
-            scale: p.scale,
+            // what the file holds (see `GroupParams::stored`)
+            scale: if p.stored.is_empty() {
+                p.scale
+            } else {
+                p.stored
+            },
             zp: p.zp,
+            d: p.d,
+            dmin: p.dmin,
         }
     }
 
@@ -79,15 +90,21 @@ impl TunedLinear {
         }
     }
 
-    /// `scale · (code − zero)` for every weight: what the quantized model computes with.
+    /// `scale · (code − zero)` for every weight (double-quantized asymmetric: `scale · code −
+    /// m`, as llama.cpp's K-quants compute it): what the quantized model computes with.
     pub fn dequantize(&self) -> Vec<f32> {
         let ng = self.n_groups();
+        let asym_dq = self.scheme.dq.is_some() && !self.scheme.sym;
         let mut out = vec![0f32; self.rows * self.cols];
         for r in 0..self.rows {
             for c in 0..self.cols {
                 let gi = r * ng + c / self.gs;
-                out[r * self.cols + c] =
-                    self.scale[gi] * (self.codes[r * self.cols + c] as f32 - self.zero(gi));
+                let q = self.codes[r * self.cols + c] as f32;
+                out[r * self.cols + c] = if asym_dq {
+                    self.scale[gi] * q - self.zp[gi]
+                } else {
+                    self.scale[gi] * (q - self.zero(gi))
+                };
             }
         }
         out
@@ -226,7 +243,7 @@ pub fn rtn_model(
             let mut l = QuantLayer::new(w, r, c, scheme, scale_dtype);
             if let Some(im) = importance
                 .as_ref()
-                .filter(|_| scheme.sym && scheme.bits < 8)
+                .filter(|_| scheme.sym && scheme.dq.is_none() && scheme.bits < 8)
             {
                 l.search_scales(Some(&im[k]));
             }

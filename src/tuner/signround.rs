@@ -318,6 +318,7 @@ mod tests {
             bits: 2,
             group_size: 8,
             sym: true,
+            dq: None,
         };
         let mut layers: Vec<Option<QuantLayer>> = Lin::ALL
             .iter()

@@ -252,6 +252,12 @@ fn q3_k_finish(x: &[f32], l: &mut [i8; QK_K], yb: &mut [u8], dh: u16) {
             l[16 * j + ii] = (q + 4) as i8;
         }
     }
+    q3_k_pack(l, yb);
+}
+
+/// Q3_K quants `l` (0..7, the level + 4): third bits into `hmask` (bit `k` of byte `i` for
+/// element `32k + i`), the low two bits as [`pack_2bit`]. `l` is left holding the low bits.
+fn q3_k_pack(l: &mut [i8; QK_K], yb: &mut [u8]) {
     let hmask = &mut yb[0..32];
     hmask.fill(0);
     let mut m = 0usize;
@@ -685,6 +691,11 @@ fn q6_k_block(xb: &[f32], qw: Option<&[f32]>, l: &mut [i8; QK_K], yb: &mut [u8])
             l[16 * j + ii] = (q + 32) as i8;
         }
     }
+    q6_k_pack(l, yb);
+}
+
+/// Q6_K quants `l` (0..63, the level + 32): low nibbles into `ql`, high two bits into `qh`.
+fn q6_k_pack(l: &[i8; QK_K], yb: &mut [u8]) {
     let (ql_all, rest) = yb.split_at_mut(128);
     let qh_all = &mut rest[..64];
     for (k, (ql, qh)) in ql_all
@@ -748,4 +759,103 @@ pub fn quantize_q6_k(src: &[f32], n_per_row: usize, imatrix: Option<&[f32]>, dst
         quantize_row_q6_k_ref,
         quantize_row_q6_k_impl,
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Packing given integers (tuned K-quant blocks)
+
+/// One K-quant super-block given as the integers a tuner chose, for [`pack_k_block`].
+pub struct KBlock<'a> {
+    /// The 256 stored levels: Q2_K 0..3, Q3_K 0..7 (level + 4), Q4_K 0..15, Q5_K 0..31,
+    /// Q6_K 0..63 (level + 32).
+    pub levels: &'a [u8],
+    /// Sub-block scales: 0..15 (Q2_K), 0..63 (Q4_K, Q5_K), −32..31 (Q3_K), −128..127 (Q6_K).
+    pub scales: &'a [i32],
+    /// Sub-block mins (Q2_K 0..15, Q4_K/Q5_K 0..63); empty for Q3_K and Q6_K.
+    pub mins: &'a [i32],
+    /// The super scale and (Q2_K, Q4_K, Q5_K) super min, stored as f16.
+    pub d: f32,
+    pub dmin: f32,
+}
+
+/// Write one super-block of `ty` (Q2_K … Q6_K) from its integers, the byte layouts of
+/// `ggml-quants.c` (see the dequantizers in [`crate::reference::kquants`]). The block
+/// dequantizes to `f16(d)·scale·(level − offset) − f16(dmin)·min` per element.
+///
+/// # Panics
+/// If `ty` is not a K-quant, `y` is not one block, a slice has the wrong length, or a value is
+/// out of its range.
+pub fn pack_k_block(ty: GgmlType, b: &KBlock<'_>, y: &mut [u8]) {
+    assert_eq!(y.len(), ty.type_size(), "{ty}: one block");
+    assert_eq!(b.levels.len(), QK_K, "{ty}: 256 levels");
+    let (n_sub, lmax, smin, smax, has_min) = match ty {
+        GgmlType::Q2_K => (16, 3, 0, 15, true),
+        GgmlType::Q3_K => (16, 7, -32, 31, false),
+        GgmlType::Q4_K => (8, 15, 0, 63, true),
+        GgmlType::Q5_K => (8, 31, 0, 63, true),
+        GgmlType::Q6_K => (16, 63, -128, 127, false),
+        _ => panic!("{ty} is not a K-quant"),
+    };
+    assert_eq!(b.scales.len(), n_sub, "{ty}: sub-block scales");
+    assert_eq!(b.mins.len(), if has_min { n_sub } else { 0 }, "{ty}: mins");
+    assert!(
+        b.levels.iter().all(|&l| l <= lmax),
+        "{ty}: a level above {lmax}"
+    );
+    assert!(
+        b.scales
+            .iter()
+            .chain(b.mins)
+            .all(|&s| (smin..=smax).contains(&s)),
+        "{ty}: a scale outside {smin}..={smax}"
+    );
+    y.fill(0);
+    match ty {
+        GgmlType::Q2_K => {
+            for j in 0..16 {
+                y[j] = (b.scales[j] | (b.mins[j] << 4)) as u8;
+            }
+            pack_2bit(b.levels, &mut y[16..80]);
+            put_f16(y, 80, b.d);
+            put_f16(y, 82, b.dmin);
+        }
+        GgmlType::Q3_K => {
+            let mut l = [0i8; QK_K];
+            for (a, &v) in l.iter_mut().zip(b.levels) {
+                *a = v as i8;
+            }
+            q3_k_pack(&mut l, y);
+            for j in 0..16 {
+                q3_k_put_scale(&mut y[96..108], j, b.scales[j] + 32);
+            }
+            put_f16(y, 108, b.d);
+        }
+        GgmlType::Q4_K | GgmlType::Q5_K => {
+            put_f16(y, 0, b.d);
+            put_f16(y, 2, b.dmin);
+            for j in 0..8 {
+                k4_put_scale_min(&mut y[4..16], j, b.scales[j] as u8, b.mins[j] as u8);
+            }
+            let mut l = [0u8; QK_K];
+            l.copy_from_slice(b.levels);
+            if ty == GgmlType::Q4_K {
+                q4_k_pack(&l, &mut y[16..144]);
+            } else {
+                let (qh, qs) = y[16..176].split_at_mut(32);
+                q5_k_pack(&l, qh, qs);
+            }
+        }
+        GgmlType::Q6_K => {
+            let mut l = [0i8; QK_K];
+            for (a, &v) in l.iter_mut().zip(b.levels) {
+                *a = v as i8;
+            }
+            q6_k_pack(&l, y);
+            for j in 0..16 {
+                y[192 + j] = b.scales[j] as i8 as u8;
+            }
+            put_f16(y, 208, b.d);
+        }
+        _ => unreachable!(),
+    }
 }

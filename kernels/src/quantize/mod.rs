@@ -47,10 +47,10 @@ pub mod legacy;
 mod search;
 
 pub use kquants::{
-    quantize_q2_k, quantize_q3_k, quantize_q4_k, quantize_q5_k, quantize_q6_k,
+    pack_k_block, quantize_q2_k, quantize_q3_k, quantize_q4_k, quantize_q5_k, quantize_q6_k,
     quantize_row_q2_k_impl, quantize_row_q2_k_ref, quantize_row_q3_k_impl, quantize_row_q3_k_ref,
     quantize_row_q4_k_impl, quantize_row_q4_k_ref, quantize_row_q5_k_impl, quantize_row_q5_k_ref,
-    quantize_row_q6_k_impl, quantize_row_q6_k_ref,
+    quantize_row_q6_k_impl, quantize_row_q6_k_ref, KBlock,
 };
 pub use legacy::{
     quantize_q4_0, quantize_q4_1, quantize_q5_0, quantize_q5_1, quantize_q8_0,
