@@ -241,6 +241,130 @@ fn tuned_auto_round_unpacks_to_the_fake_weights() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Both folders convert to the same F32 GGUF, tensor for tensor: the packed one is read
+/// (quantization_config, per-layer schemes, float layers) to exactly the fake weights.
+fn assert_same_gguf(packed: &Path, fake: &Path) {
+    let to_gguf = |from: &Path| -> autoround_formats::gguf::GgufFile {
+        let out = from.with_extension("gguf");
+        let o = bin(&[
+            "convert",
+            "-m",
+            s(from),
+            "--to",
+            "gguf",
+            "--outtype",
+            "f32",
+            "-o",
+            s(&out),
+        ]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        autoround_formats::gguf::GgufFile::open(&out).unwrap()
+    };
+    let (gp, gf) = (to_gguf(packed), to_gguf(fake));
+    assert_eq!(gp.tensors().len(), gf.tensors().len());
+    for t in gf.tensors() {
+        let u = gp
+            .tensor(&t.name)
+            .unwrap_or_else(|| panic!("{} missing", t.name));
+        assert!(
+            gp.tensor_data(u) == gf.tensor_data(t),
+            "{}: {} differs",
+            packed.display(),
+            t.name
+        );
+    }
+}
+
+/// The standalone `auto_gptq` and `auto_awq` formats: GPTQ's and AWQ's own
+/// `quantization_config` (mixed bits as GPTQModel `dynamic` rules, float layers skipped), a
+/// trivial `g_idx` for GPTQ, f16 `torch_dtype`; both read back to the fake export's weights.
+#[test]
+fn standalone_gptq_and_awq_formats() {
+    let dir = tmp_dir("gptq-awq");
+    let Some(model) = hf_model(&dir) else {
+        return;
+    };
+    let calib = common::shared_data("calib.txt");
+    let run = |formats: &str, layer_config: &str, out: &Path| {
+        let o = bin(&[
+            "quantize",
+            "-m",
+            s(&model),
+            "--format",
+            formats,
+            "--group_size",
+            "64",
+            "--iters",
+            "2",
+            "--nsamples",
+            "4",
+            "--seqlen",
+            "64",
+            "--batch_size",
+            "2",
+            "--dataset",
+            s(&calib),
+            "--concat",
+            "--layer_config",
+            layer_config,
+            "-t",
+            "2",
+            "--output_dir",
+            s(out),
+        ]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    let config = |d: &Path| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(d.join("config.json")).unwrap()).unwrap()
+    };
+    let a = dir.join("a");
+    run(
+        "auto_gptq,fake",
+        r#"{"k_proj": {"bits": 16}, "model.layers.1.mlp.down_proj": {"bits": 8}}"#,
+        &a,
+    );
+    let (gptq, fake) = (a.join("model-w4g64-gptq"), a.join("model-w4g64-fake"));
+    let cfg = config(&gptq);
+    let qc = &cfg["quantization_config"];
+    assert_eq!(qc["quant_method"], "gptq", "{qc}");
+    assert_eq!(
+        (qc["bits"].as_u64(), qc["group_size"].as_i64()),
+        (Some(4), Some(64))
+    );
+    assert_eq!(qc["desc_act"], false);
+    assert_eq!(
+        qc["dynamic"][r"+:^model\.layers\.1\.mlp\.down_proj$"]["bits"], 8,
+        "{qc}"
+    );
+    assert!(
+        qc["dynamic"][r"-:^model\.layers\.0\.self_attn\.k_proj$"].is_object(),
+        "{qc}"
+    );
+    assert_eq!(cfg["torch_dtype"], "float16");
+    let st = SafetensorsModel::open_dir(&gptq).unwrap();
+    let g_idx = st.tensor("model.layers.0.mlp.down_proj.g_idx").unwrap();
+    assert_eq!(g_idx.shape, vec![1536]);
+    assert_eq!(u32s(g_idx.data)[130], 2);
+    assert!(st.tensor("model.layers.0.self_attn.k_proj.weight").is_ok());
+    assert_same_gguf(&gptq, &fake);
+
+    let b = dir.join("b");
+    run("auto_awq,fake", r#"{"k_proj": {"bits": 16}}"#, &b);
+    let (awq, fake) = (b.join("model-w4g64-awq"), b.join("model-w4g64-fake"));
+    let cfg = config(&awq);
+    let qc = &cfg["quantization_config"];
+    assert_eq!(qc["quant_method"], "awq", "{qc}");
+    assert_eq!(qc["version"], "gemm");
+    assert_eq!(qc["zero_point"], false, "W4A16 is symmetric");
+    assert_eq!(
+        qc["modules_to_not_convert"].as_array().map(Vec::len),
+        Some(4),
+        "{qc}"
+    );
+    assert_same_gguf(&awq, &fake);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn bad_input_is_refused_before_work() {
     let dir = tmp_dir("bad");

@@ -316,12 +316,16 @@ pub struct LayerQuant {
 }
 
 /// A checkpoint's `quantization_config` (auto_round, GPTQ or AWQ): the global scheme and the
-/// per-layer exceptions of `extra_config` (`None`: kept in float).
-#[derive(Clone, Debug, PartialEq)]
+/// per-layer exceptions of `extra_config`, `dynamic` and `modules_to_not_convert` (`None`: kept
+/// in float).
+#[derive(Clone, Debug)]
 pub struct QuantConfig {
     pub method: String,
     pub default: LayerQuant,
     pub per_layer: std::collections::HashMap<String, Option<LayerQuant>>,
+    /// GPTQModel's `dynamic` rules (`+:regex` with overrides, `-:regex` left in float) in their
+    /// order, matched at the start of the module name; the first match wins.
+    pub patterns: Vec<(regex::Regex, Option<LayerQuant>)>,
 }
 
 impl QuantConfig {
@@ -406,19 +410,49 @@ impl QuantConfig {
                 );
             }
         }
+        // AWQ: modules kept in float (names, or name parts as transformers matches them)
+        if let Some(skip) = qc["modules_to_not_convert"].as_array() {
+            for m in skip.iter().filter_map(|v| v.as_str()) {
+                per_layer.insert(m.to_string(), None);
+            }
+        }
+        let mut patterns = Vec::new();
+        if let Some(dynamic) = qc["dynamic"].as_object() {
+            for (key, v) in dynamic {
+                let (quant, re) = match key.split_at_checked(2) {
+                    Some(("+:", re)) => (true, re),
+                    Some(("-:", re)) => (false, re),
+                    _ => (true, key.as_str()),
+                };
+                let rx = regex::Regex::new(&format!("^(?:{re})")).map_err(|e| {
+                    format!("quantization_config.dynamic: '{key}' is not a regular expression: {e}")
+                })?;
+                let lq = quant.then(|| LayerQuant {
+                    bits: v["bits"].as_u64().map_or(bits, |b| b as u32),
+                    group_size: v["group_size"].as_i64().map_or(default.group_size, group),
+                    sym: v["sym"].as_bool().unwrap_or(sym),
+                    layout,
+                });
+                patterns.push((rx, lq));
+            }
+        }
         Ok(Some(QuantConfig {
             method,
             default,
             per_layer,
+            patterns,
         }))
     }
 
     /// The quantization of module `name` (`model.layers.0.self_attn.q_proj`); `None`: float.
     pub fn layer(&self, name: &str) -> Option<LayerQuant> {
-        match self.per_layer.get(name) {
-            Some(q) => *q,
-            None => Some(self.default),
+        if let Some(q) = self.per_layer.get(name) {
+            return *q;
         }
+        if let Some((_, q)) = self.patterns.iter().find(|(re, _)| re.is_match(name)) {
+            return *q;
+        }
+        Some(self.default)
     }
 }
 

@@ -153,13 +153,13 @@ fn plan(a: &QuantizeArgs) -> Result<Plan> {
         } else {
             let packing = Packing::parse(f, bits, sym).with_context(|| {
                 format!(
-                    "--format {f}: unknown format (auto_round, auto_round:auto_gptq, auto_round:auto_awq, fake, or gguf:<type>)"
+                    "--format {f}: unknown format (auto_round, auto_round:auto_gptq, auto_round:auto_awq, auto_gptq, auto_awq, fake, or gguf:<type>)"
                 )
             })?;
             if packing != Packing::Fake && !matches!(bits, 2 | 3 | 4 | 8) {
                 bail!("--bits {bits}: the auto_round formats pack 2, 3, 4 or 8 bits");
             }
-            if packing == Packing::AutoAwq && bits != 4 {
+            if matches!(packing, Packing::AutoAwq | Packing::Awq) && bits != 4 {
                 bail!("--format {f}: AWQ packing holds 4-bit weights only, not {bits}-bit");
             }
             OutFormat::AutoRound(packing)
@@ -509,6 +509,11 @@ pub fn tune(a: QuantizeArgs) -> Result<()> {
                 {
                     bail!("--layer_config '{}': AWQ packing holds 4-bit asymmetric layers only ({name})", r.key);
                 }
+                if p.formats.contains(&OutFormat::AutoRound(Packing::Awq))
+                    && (s.bits, s.group_size, s.sym) != (scheme.bits, scheme.group_size, scheme.sym)
+                {
+                    bail!("--layer_config '{}': the auto_awq format has one scheme for every quantized layer ({name}); use auto_round:auto_awq, or keep the layer in float with bits 16", r.key);
+                }
             }
         }
         if let Some(k) = used.iter().position(|u| !u) {
@@ -585,6 +590,8 @@ pub fn tune(a: QuantizeArgs) -> Result<()> {
             (Some(o), _) => o.clone(),
             (None, Some(d)) => d.join(match f {
                 OutFormat::AutoRound(Packing::Fake) => format!("{base}-fake"),
+                OutFormat::AutoRound(Packing::Gptq) => format!("{base}-gptq"),
+                OutFormat::AutoRound(Packing::Awq) => format!("{base}-awq"),
                 OutFormat::AutoRound(_) => base.clone(),
                 OutFormat::Gguf { mixture, .. } => format!("{stem}-{}.gguf", mixture.llama_name()),
             }),

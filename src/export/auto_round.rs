@@ -33,6 +33,13 @@ pub enum Packing {
     /// `fake`: the quantize-dequantized weights as f32, an ordinary float checkpoint (for
     /// evaluation with any float tool).
     Fake,
+    /// standalone `auto_gptq`: the `auto_round:auto_gptq` tensors plus a trivial `g_idx`, with
+    /// GPTQ's own `quantization_config` (`quant_method: "gptq"`, mixed bits as GPTQModel's
+    /// `dynamic`).
+    Gptq,
+    /// standalone `auto_awq`: the `auto_round:auto_awq` tensors with AWQ's own
+    /// `quantization_config` (`quant_method: "awq"`, `version: "gemm"`).
+    Awq,
 }
 
 impl Packing {
@@ -42,7 +49,14 @@ impl Packing {
             Packing::AutoRound => "auto_round",
             Packing::AutoAwq => "auto_round:auto_awq",
             Packing::Fake => "fake",
+            Packing::Gptq => "auto_gptq",
+            Packing::Awq => "auto_awq",
         }
+    }
+
+    /// Whether the tensors are GPTQ's layout with zero points minus one.
+    fn gptq_minus_one(self) -> bool {
+        matches!(self, Packing::AutoGptq | Packing::Gptq)
     }
 
     /// The reference's choice for `format="auto_round"`.
@@ -64,6 +78,8 @@ impl Packing {
             "auto_round:auto_gptq" => Packing::AutoGptq,
             "auto_round:auto_awq" => Packing::AutoAwq,
             "fake" => Packing::Fake,
+            "auto_gptq" => Packing::Gptq,
+            "auto_awq" => Packing::Awq,
             _ => return None,
         })
     }
@@ -175,10 +191,10 @@ pub fn pack_layer(
     }
     let name = module_name(t.block, t.lin);
     let (qweight, qw_shape, qzeros, qz_shape) = match packing {
-        Packing::AutoGptq | Packing::AutoRound => {
+        Packing::AutoGptq | Packing::AutoRound | Packing::Gptq => {
             let qw = pack_gptq_qweight(&t.codes, o, i, bits)
                 .with_context(|| format!("{name}: packing qweight"))?;
-            let qz = pack_gptq_qzeros(&zeros_t, g, o, bits, packing == Packing::AutoGptq)
+            let qz = pack_gptq_qzeros(&zeros_t, g, o, bits, packing.gptq_minus_one())
                 .with_context(|| format!("{name}: packing qzeros"))?;
             (
                 qw,
@@ -188,7 +204,7 @@ pub fn pack_layer(
             )
         }
         Packing::Fake => bail!("{name}: the fake format is not packed"),
-        Packing::AutoAwq => {
+        Packing::AutoAwq | Packing::Awq => {
             if bits != 4 {
                 bail!("{name}: AWQ packing is 4-bit only, this layer has {bits} bits");
             }
@@ -197,7 +213,7 @@ pub fn pack_layer(
             (qw, vec![i, o / 8], qz, vec![g, o / 8])
         }
     };
-    Ok(vec![
+    let mut out = vec![
         ("qweight", GgmlType::I32, qw_shape, le_bytes_u32(&qweight)),
         ("qzeros", GgmlType::I32, qz_shape, le_bytes_u32(&qzeros)),
         (
@@ -206,7 +222,74 @@ pub fn pack_layer(
             vec![g, o],
             f16_bytes(scales_t.into_iter()),
         ),
-    ])
+    ];
+    if packing == Packing::Gptq {
+        // the group of every input column (no act-order: column / group size)
+        let g_idx: Vec<u32> = (0..i).map(|c| (c / t.gs) as u32).collect();
+        out.push(("g_idx", GgmlType::I32, vec![i], le_bytes_u32(&g_idx)));
+    }
+    Ok(out)
+}
+
+/// `^name$` with the regex metacharacters of a module name escaped.
+fn exact_regex(name: &str) -> String {
+    format!("^{}$", regex::escape(name))
+}
+
+/// GPTQ's own `quantization_config` (format `auto_gptq`, as the reference's
+/// `export_to_autogptq` writes it): layers whose scheme differs from the global one, and layers
+/// left in float, as GPTQModel's `dynamic` rules on their exact names.
+pub fn gptq_config(s: &RecordedSettings, tuned: &[TunedLinear], kept_float: &[String]) -> Value {
+    let mut dynamic = Map::new();
+    for t in tuned {
+        let gs = if t.scheme.group_size == 0 {
+            -1
+        } else {
+            t.scheme.group_size as i64
+        };
+        if t.scheme.bits != s.bits || gs != s.group_size || t.scheme.sym != s.sym {
+            dynamic.insert(
+                format!("+:{}", exact_regex(&module_name(t.block, t.lin))),
+                json!({"bits": t.scheme.bits, "group_size": gs, "sym": t.scheme.sym}),
+            );
+        }
+    }
+    for m in kept_float {
+        dynamic.insert(format!("-:{}", exact_regex(m)), json!({}));
+    }
+    let mut m = Map::new();
+    m.insert("bits".into(), json!(s.bits));
+    m.insert("group_size".into(), json!(s.group_size));
+    m.insert("sym".into(), json!(s.sym));
+    m.insert("desc_act".into(), json!(false));
+    m.insert("true_sequential".into(), json!(false));
+    m.insert("damp_percent".into(), json!(0.01));
+    m.insert("lm_head".into(), json!(false));
+    m.insert("quant_method".into(), json!("gptq"));
+    m.insert("checkpoint_format".into(), json!("gptq"));
+    m.insert("provider".into(), json!("auto-round"));
+    m.insert(
+        "autoround_version".into(),
+        json!(concat!("autoround-cpu ", env!("CARGO_PKG_VERSION"))),
+    );
+    if !dynamic.is_empty() {
+        m.insert("dynamic".into(), Value::Object(dynamic));
+    }
+    Value::Object(m)
+}
+
+/// AWQ's own `quantization_config` (format `auto_awq`, as the reference's `export_to_awq`
+/// writes it). AWQ has one scheme for every quantized layer.
+pub fn awq_config(s: &RecordedSettings, kept_float: &[String]) -> Value {
+    json!({
+        "quant_method": "awq",
+        "version": "gemm",
+        "bits": s.bits,
+        "group_size": s.group_size,
+        "zero_point": !s.sym,
+        "provider": "auto-round",
+        "modules_to_not_convert": if kept_float.is_empty() { Value::Null } else { json!(kept_float) },
+    })
 }
 
 /// Files copied from the source folder beside the weights.
@@ -267,12 +350,32 @@ pub fn write_auto_round(
             extra.insert(module_name(t.block, t.lin), Value::Object(d));
         }
     }
-    let qc = quantization_config(settings, packing, &extra);
+    let qc = match packing {
+        Packing::Gptq => gptq_config(settings, tuned, kept_float),
+        Packing::Awq => {
+            if let Some(t) = tuned.iter().find(|t| {
+                t.scheme.bits != settings.bits
+                    || t.scheme.sym != settings.sym
+                    || t.scheme.group_size as i64 != settings.group_size
+            }) {
+                bail!(
+                    "{}: the auto_awq format has one scheme for all layers; use auto_round:auto_awq for mixed schemes",
+                    module_name(t.block, t.lin)
+                );
+            }
+            awq_config(settings, kept_float)
+        }
+        _ => quantization_config(settings, packing, &extra),
+    };
     if packing != Packing::Fake {
-        config
+        let c = config
             .as_object_mut()
-            .context("config.json is not an object")?
-            .insert("quantization_config".into(), qc.clone());
+            .context("config.json is not an object")?;
+        c.insert("quantization_config".into(), qc.clone());
+        if matches!(packing, Packing::Gptq | Packing::Awq) {
+            // as the reference's GPTQ/AWQ exports (their kernels want f16; weights not cast)
+            c.insert("torch_dtype".into(), json!("float16"));
+        }
     }
 
     // Tensors: packed layers first (in layer order), then the source's other tensors.
