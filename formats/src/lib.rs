@@ -10,6 +10,7 @@ pub mod autoround;
 pub mod gguf;
 pub mod hf;
 pub mod imatrix;
+pub mod parquet;
 pub mod safetensors;
 pub mod tokenizer;
 

@@ -121,9 +121,11 @@ pub struct QuantizeArgs {
     /// Model: a Hugging Face folder (config.json, *.safetensors, tokenizer files) or a .gguf file.
     #[arg(short = 'm', long)]
     pub model: PathBuf,
-    /// Output format: gguf:<type> (e.g. gguf:q4_k_m, gguf:q4_0, gguf:q2_k_s, gguf:f16), or
-    /// auto_round (auto_round:auto_gptq, auto_round:auto_awq), or fake (dequantized float);
-    /// several comma separated (auto_round,gguf:q4_0) are written from one tuning run.
+    /// Output format: gguf:<type> (e.g. gguf:q4_k_m, gguf:q4_0, gguf:q2_k_s, gguf:f16; tuned
+    /// for each layer's llama.cpp type, K-quants through their double-quantized scales), or
+    /// auto_round (auto_round:auto_gptq, auto_round:auto_awq), auto_gptq, auto_awq, or fake
+    /// (dequantized float); several comma separated (auto_round,fake,gguf:q4_0) are written from
+    /// one tuning run when their schemes agree.
     #[arg(long, default_value = "gguf:q4_k_m")]
     pub format: String,
     /// AutoRound tuning iterations per block [200]; 0 is round-to-nearest (for gguf: formats,
@@ -181,7 +183,9 @@ pub struct QuantizeArgs {
     /// Symmetric quantization (the default).
     #[arg(long)]
     pub sym: bool,
-    /// Calibration text: .txt (one sample per paragraph) or .jsonl ("text" field) files, comma separated.
+    /// Calibration text, comma separated: .txt (one sample per paragraph), .jsonl/.json or
+    /// .parquet ("text" field) files, or Hugging Face datasets `owner/name[:split]` already in the
+    /// local hub cache (never downloaded).
     #[arg(long)]
     pub dataset: Option<String>,
     /// Calibration samples [128].

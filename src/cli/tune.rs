@@ -8,7 +8,7 @@ use crate::model::load::ModelSource;
 use crate::quantize::gguf::{plan_for, QuantizeOptions};
 use crate::quantize::mixture::{Mixture, PlanOptions};
 use crate::tuner::block::Lin;
-use crate::tuner::calib::{build_samples, read_texts, CalibOptions};
+use crate::tuner::calib::{build_samples, read_texts, resolve_datasets, CalibOptions};
 use crate::tuner::checkpoint::{fnv64, BlockRecord, Checkpoint};
 use crate::tuner::qdq::{IntScheme, ScaleDtype};
 use crate::tuner::run::{
@@ -621,9 +621,9 @@ pub fn tune(a: QuantizeArgs) -> Result<()> {
     // Calibration samples (the dataset is read only when something needs it).
     let samples = || -> Result<(Vec<Vec<u32>>, Option<u32>)> {
         let ds = a.dataset.as_deref().context(
-            "--dataset FILE[,FILE] is required for tuning (.txt or .jsonl calibration text; nothing is downloaded)",
+            "--dataset FILE[,FILE] is required for tuning (.txt, .jsonl or .parquet calibration text, or a Hugging Face dataset already in the local hub cache; nothing is downloaded)",
         )?;
-        let paths: Vec<PathBuf> = ds.split(',').map(PathBuf::from).collect();
+        let paths = resolve_datasets(ds)?;
         let texts = read_texts(&paths)?;
         let tok = source.tokenizer()?;
         let copts = CalibOptions {

@@ -6,10 +6,16 @@
 //! - *JSON Lines*: chosen when the extension is `.jsonl` (any case) or the first non-empty line
 //!   starts with `{`. Every non-blank line must be a JSON object with a string `text` field;
 //!   each such line is one text. Blank lines are skipped.
+//! - *JSON array* (not named `.jsonl`, content starting with `[`): objects with a string `text`.
+//! - *Parquet* (`.parquet`, as the Hugging Face hub stores datasets): the `text` column, null
+//!   rows skipped.
 //! - *Plain text*: one text per paragraph. A paragraph is a maximal run of lines that are not
 //!   blank, where a blank line is empty or holds only whitespace (`\n` and `\r\n` endings both
 //!   work). The lines of a paragraph are joined with `\n`, exactly as written (no trimming
 //!   inside lines); blank lines themselves are not part of any text.
+//!
+//! `--dataset` entries that are not files but `owner/name[:split]` are looked up in the local
+//! Hugging Face hub cache ([`resolve_datasets`]); nothing is downloaded.
 //!
 //! A file that yields no text at all is an error, as are unreadable files, bytes that are not
 //! UTF-8 and malformed JSON Lines; each error names the file and where.
@@ -86,6 +92,16 @@ pub enum CalibError {
     /// A file holds no text.
     #[error("calibration file {path} holds no text")]
     Empty { path: PathBuf },
+    /// A Parquet file that cannot be read as a text column.
+    #[error("calibration file {path}: {msg}")]
+    Parquet { path: PathBuf, msg: String },
+    /// A dataset named as `owner/name` that is not in the local Hugging Face hub cache.
+    #[error(
+        "--dataset {id}: no such file, and not a dataset in the Hugging Face hub cache ({looked}); \
+         nothing is downloaded: fetch it first (`huggingface-cli download --repo-type dataset \
+         {id}`) or pass .txt/.jsonl/.parquet files"
+    )]
+    NotInCache { id: String, looked: String },
     /// Options that cannot make samples.
     #[error("calibration options: {0}")]
     BadOptions(String),
@@ -124,7 +140,126 @@ pub fn read_texts(paths: &[PathBuf]) -> Result<Vec<String>, CalibError> {
     Ok(out)
 }
 
+/// The files of `--dataset`'s comma-separated entries: each is a local file, or a Hugging Face
+/// dataset `owner/name[:split]` already in the local hub cache (`$HF_HUB_CACHE`, else
+/// `$HF_HOME/hub`, else `~/.cache/huggingface/hub`; never downloaded): the `.parquet`, `.jsonl`,
+/// `.json` and `.txt` files of its `main` snapshot, only those of the split (default `train`)
+/// when file names tell splits apart, in name order.
+pub fn resolve_datasets(spec: &str) -> Result<Vec<PathBuf>, CalibError> {
+    let mut out = Vec::new();
+    for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let p = PathBuf::from(item);
+        let (id, split) = item.split_once(':').unwrap_or((item, ""));
+        let hub_like = !p.exists()
+            && id.matches('/').count() == 1
+            && !id.starts_with(['.', '/'])
+            && Path::new(id).extension().is_none();
+        if !hub_like {
+            out.push(p);
+            continue;
+        }
+        out.extend(hub_dataset_files(
+            &hub_cache_dir().unwrap_or_default(),
+            id,
+            split,
+        )?);
+    }
+    Ok(out)
+}
+
+fn hub_cache_dir() -> Option<PathBuf> {
+    if let Some(d) = std::env::var_os("HF_HUB_CACHE") {
+        return Some(PathBuf::from(d));
+    }
+    if let Some(d) = std::env::var_os("HF_HOME") {
+        return Some(PathBuf::from(d).join("hub"));
+    }
+    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/huggingface/hub"))
+}
+
+fn hub_dataset_files(cache: &Path, id: &str, split: &str) -> Result<Vec<PathBuf>, CalibError> {
+    let repo = cache.join(format!("datasets--{}", id.replace('/', "--")));
+    let missing = |what: &str| CalibError::NotInCache {
+        id: id.to_string(),
+        looked: format!("{} {what}", repo.display()),
+    };
+    let snaps = repo.join("snapshots");
+    let snap = match std::fs::read_to_string(repo.join("refs/main")) {
+        Ok(rev) => snaps.join(rev.trim()),
+        Err(_) => {
+            // no ref: the most recently written snapshot
+            let mut all: Vec<(std::time::SystemTime, PathBuf)> = std::fs::read_dir(&snaps)
+                .map_err(|_| missing("does not exist"))?
+                .filter_map(|e| e.ok())
+                .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+                .collect();
+            all.sort();
+            all.pop().ok_or_else(|| missing("has no snapshot"))?.1
+        }
+    };
+    let mut files = Vec::new();
+    let mut stack = vec![snap.clone()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.filter_map(|e| e.ok()) {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p
+                .extension()
+                .and_then(|x| x.to_str())
+                .is_some_and(|x| matches!(x, "parquet" | "jsonl" | "json" | "txt"))
+            {
+                files.push(p);
+            }
+        }
+    }
+    files.sort();
+    let rel = |p: &PathBuf| {
+        p.strip_prefix(&snap)
+            .unwrap_or(p)
+            .to_string_lossy()
+            .into_owned()
+    };
+    let want = if split.is_empty() { "train" } else { split };
+    let of_split: Vec<PathBuf> = files
+        .iter()
+        .filter(|p| rel(p).contains(want))
+        .cloned()
+        .collect();
+    if !of_split.is_empty() {
+        return Ok(of_split);
+    }
+    if !split.is_empty() {
+        return Err(missing(&format!("has no files of split '{split}'")));
+    }
+    if files.is_empty() {
+        return Err(missing("has no .parquet/.jsonl/.json/.txt files"));
+    }
+    Ok(files)
+}
+
 fn read_file(path: &Path) -> Result<Vec<String>, CalibError> {
+    if path
+        .extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("parquet"))
+    {
+        if let Err(source) = std::fs::metadata(path) {
+            return Err(CalibError::Io {
+                path: path.to_path_buf(),
+                source,
+            });
+        }
+        return autoround_formats::parquet::read_text_column(path, "text").map_err(|msg| {
+            CalibError::Parquet {
+                path: path.to_path_buf(),
+                msg,
+            }
+        });
+    }
     let bytes = std::fs::read(path).map_err(|source| CalibError::Io {
         path: path.to_path_buf(),
         source,
@@ -143,7 +278,9 @@ fn read_file(path: &Path) -> Result<Vec<String>, CalibError> {
         .map(str::trim_start)
         .find(|l| !l.is_empty())
         .is_some_and(|l| l.starts_with('{'));
-    if by_ext || by_content {
+    if !by_ext && text.trim_start().starts_with('[') {
+        parse_json_array(path, text)
+    } else if by_ext || by_content {
         parse_jsonl(path, text)
     } else {
         Ok(split_paragraphs(text))
@@ -173,6 +310,24 @@ fn parse_jsonl(path: &Path, text: &str) -> Result<Vec<String>, CalibError> {
         }
     }
     Ok(out)
+}
+
+/// A JSON array of objects with a string `text` field (a `.json` dataset file).
+fn parse_json_array(path: &Path, text: &str) -> Result<Vec<String>, CalibError> {
+    let err = |line: usize, msg: String| CalibError::Jsonl {
+        path: path.to_path_buf(),
+        line,
+        msg,
+    };
+    let v: Vec<serde_json::Value> =
+        serde_json::from_str(text).map_err(|e| err(e.line(), format!("not a JSON array: {e}")))?;
+    v.iter()
+        .enumerate()
+        .map(|(i, o)| match o.get("text") {
+            Some(serde_json::Value::String(s)) => Ok(s.clone()),
+            _ => Err(err(1, format!("element {i} has no string \"text\" field"))),
+        })
+        .collect()
 }
 
 /// Paragraphs: maximal runs of non-blank lines, joined with `\n`.
@@ -420,6 +575,79 @@ mod tests {
             assert!(matches!(e, CalibError::Empty { .. }), "{name}: {e}");
             assert!(e.to_string().contains("holds no text"));
         }
+    }
+
+    /// Parquet files as pyarrow writes them (tools/parquet_fixture.py): the text column across
+    /// row groups, nulls skipped, snappy and zstd; gzip refused by name.
+    #[test]
+    fn parquet_text_column() {
+        let fx = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+        for f in ["calib-snappy.parquet", "calib-zstd.parquet"] {
+            let t = read_texts(&[fx.join(f)]).unwrap();
+            assert_eq!(t.len(), 3, "{f}");
+            assert!(t[0].starts_with("It is a truth") && t[2].starts_with("Sir Walter"));
+        }
+        let e = read_texts(&[fx.join("calib-gzip.parquet")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("calib-gzip.parquet") && e.contains("GZIP"),
+            "{e}"
+        );
+        let e = read_texts(&[tmp("not.parquet", b"hello")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("not.parquet") && e.contains("not a Parquet file"),
+            "{e}"
+        );
+    }
+
+    /// `owner/name[:split]` finds a dataset's files in a hub cache laid out as huggingface_hub
+    /// writes it (refs/main → snapshots/REV), the train split by default; a missing one says
+    /// where it looked and that nothing is downloaded.
+    #[test]
+    fn hub_cache_datasets() {
+        let cache = std::env::temp_dir().join(format!("arc-hub-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&cache);
+        let repo = cache.join("datasets--someone--tiny-text");
+        let snap = repo.join("snapshots/abc123");
+        std::fs::create_dir_all(snap.join("data")).unwrap();
+        std::fs::create_dir_all(repo.join("refs")).unwrap();
+        std::fs::write(repo.join("refs/main"), "abc123\n").unwrap();
+        let fx = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+        std::fs::copy(
+            fx.join("calib-snappy.parquet"),
+            snap.join("data/train-00000.parquet"),
+        )
+        .unwrap();
+        std::fs::write(snap.join("data/validation.jsonl"), "{\"text\": \"v\"}\n").unwrap();
+        std::fs::write(snap.join("README.md"), "# card").unwrap();
+        let f = hub_dataset_files(&cache, "someone/tiny-text", "").unwrap();
+        assert_eq!(f, vec![snap.join("data/train-00000.parquet")]);
+        assert_eq!(read_texts(&f).unwrap().len(), 3);
+        let f = hub_dataset_files(&cache, "someone/tiny-text", "validation").unwrap();
+        assert_eq!(read_texts(&f).unwrap(), vec!["v".to_string()]);
+        let e = hub_dataset_files(&cache, "someone/tiny-text", "test")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("split 'test'"), "{e}");
+        let e = hub_dataset_files(&cache, "nobody/nothing", "")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("nobody/nothing")
+                && e.contains("datasets--nobody--nothing")
+                && e.contains("nothing is downloaded"),
+            "{e}"
+        );
+        // a local file is taken as such, an owner/name that is not one goes to the cache
+        let local = tmp("local.txt", b"some text\n");
+        assert_eq!(
+            resolve_datasets(local.to_str().unwrap()).unwrap(),
+            vec![local]
+        );
+        let _ = std::fs::remove_dir_all(&cache);
     }
 
     #[test]
