@@ -65,6 +65,28 @@ fn u32s(b: &[u8]) -> Vec<u32> {
         .collect()
 }
 
+/// The calibration flags of the tiny test runs: 4 samples of 64 tokens from calib.txt, batches
+/// of 2, two threads.
+fn tiny_calib(calib: &Path) -> Vec<String> {
+    let c = s(calib);
+    [
+        "--nsamples",
+        "4",
+        "--seqlen",
+        "64",
+        "--batch_size",
+        "2",
+        "--dataset",
+        c,
+        "--concat",
+        "-t",
+        "2",
+    ]
+    .iter()
+    .map(|x| x.to_string())
+    .collect()
+}
+
 #[test]
 fn tuned_auto_round_unpacks_to_the_fake_weights() {
     let dir = tmp_dir("e2e");
@@ -286,7 +308,7 @@ fn standalone_gptq_and_awq_formats() {
     };
     let calib = common::shared_data("calib.txt");
     let run = |formats: &str, layer_config: &str, out: &Path| {
-        let o = bin(&[
+        let mut args: Vec<String> = [
             "quantize",
             "-m",
             s(&model),
@@ -296,22 +318,16 @@ fn standalone_gptq_and_awq_formats() {
             "64",
             "--iters",
             "2",
-            "--nsamples",
-            "4",
-            "--seqlen",
-            "64",
-            "--batch_size",
-            "2",
-            "--dataset",
-            s(&calib),
-            "--concat",
             "--layer_config",
             layer_config,
-            "-t",
-            "2",
             "--output_dir",
             s(out),
-        ]);
+        ]
+        .iter()
+        .map(|x| x.to_string())
+        .collect();
+        args.extend(tiny_calib(&calib));
+        let o = bin(&args.iter().map(String::as_str).collect::<Vec<_>>());
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     };
     let config = |d: &Path| -> serde_json::Value {
@@ -584,20 +600,10 @@ fn killed_q4_k_m_run_resumes_with_identical_output() {
             "gguf:q4_k_m",
             "--iters",
             "3",
-            "--nsamples",
-            "4",
-            "--seqlen",
-            "64",
-            "--batch_size",
-            "2",
-            "--dataset",
-            s(&calib),
-            "--concat",
-            "-t",
-            "2",
             "-o",
             s(out),
         ]);
+        c.args(tiny_calib(&calib));
         if let Some(b) = abort_after {
             c.env("AUTOROUND_CPU_ABORT_AFTER_BLOCK", b);
         }
@@ -642,20 +648,12 @@ fn tuned_gguf_holds_the_tuned_weights(mixture: &str) -> Option<Vec<autoround_ker
         &format!("fake,gguf:{mixture}"),
         "--iters",
         "4",
-        "--nsamples",
-        "4",
-        "--seqlen",
-        "64",
-        "--batch_size",
-        "2",
-        "--dataset",
-        s(&calib),
-        "--concat",
-        "-t",
-        "2",
         "--output_dir",
         s(&outs),
-    ]);
+    ]
+    .into_iter()
+    .chain(tiny_calib(&calib).iter().map(String::as_str))
+    .collect::<Vec<_>>());
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let find = |suffix: &str| {
         std::fs::read_dir(&outs)

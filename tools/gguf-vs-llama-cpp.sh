@@ -38,20 +38,25 @@ if [ ! -f "$work/base-$chunks.kld" ]; then
   "$LLAMA_BIN/llama-perplexity" -m "$work/float.gguf" -f "$data/eval.txt" -c 512 --chunks "$chunks" \
     -t "$threads" --kl-divergence-base "$work/base-$chunks.kld" >"$work/base.log" 2>&1
 fi
-printf '| model | size (MiB) | PPL | mean KLD | same top token |\n|---|---|---|---|---|\n'
-base_ppl=$(grep -E "Final estimate" "$work/base.log" | sed -E 's/.*PPL = ([0-9.]+).*/\1/')
-printf '| float (F32) | %s | %s | 0 | 100%% |\n' "$(( $(stat -c %s "$work/float.gguf") / 1048576 ))" "$base_ppl"
+printf '| model | size (MiB) | PPL | PPL(Q)/PPL(float) | mean KLD | same top token |\n|---|---|---|---|---|---|\n'
+first=1
 for f in "$work/lc-$type.gguf" "$work/lc-$type-imatrix.gguf" "$@"; do
-  log="$work/$(basename "$f").kld.log"
-  "$LLAMA_BIN/llama-perplexity" -m "$f" --kl-divergence-base "$work/base-$chunks.kld" --kl-divergence \
-    -t "$threads" >"$log" 2>&1
-  ppl=$(grep -E "^Mean PPL\(Q\)" "$log" | awk '{print $4, $5, $6}')
-  kld=$(grep -E "^Mean +KLD:" "$log" | awk '{print $3, $4, $5}')
-  top=$(grep -E "^Same top p:" "$log" | awk '{print $4, $5, $6}')
+  log="$work/$(basename "$f").kld-$chunks.log"
+  # a log newer than its file is reused
+  if [ ! -s "$log" ] || [ "$f" -nt "$log" ]; then
+    "$LLAMA_BIN/llama-perplexity" -m "$f" --kl-divergence-base "$work/base-$chunks.kld" --kl-divergence \
+      -t "$threads" >"$log" 2>&1
+  fi
+  val() { grep -E "^$1" "$log" | head -n1 | sed -E 's/^[^:]*: *//; s/ +/ /g'; }
+  if [ $first = 1 ]; then
+    printf '| float (F32) | %s | %s | 1 | 0 | 100 %% |\n' "$(( $(stat -c %s "$work/float.gguf") / 1048576 ))" "$(val 'Mean PPL\(base\) +:')"
+    first=0
+  fi
   name=$(basename "$f")
   case "$name" in
     lc-$type.gguf) name="llama.cpp $type (no imatrix)" ;;
     lc-$type-imatrix.gguf) name="llama.cpp $type (imatrix)" ;;
   esac
-  printf '| %s | %s | %s | %s | %s |\n' "$name" "$(( $(stat -c %s "$f") / 1048576 ))" "$ppl" "$kld" "$top"
+  printf '| %s | %s | %s | %s | %s | %s |\n' "$name" "$(( $(stat -c %s "$f") / 1048576 ))" \
+    "$(val 'Mean PPL\(Q\) +:')" "$(val 'Mean PPL\(Q\)/PPL\(base\) +:')" "$(val 'Mean +KLD:')" "$(val 'Same top p:')"
 done
