@@ -323,6 +323,7 @@ pub struct QuantConfig {
     pub method: String,
     pub default: LayerQuant,
     pub per_layer: std::collections::HashMap<String, Option<LayerQuant>>,
+    /// AWQ's `modules_to_not_convert` (float where the entry occurs in the name), then
     /// GPTQModel's `dynamic` rules (`+:regex` with overrides, `-:regex` left in float) in their
     /// order, matched at the start of the module name; the first match wins.
     pub patterns: Vec<(regex::Regex, Option<LayerQuant>)>,
@@ -410,13 +411,17 @@ impl QuantConfig {
                 );
             }
         }
-        // AWQ: modules kept in float (names, or name parts as transformers matches them)
+        let mut patterns = Vec::new();
+        // AWQ: modules kept in float, matched as transformers does (the entry is a part of the
+        // module's name)
         if let Some(skip) = qc["modules_to_not_convert"].as_array() {
             for m in skip.iter().filter_map(|v| v.as_str()) {
-                per_layer.insert(m.to_string(), None);
+                patterns.push((
+                    regex::Regex::new(&format!(".*{}", regex::escape(m))).expect("escaped"),
+                    None,
+                ));
             }
         }
-        let mut patterns = Vec::new();
         if let Some(dynamic) = qc["dynamic"].as_object() {
             for (key, v) in dynamic {
                 let (quant, re) = match key.split_at_checked(2) {
@@ -716,10 +721,31 @@ mod tests {
                 .layout,
             Layout::Gptq { minus_one: false }
         );
-        assert_eq!(
-            QuantConfig::from_config(&serde_json::json!({})).unwrap(),
-            None
-        );
+        assert!(QuantConfig::from_config(&serde_json::json!({}))
+            .unwrap()
+            .is_none());
+        // GPTQModel's dynamic rules: first match wins, "-:" keeps a layer in float
+        let d = serde_json::json!({"quantization_config": {"quant_method": "gptq", "bits": 4,
+            "group_size": 128, "sym": true, "dynamic": {
+                r"+:^model\.layers\.1\.mlp\.down_proj$": {"bits": 8, "group_size": 32},
+                r"-:^model\.layers\.\d+\.self_attn\.k_proj$": {}}}});
+        let q = QuantConfig::from_config(&d).unwrap().unwrap();
+        let down = q.layer("model.layers.1.mlp.down_proj").unwrap();
+        assert_eq!((down.bits, down.group_size, down.sym), (8, 32, true));
+        assert_eq!(q.layer("model.layers.11.mlp.down_proj").unwrap().bits, 4);
+        assert_eq!(q.layer("model.layers.7.self_attn.k_proj"), None);
+        let bad = serde_json::json!({"quantization_config": {"quant_method": "gptq", "bits": 4,
+            "dynamic": {"-:(": {}}}});
+        assert!(QuantConfig::from_config(&bad)
+            .unwrap_err()
+            .contains("'-:('"));
+        // AWQ's modules_to_not_convert: name parts, as transformers matches them
+        let a = serde_json::json!({"quantization_config": {"quant_method": "awq", "bits": 4,
+            "group_size": 128, "zero_point": true, "version": "gemm",
+            "modules_to_not_convert": ["self_attn.k_proj"]}});
+        let q = QuantConfig::from_config(&a).unwrap().unwrap();
+        assert_eq!(q.layer("model.layers.3.self_attn.k_proj"), None);
+        assert!(!q.layer("model.layers.3.self_attn.q_proj").unwrap().sym);
         let bad = serde_json::json!({"quantization_config": {"quant_method": "bitsandbytes"}});
         assert!(QuantConfig::from_config(&bad)
             .unwrap_err()

@@ -762,10 +762,16 @@ impl QuantLayer {
                 for (gr, acc) in g_min.iter_mut().enumerate() {
                     let gi = r * ng + gr;
                     let mut a = 0f64;
-                    for c in gr * gs..((gr + 1) * gs).min(cols) {
+                    let c0 = gr * gs;
+                    for (c, &d) in dw
+                        .iter()
+                        .enumerate()
+                        .take(((gr + 1) * gs).min(cols))
+                        .skip(c0)
+                    {
                         let (_, inside) = self.level_dq(r * cols + c, p.scale[gi], p.zp[gi]);
                         if !inside {
-                            a -= dw[c] as f64; // ŵ = s·q − m with q clamped
+                            a -= d as f64; // ŵ = s·q − m with q clamped
                         }
                     }
                     *acc = a as f32;

@@ -812,8 +812,8 @@ pub fn pack_k_block(ty: GgmlType, b: &KBlock<'_>, y: &mut [u8]) {
     y.fill(0);
     match ty {
         GgmlType::Q2_K => {
-            for j in 0..16 {
-                y[j] = (b.scales[j] | (b.mins[j] << 4)) as u8;
+            for (y, (&s, &m)) in y.iter_mut().zip(b.scales.iter().zip(b.mins)) {
+                *y = (s | (m << 4)) as u8;
             }
             pack_2bit(b.levels, &mut y[16..80]);
             put_f16(y, 80, b.d);
