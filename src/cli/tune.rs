@@ -526,6 +526,21 @@ pub fn tune(a: QuantizeArgs) -> Result<()> {
     }
     if let Some(mixture) = gguf {
         let types = gguf_layer_types(&a.model, mixture)?;
+        // which llama.cpp types the block linears are tuned for (the base scheme printed below
+        // is only the mixture's base type)
+        let mut counts: std::collections::BTreeMap<&str, usize> = Default::default();
+        for (_, ty) in &types {
+            *counts.entry(ty.name()).or_default() += 1;
+        }
+        eprintln!(
+            "gguf:{}: block linears as {}",
+            mixture.name(),
+            counts
+                .iter()
+                .map(|(t, n)| format!("{t} x{n}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
         for ((b, lin), ty) in types {
             match tuned_scheme(ty) {
                 Some(s) if has_auto_round && s != scheme => bail!(
