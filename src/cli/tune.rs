@@ -777,6 +777,27 @@ pub fn tune(a: QuantizeArgs) -> Result<()> {
             &samples,
         )?;
         let (mut ck, resumed) = Checkpoint::open(&ck_dir, &fingerprint)?;
+        // Ctrl-C: stop at once; finished blocks stay in the checkpoint for a rerun, and a
+        // checkpoint folder that holds nothing yet is removed
+        let saved = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(
+            resumed.as_ref().map_or(0, |r| r.next_block),
+        ));
+        {
+            let (saved, dir) = (saved.clone(), ck_dir.clone());
+            let _ = ctrlc::set_handler(move || {
+                let n = saved.load(std::sync::atomic::Ordering::SeqCst);
+                if n == 0 {
+                    let _ = std::fs::remove_dir(&dir);
+                    eprintln!("\ninterrupted before the first block was finished; nothing written");
+                } else {
+                    eprintln!(
+                        "\ninterrupted: {n} finished block(s) are in {}; rerun the same command to go on from there",
+                        dir.display()
+                    );
+                }
+                std::process::exit(130);
+            });
+        }
         let verbose = a.verbose;
         let log_block = |b: usize, s: &TuneStats, secs: f64, note: &str| {
             eprintln!(
@@ -849,6 +870,7 @@ pub fn tune(a: QuantizeArgs) -> Result<()> {
                     seconds: rep.seconds,
                 };
                 ck.save_block(rep.block, rep.layers, record, chains)?;
+                saved.store(rep.block + 1, std::sync::atomic::Ordering::SeqCst);
                 if abort_after == Some(rep.block) {
                     // test hook: a kill right after a checkpoint
                     std::process::abort();

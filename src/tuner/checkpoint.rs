@@ -50,6 +50,16 @@ pub struct Checkpoint {
     blocks: Vec<BlockRecord>,
 }
 
+/// A run that stops before its first block is saved leaves no empty checkpoint folder behind
+/// (`remove_dir` removes only an empty one).
+impl Drop for Checkpoint {
+    fn drop(&mut self) {
+        if self.blocks.is_empty() {
+            let _ = std::fs::remove_dir(&self.dir);
+        }
+    }
+}
+
 /// A short hash (FNV-1a, 64 bits) for folder names and token fingerprints.
 pub fn fnv64(bytes: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
