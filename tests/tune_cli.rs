@@ -209,34 +209,7 @@ fn tuned_auto_round_unpacks_to_the_fake_weights() {
 
     // the packed folder loads: converted to an F32 GGUF it is the fake folder's GGUF, tensor for
     // tensor, and the engine evaluates both alike
-    let to_gguf = |from: &Path, name: &str| -> PathBuf {
-        let out = dir.join(name);
-        let o = bin(&[
-            "convert",
-            "-m",
-            s(from),
-            "--to",
-            "gguf",
-            "--outtype",
-            "f32",
-            "-o",
-            s(&out),
-        ]);
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        out
-    };
-    let (gp, gf) = (to_gguf(&packed, "packed.gguf"), to_gguf(&fake, "fake.gguf"));
-    let (gp, gf) = (
-        autoround_formats::gguf::GgufFile::open(&gp).unwrap(),
-        autoround_formats::gguf::GgufFile::open(&gf).unwrap(),
-    );
-    assert_eq!(gp.tensors().len(), gf.tensors().len());
-    for t in gf.tensors() {
-        let u = gp
-            .tensor(&t.name)
-            .unwrap_or_else(|| panic!("{} missing", t.name));
-        assert!(gp.tensor_data(u) == gf.tensor_data(t), "{}", t.name);
-    }
+    assert_same_gguf(&packed, &fake);
     let ppl = |m: &Path| -> String {
         let o = bin(&[
             "perplexity",
