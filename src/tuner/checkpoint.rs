@@ -4,7 +4,8 @@
 //! uninterrupted run writes.
 //!
 //! The folder holds `block-NNNNN.safetensors` (each layer's codes as I8, scales and zero points as
-//! F32, its scheme in the metadata) and `state.json` (the settings' fingerprint, the next block,
+//! F32, for double-quantized K-quant layers also the super scales `d`/`dmin`, its scheme in the
+//! metadata) and `state.json` (the settings' fingerprint, the next block,
 //! the batch sampler's state and each block's losses). Both are written atomically, the block
 //! file first, so `state.json` never names a block that is not on disk.
 //!
