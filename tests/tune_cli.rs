@@ -464,6 +464,17 @@ fn files_of(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
         .collect()
 }
 
+/// Run the binary with `args`; with `abort_after = Some(k)` the test hook aborts the process
+/// right after block k's checkpoint.
+fn quantize_killed_after(args: &[&str], abort_after: Option<&str>) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_autoround-cpu"));
+    c.args(args);
+    if let Some(b) = abort_after {
+        c.env("AUTOROUND_CPU_ABORT_AFTER_BLOCK", b);
+    }
+    c.output().expect("runs the binary")
+}
+
 /// A run killed right after block 1's checkpoint resumes at block 2 when started again with the
 /// same arguments and writes the same bytes as a run that was never interrupted; a rerun with
 /// other settings is refused and names the difference.
@@ -475,8 +486,7 @@ fn killed_run_resumes_with_identical_output() {
     };
     let calib = common::shared_data("calib.txt");
     let run = |out: &Path, iters: &str, abort_after: Option<&str>| -> Output {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_autoround-cpu"));
-        c.args([
+        let mut args = vec![
             "quantize",
             "-m",
             s(&model),
@@ -488,25 +498,13 @@ fn killed_run_resumes_with_identical_output() {
             "64",
             "--iters",
             iters,
-            "--nsamples",
-            "4",
-            "--seqlen",
-            "64",
-            "--batch_size",
-            "2",
-            "--dataset",
-            s(&calib),
-            "--concat",
-            "-t",
-            "2",
             "--verbose",
             "-o",
             s(out),
-        ]);
-        if let Some(b) = abort_after {
-            c.env("AUTOROUND_CPU_ABORT_AFTER_BLOCK", b);
-        }
-        c.output().expect("runs the binary")
+        ];
+        let calib_args = tiny_calib(&calib);
+        args.extend(calib_args.iter().map(String::as_str));
+        quantize_killed_after(&args, abort_after)
     };
     let whole = dir.join("whole");
     let o = run(&whole, "5", None);
@@ -564,8 +562,7 @@ fn killed_q4_k_m_run_resumes_with_identical_output() {
     };
     let calib = common::shared_data("calib.txt");
     let run = |out: &Path, abort_after: Option<&str>| -> Output {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_autoround-cpu"));
-        c.args([
+        let mut args = vec![
             "quantize",
             "-m",
             s(&model),
@@ -575,12 +572,10 @@ fn killed_q4_k_m_run_resumes_with_identical_output() {
             "3",
             "-o",
             s(out),
-        ]);
-        c.args(tiny_calib(&calib));
-        if let Some(b) = abort_after {
-            c.env("AUTOROUND_CPU_ABORT_AFTER_BLOCK", b);
-        }
-        c.output().expect("runs the binary")
+        ];
+        let calib_args = tiny_calib(&calib);
+        args.extend(calib_args.iter().map(String::as_str));
+        quantize_killed_after(&args, abort_after)
     };
     let whole = dir.join("whole.gguf");
     let o = run(&whole, None);

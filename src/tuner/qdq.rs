@@ -729,18 +729,20 @@ impl QuantLayer {
         g.alpha.resize(n, 0.0);
         g.beta.resize(n, 0.0);
         // ∂L/∂scale and (asymmetric) ∂L/∂min per group, from the weights
+        // (the mins' gradient stays zero when symmetric)
         let mut g_scale = vec![0f32; n];
-        let mut g_min = vec![0f32; if sym { 0 } else { n }];
+        let mut g_min = vec![0f32; n];
         g.v.par_chunks_mut(cols)
             .zip(g_scale.par_chunks_mut(ng))
+            .zip(g_min.par_chunks_mut(ng))
             .enumerate()
-            .for_each(|(r, (gv, g_scale))| {
+            .for_each(|(r, ((gv, g_scale), g_min))| {
                 let dw = &d_w_hat[r * cols..(r + 1) * cols];
-                for (gr, acc) in g_scale.iter_mut().enumerate() {
+                for (gr, (acc, acc_min)) in g_scale.iter_mut().zip(g_min.iter_mut()).enumerate() {
                     let gi = r * ng + gr;
                     let s = p.scale[gi];
                     let m = if sym { 0.0 } else { p.zp[gi] };
-                    let mut a = 0f64;
+                    let (mut a, mut a_min) = (0f64, 0f64);
                     for c in gr * gs..((gr + 1) * gs).min(cols) {
                         let i = r * cols + c;
                         let (q, inside) = self.level_dq(i, s, m);
@@ -752,32 +754,16 @@ impl QuantLayer {
                             q - k * (self.w[i] + m) / s
                         };
                         a += (dw[c] * d) as f64;
-                    }
-                    *acc = a as f32;
-                }
-            });
-        if !sym {
-            g_min.par_chunks_mut(ng).enumerate().for_each(|(r, g_min)| {
-                let dw = &d_w_hat[r * cols..(r + 1) * cols];
-                for (gr, acc) in g_min.iter_mut().enumerate() {
-                    let gi = r * ng + gr;
-                    let mut a = 0f64;
-                    let c0 = gr * gs;
-                    for (c, &d) in dw
-                        .iter()
-                        .enumerate()
-                        .take(((gr + 1) * gs).min(cols))
-                        .skip(c0)
-                    {
-                        let (_, inside) = self.level_dq(r * cols + c, p.scale[gi], p.zp[gi]);
                         if !inside {
-                            a -= d as f64; // ŵ = s·q − m with q clamped
+                            a_min -= dw[c] as f64; // ŵ = s·q − m with q clamped
                         }
                     }
                     *acc = a as f32;
+                    if !sym {
+                        *acc_min = a_min as f32;
+                    }
                 }
             });
-        }
         // the second level: s' = clamp(r)·d with r = round(s·inv), d and inv from the
         // super-block's extreme
         let k = sq.groups;
