@@ -7,7 +7,9 @@
 //! forward GEMMs 2·T·P, weight gradients 2·T·P, input gradients 2·T·(P − P_qkv) (q/k/v need none),
 //! and causal attention 7·S²·H·d per sequence (forward 2, backward 5 half-triangle products).
 //! `cargo bench --bench tune_block`; compare with the FMA peak of the machine (cores × GHz × 2 ×
-//! FMA lanes per cycle).
+//! FMA lanes per cycle). Two variants: `f32` products, and `bf16` (bf16 inputs, f32 sums, as the
+//! tuner runs by default) when the CPU has AMX tiles for them (peak: cores × GHz × 1024 FLOP per
+//! cycle on Sapphire Rapids and later).
 
 use autoround_cpu::model::config::RopeLayout;
 use autoround_cpu::tuner::block::{BlockFloat, BlockShape, Lin, Weights};
@@ -17,6 +19,7 @@ use autoround_cpu::tuner::qdq::{IntScheme, QuantLayer, ScaleDtype};
 use autoround_cpu::tuner::signround::{
     block_outputs, tune_block, BlockData, IndexSampler, SignRoundOptions,
 };
+use autoround_kernels::gemm::Precision;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 
 fn normal(n: usize, seed: u64, scale: f32) -> Vec<f32> {
@@ -40,6 +43,7 @@ fn bench(c: &mut Criterion) {
         n_kv: 3,
         head_dim: 64,
         eps: 1e-5,
+        prec: Precision::F32,
     };
     let (seq, n_seq) = (512, 8);
     let fl = BlockFloat {
@@ -104,41 +108,50 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("tune_block");
     g.sample_size(10);
     g.throughput(Throughput::Elements(flops));
-    g.bench_function("smollm2_w4g128_8x512", |b| {
-        b.iter_batched(
-            || {
-                let layers: Vec<Option<QuantLayer>> = Lin::ALL
-                    .iter()
-                    .enumerate()
-                    .map(|(k, &l)| {
-                        let (r, cols) = sh.dims(l);
-                        Some(QuantLayer::new(
-                            floats[k].clone(),
-                            r,
-                            cols,
-                            scheme,
-                            ScaleDtype::F16,
-                        ))
-                    })
-                    .collect();
-                (layers, IndexSampler::new(n_seq, n_seq, 42))
-            },
-            |(mut layers, mut sampler)| {
-                tune_block(
-                    &sh,
-                    &fl,
-                    &rope,
-                    &mut layers,
-                    &floats,
-                    &data,
-                    &opts,
-                    &mut sampler,
-                    &mut |_, _| {},
-                )
-            },
-            BatchSize::LargeInput,
-        )
-    });
+    let mut precs = vec![("f32", Precision::F32)];
+    if Precision::fastest() == Precision::Bf16 {
+        precs.push(("bf16", Precision::Bf16));
+    } else {
+        eprintln!("no AMX bf16 on this CPU: benchmarking the f32 products only");
+    }
+    for (name, prec) in precs {
+        let sh = BlockShape { prec, ..sh };
+        g.bench_function(format!("smollm2_w4g128_8x512/{name}"), |b| {
+            b.iter_batched(
+                || {
+                    let layers: Vec<Option<QuantLayer>> = Lin::ALL
+                        .iter()
+                        .enumerate()
+                        .map(|(k, &l)| {
+                            let (r, cols) = sh.dims(l);
+                            Some(QuantLayer::new(
+                                floats[k].clone(),
+                                r,
+                                cols,
+                                scheme,
+                                ScaleDtype::F16,
+                            ))
+                        })
+                        .collect();
+                    (layers, IndexSampler::new(n_seq, n_seq, 42))
+                },
+                |(mut layers, mut sampler)| {
+                    tune_block(
+                        &sh,
+                        &fl,
+                        &rope,
+                        &mut layers,
+                        &floats,
+                        &data,
+                        &opts,
+                        &mut sampler,
+                        &mut |_, _| {},
+                    )
+                },
+                BatchSize::LargeInput,
+            )
+        });
+    }
     g.finish();
 }
 

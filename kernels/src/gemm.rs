@@ -12,7 +12,7 @@ use gemm::Parallelism;
 /// A row-major matrix view: `rows × cols` elements, row `r` starting at `r * stride`.
 #[derive(Clone, Copy)]
 pub struct Mat<'a> {
-    data: &'a [f32],
+    pub(crate) data: &'a [f32],
     rows: usize,
     cols: usize,
     stride: usize,
@@ -57,7 +57,7 @@ impl<'a> Mat<'a> {
     }
 
     /// (rows, cols) as the product sees it.
-    fn shape(&self) -> (usize, usize) {
+    pub(crate) fn shape(&self) -> (usize, usize) {
         if self.trans {
             (self.cols, self.rows)
         } else {
@@ -66,7 +66,7 @@ impl<'a> Mat<'a> {
     }
 
     /// (row stride, column stride) as the product sees it, in elements.
-    fn strides(&self) -> (isize, isize) {
+    pub(crate) fn strides(&self) -> (isize, isize) {
         if self.trans {
             (1, self.stride as isize)
         } else {
@@ -84,8 +84,31 @@ pub enum Threads {
     Pool,
 }
 
-/// `C = A·B` (`accumulate == false`) or `C += A·B`, with `C` an `m × n` matrix whose rows are
-/// `c_stride` elements apart.
+/// The arithmetic of a product.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Precision {
+    /// f32 inputs, f32 accumulation.
+    #[default]
+    F32,
+    /// Inputs rounded to bf16 (nearest even), f32 accumulation: what PyTorch's bf16 autocast
+    /// does on CPU. Runs on AMX tiles where [`crate::amx::available`]; elsewhere the rounded
+    /// inputs go through the f32 product (same arithmetic up to summation order, not faster).
+    Bf16,
+}
+
+impl Precision {
+    /// bf16 where this CPU multiplies bf16 faster than f32 (AMX), else f32.
+    pub fn fastest() -> Precision {
+        if crate::amx::available() {
+            Precision::Bf16
+        } else {
+            Precision::F32
+        }
+    }
+}
+
+/// `C = A·B` (`accumulate == false`) or `C += A·B` in f32, with `C` an `m × n` matrix whose
+/// rows are `c_stride` elements apart.
 ///
 /// Panics when the shapes disagree or a slice is too short: these are programming errors of
 /// the caller, never input-dependent.
@@ -96,6 +119,19 @@ pub fn sgemm(
     c_stride: usize,
     accumulate: bool,
     threads: Threads,
+) {
+    gemm(a, b, c, c_stride, accumulate, threads, Precision::F32)
+}
+
+/// [`sgemm`] with the arithmetic chosen by `prec`.
+pub fn gemm(
+    a: Mat<'_>,
+    b: Mat<'_>,
+    c: &mut [f32],
+    c_stride: usize,
+    accumulate: bool,
+    threads: Threads,
+    prec: Precision,
 ) {
     let (m, k) = a.shape();
     let (k2, n) = b.shape();
@@ -121,17 +157,32 @@ pub fn sgemm(
         }
         return;
     }
+    let parallel =
+        threads == Threads::Pool && rayon::current_num_threads() > 1 && m * n * k >= 64 * 64 * 64;
+    if prec == Precision::Bf16 {
+        if crate::amx::available() {
+            crate::amx::gemm(a, b, c, c_stride, accumulate, parallel);
+            return;
+        }
+        // No bf16 hardware: the same arithmetic through rounded dense copies.
+        let ra = rounded_copy(&a);
+        let rb = rounded_copy(&b);
+        return gemm(
+            Mat::new(&ra, m, k),
+            Mat::new(&rb, k, n),
+            c,
+            c_stride,
+            accumulate,
+            threads,
+            Precision::F32,
+        );
+    }
     let (a_rs, a_cs) = a.strides();
     let (b_rs, b_cs) = b.strides();
-    let par = match threads {
-        Threads::One => Parallelism::None,
-        Threads::Pool => {
-            if rayon::current_num_threads() > 1 && m * n * k >= 64 * 64 * 64 {
-                Parallelism::Rayon(0)
-            } else {
-                Parallelism::None
-            }
-        }
+    let par = if parallel {
+        Parallelism::Rayon(0)
+    } else {
+        Parallelism::None
     };
     // SAFETY: every element the product touches lies inside the slices: `Mat::strided` checked
     // `(rows-1)*stride + cols <= len` for A and B, the check above does the same for C, and the
@@ -160,6 +211,18 @@ pub fn sgemm(
             par,
         );
     }
+}
+
+/// The matrix as the product sees it, dense row-major, each element rounded to bf16.
+fn rounded_copy(x: &Mat<'_>) -> Vec<f32> {
+    let (r, c) = x.shape();
+    let (rs, cs) = x.strides();
+    let (rs, cs) = (rs as usize, cs as usize);
+    let mut out = Vec::with_capacity(r * c);
+    for i in 0..r {
+        out.extend((0..c).map(|j| crate::amx::round_bf16(x.data[i * rs + j * cs])));
+    }
+    out
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! autoround-kernels: block layouts, the scalar reference (the spec for every SIMD kernel),
 //! and later the per-ISA kernels with runtime dispatch. All `unsafe` in the project lives here.
 
+pub mod amx;
 pub mod blocks;
 pub mod dispatch;
 pub mod gemm;

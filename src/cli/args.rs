@@ -212,6 +212,11 @@ pub struct QuantizeArgs {
     /// Tune each block on the float chain's inputs instead of the quantized blocks' outputs.
     #[arg(long = "disable_quanted_input", alias = "disable-quanted-input")]
     pub disable_quanted_input: bool,
+    /// Compute the block's matrix products in f32. By default they take bf16 inputs with f32
+    /// sums, as the reference's autocast does on bf16 CPUs, where this CPU has AMX tiles for
+    /// them; elsewhere f32 is used anyway.
+    #[arg(long = "disable_amp", alias = "disable-amp")]
+    pub disable_amp: bool,
     /// Seed of calibration sampling and batch order [42].
     #[arg(long, default_value_t = 42)]
     pub seed: u64,

@@ -16,6 +16,7 @@ use crate::tuner::run::{
 };
 use crate::tuner::signround::{SignRoundOptions, TuneStats};
 use anyhow::{bail, Context, Result};
+use autoround_kernels::gemm::Precision;
 use autoround_kernels::GgmlType;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -377,6 +378,7 @@ fn fingerprint(
         ),
         format!("layer schemes {:016x}", fnv64(layer_schemes.as_bytes())),
         format!("scale dtype {:?}", spec.scale_dtype),
+        format!("precision {:?}", spec.prec),
         format!("iters {}", o.iters),
         format!("lr {}", o.lr),
         format!("minmax_lr {}", o.minmax_lr),
@@ -731,9 +733,14 @@ pub fn tune(a: QuantizeArgs) -> Result<()> {
             },
             enable_quanted_input: !a.disable_quanted_input,
             seed: a.seed,
+            prec: if a.disable_amp {
+                Precision::F32
+            } else {
+                Precision::fastest()
+            },
         };
         eprintln!(
-            "tuning {} blocks: {}-bit {} group {}, {} iters, lr {}, batch {}, {} samples x {} tokens, {threads} thread(s), about {:.1} GiB",
+            "tuning {} blocks: {}-bit {} group {}, {} iters, lr {}, batch {}, {} samples x {} tokens, {threads} thread(s), {}, about {:.1} GiB",
             n_blocks,
             scheme.bits,
             if scheme.sym { "sym" } else { "asym" },
@@ -743,6 +750,10 @@ pub fn tune(a: QuantizeArgs) -> Result<()> {
             p.batch_size,
             p.nsamples,
             p.seqlen,
+            match spec.prec {
+                Precision::Bf16 => "bf16 products on AMX tiles (--disable_amp: f32)",
+                Precision::F32 => "f32 products",
+            },
             need as f64 / (1u64 << 30) as f64
         );
         let bar = indicatif::ProgressBar::new((n_blocks * p.iters) as u64);

@@ -11,7 +11,7 @@ use super::ops::{
     attention_backward, attention_forward, rmsnorm_backward, rmsnorm_forward, swiglu_backward,
     swiglu_forward, AttnShape, Rope,
 };
-use autoround_kernels::gemm::{sgemm, Mat, Threads};
+use autoround_kernels::gemm::{gemm, Mat, Precision, Threads};
 
 /// The seven linear layers of a block, in a fixed order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -63,7 +63,7 @@ impl Lin {
     }
 }
 
-/// Dimensions of a block.
+/// Dimensions of a block, and the arithmetic of its matrix products.
 #[derive(Clone, Copy, Debug)]
 pub struct BlockShape {
     pub d: usize,
@@ -72,6 +72,8 @@ pub struct BlockShape {
     pub n_kv: usize,
     pub head_dim: usize,
     pub eps: f32,
+    /// f32, or bf16 inputs with f32 sums as the reference's autocast on bf16 CPUs.
+    pub prec: Precision,
 }
 
 impl BlockShape {
@@ -135,6 +137,7 @@ impl Saved {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn linear(
     x: &[f32],
     t: usize,
@@ -142,6 +145,7 @@ fn linear(
     rows: usize,
     cols: usize,
     bias: Option<&[f32]>,
+    prec: Precision,
 ) -> Vec<f32> {
     let mut y = vec![0f32; t * rows];
     if let Some(b) = bias {
@@ -149,13 +153,14 @@ fn linear(
             r.copy_from_slice(b);
         }
     }
-    sgemm(
+    gemm(
         Mat::new(x, t, cols),
         Mat::new(w, rows, cols).t(),
         &mut y,
         rows,
         bias.is_some(),
         Threads::Pool,
+        prec,
     );
     y
 }
@@ -178,9 +183,9 @@ pub fn forward(
     let mut xn1 = vec![0f32; t * d];
     let mut rstd1 = vec![0f32; t];
     rmsnorm_forward(x, &fl.attn_norm, sh.eps, &mut xn1, &mut rstd1);
-    let mut q = linear(&xn1, t, w[0], qw, d, fl.bq.as_deref());
-    let mut k = linear(&xn1, t, w[1], kvw, d, fl.bk.as_deref());
-    let v = linear(&xn1, t, w[2], kvw, d, fl.bv.as_deref());
+    let mut q = linear(&xn1, t, w[0], qw, d, fl.bq.as_deref(), sh.prec);
+    let mut k = linear(&xn1, t, w[1], kvw, d, fl.bk.as_deref(), sh.prec);
+    let v = linear(&xn1, t, w[2], kvw, d, fl.bv.as_deref(), sh.prec);
     let (mut q_pre, mut k_pre, mut rstd_q, mut rstd_k) = Default::default();
     if let (Some(qn), Some(kn)) = (&fl.q_norm, &fl.k_norm) {
         let mut qo = vec![0f32; q.len()];
@@ -202,29 +207,33 @@ pub fn forward(
         n_head: sh.n_head,
         n_kv: sh.n_kv,
         head_dim: sh.head_dim,
+        // Attention products stay f32: converting the score matrices to bf16 costs more than
+        // AMX saves on these small (64-wide) products.
+        prec: Precision::F32,
     };
     let mut o = vec![0f32; t * qw];
     let mut lse = vec![0f32; n_seq * sh.n_head * seq_len];
     attention_forward(ash, &q, &k, &v, &mut o, &mut lse);
-    let mut h = linear(&o, t, w[3], d, qw, None);
+    let mut h = linear(&o, t, w[3], d, qw, None, sh.prec);
     for (h, &x) in h.iter_mut().zip(x) {
         *h += x;
     }
     let mut xn2 = vec![0f32; t * d];
     let mut rstd2 = vec![0f32; t];
     rmsnorm_forward(&h, &fl.ffn_norm, sh.eps, &mut xn2, &mut rstd2);
-    let gate = linear(&xn2, t, w[4], sh.ff, d, None);
-    let up = linear(&xn2, t, w[5], sh.ff, d, None);
+    let gate = linear(&xn2, t, w[4], sh.ff, d, None, sh.prec);
+    let up = linear(&xn2, t, w[5], sh.ff, d, None, sh.prec);
     let mut a = vec![0f32; t * sh.ff];
     swiglu_forward(&gate, &up, &mut a);
     let mut y = h.clone();
-    sgemm(
+    gemm(
         Mat::new(&a, t, sh.ff),
         Mat::new(w[6], d, sh.ff).t(),
         &mut y,
         d,
         true,
         Threads::Pool,
+        sh.prec,
     );
     if let Some(s) = save {
         *s = Saved {
@@ -252,15 +261,23 @@ pub fn forward(
 
 /// `dW = dyᵀ · x` for a linear layer with input `x` (`t × cols`) and output gradient `dy`
 /// (`t × rows`).
-fn weight_grad(dy: &[f32], x: &[f32], t: usize, rows: usize, cols: usize) -> Vec<f32> {
+fn weight_grad(
+    dy: &[f32],
+    x: &[f32],
+    t: usize,
+    rows: usize,
+    cols: usize,
+    prec: Precision,
+) -> Vec<f32> {
     let mut dw = vec![0f32; rows * cols];
-    sgemm(
+    gemm(
         Mat::new(dy, t, rows).t(),
         Mat::new(x, t, cols),
         &mut dw,
         cols,
         false,
         Threads::Pool,
+        prec,
     );
     dw
 }
@@ -274,14 +291,16 @@ fn input_grad(
     cols: usize,
     dx: &mut [f32],
     acc: bool,
+    prec: Precision,
 ) {
-    sgemm(
+    gemm(
         Mat::new(dy, t, rows),
         Mat::new(w, rows, cols),
         dx,
         cols,
         acc,
         Threads::Pool,
+        prec,
     );
 }
 
@@ -299,26 +318,26 @@ pub fn backward(
     let t = dy.len() / d;
     let (qw, kvw, ff) = (sh.n_head * sh.head_dim, sh.n_kv * sh.head_dim, sh.ff);
     // y = h + a·Wdᵀ
-    let d_down = weight_grad(dy, &s.a, t, d, ff);
+    let d_down = weight_grad(dy, &s.a, t, d, ff, sh.prec);
     let mut da = vec![0f32; t * ff];
-    input_grad(dy, w[6], t, d, ff, &mut da, false);
+    input_grad(dy, w[6], t, d, ff, &mut da, false, sh.prec);
     let mut dg = vec![0f32; t * ff];
     let mut du = vec![0f32; t * ff];
     swiglu_backward(&s.gate, &s.up, &da, &mut dg, &mut du);
     drop(da);
-    let d_gate = weight_grad(&dg, &s.xn2, t, ff, d);
-    let d_up = weight_grad(&du, &s.xn2, t, ff, d);
+    let d_gate = weight_grad(&dg, &s.xn2, t, ff, d, sh.prec);
+    let d_up = weight_grad(&du, &s.xn2, t, ff, d, sh.prec);
     let mut dxn2 = vec![0f32; t * d];
-    input_grad(&dg, w[4], t, ff, d, &mut dxn2, false);
-    input_grad(&du, w[5], t, ff, d, &mut dxn2, true);
+    input_grad(&dg, w[4], t, ff, d, &mut dxn2, false, sh.prec);
+    input_grad(&du, w[5], t, ff, d, &mut dxn2, true, sh.prec);
     drop((dg, du));
     // h = x + o·Woᵀ, and it feeds both the FFN norm and the output
     let mut dh = dy.to_vec();
     rmsnorm_backward(&s.h, &fl.ffn_norm, &s.rstd2, &dxn2, &mut dh, true);
     drop(dxn2);
-    let d_o_w = weight_grad(&dh, &s.o, t, d, qw);
+    let d_o_w = weight_grad(&dh, &s.o, t, d, qw, sh.prec);
     let mut d_att = vec![0f32; t * qw];
-    input_grad(&dh, w[3], t, d, qw, &mut d_att, false);
+    input_grad(&dh, w[3], t, d, qw, &mut d_att, false, sh.prec);
     drop(dh);
     let seq_len = t / s.n_seq;
     let ash = AttnShape {
@@ -327,6 +346,9 @@ pub fn backward(
         n_head: sh.n_head,
         n_kv: sh.n_kv,
         head_dim: sh.head_dim,
+        // Attention products stay f32: converting the score matrices to bf16 costs more than
+        // AMX saves on these small (64-wide) products.
+        prec: Precision::F32,
     };
     let mut dq = vec![0f32; t * qw];
     let mut dk = vec![0f32; t * kvw];
@@ -345,9 +367,9 @@ pub fn backward(
         dq = dq_pre;
         dk = dk_pre;
     }
-    let d_q = weight_grad(&dq, &s.xn1, t, qw, d);
-    let d_k = weight_grad(&dk, &s.xn1, t, kvw, d);
-    let d_v = weight_grad(&dv, &s.xn1, t, kvw, d);
+    let d_q = weight_grad(&dq, &s.xn1, t, qw, d, sh.prec);
+    let d_k = weight_grad(&dk, &s.xn1, t, kvw, d, sh.prec);
+    let d_v = weight_grad(&dv, &s.xn1, t, kvw, d, sh.prec);
     [d_q, d_k, d_v, d_o_w, d_gate, d_up, d_down]
 }
 
@@ -365,6 +387,7 @@ pub(crate) mod tests {
             n_kv: 2,
             head_dim: 4,
             eps: 1e-6,
+            prec: Precision::F32,
         };
         let opt = |on: bool, n: usize, seed: u64| on.then(|| rand_vec(n, seed, 0.3));
         let fl = BlockFloat {

@@ -19,6 +19,7 @@ use super::signround::{
 };
 use crate::model::llama::{Layer, Model};
 use crate::tensor::Weight;
+use autoround_kernels::gemm::Precision;
 use std::time::Instant;
 
 /// What to do to the model.
@@ -30,6 +31,9 @@ pub struct TuneSpec {
     pub enable_quanted_input: bool,
     /// Seed of the batch sampler [42].
     pub seed: u64,
+    /// Arithmetic of the block's matrix products: the reference computes in bf16 (autocast) on
+    /// CPUs with bf16 support, f32 otherwise.
+    pub prec: Precision,
 }
 
 /// One quantized linear layer: its integer codes (`0 … 2^b-1`, row-major like the weight) and
@@ -151,6 +155,7 @@ pub fn block_shape(model: &Model<'_>) -> BlockShape {
         n_kv: c.n_head_kv,
         head_dim: c.head_dim,
         eps: c.rms_eps,
+        prec: Default::default(),
     }
 }
 
@@ -353,7 +358,10 @@ impl Chains {
     ) -> Chains {
         let mut ch = Chains::start(model, samples, spec);
         let seq_len = samples.first().map_or(0, Vec::len);
-        let sh = block_shape(model);
+        let sh = BlockShape {
+            prec: spec.prec,
+            ..block_shape(model)
+        };
         let rope = model_rope(model, seq_len);
         let batch = spec.opts.batch_size.max(1);
         for b in 0..next_block.min(model.layers.len()) {
@@ -403,7 +411,10 @@ pub fn tune_model(
     on_iter: &mut dyn FnMut(usize, usize, f64),
     on_block: &mut dyn FnMut(&BlockReport<'_>, &Chains) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
-    let sh = block_shape(model);
+    let sh = BlockShape {
+        prec: spec.prec,
+        ..block_shape(model)
+    };
     let rope = model_rope(model, seq_len);
     let n = model.layers.len();
     let batch = spec.opts.batch_size.max(1);
