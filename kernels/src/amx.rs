@@ -73,8 +73,16 @@ pub(crate) fn gemm(
     let panels = m.div_ceil(2 * T);
     let pairs = n.div_ceil(2 * T);
     let kbs = k.div_ceil(KB);
-    let mut ap = vec![0u16; panels * 2 * kbs * TILE];
-    let mut bp = vec![0u16; pairs * 2 * kbs * TILE];
+    // The packed copies reuse this thread's buffers from the last product (fresh pages and
+    // their zeroing cost more than the packing); the packers write every element.
+    thread_local! {
+        static PACKED: std::cell::RefCell<(Vec<u16>, Vec<u16>)> = Default::default();
+    }
+    let (mut ap, mut bp) = PACKED.with(|p| std::mem::take(&mut *p.borrow_mut()));
+    ap.truncate(panels * 2 * kbs * TILE);
+    ap.resize(panels * 2 * kbs * TILE, 0);
+    bp.truncate(pairs * 2 * kbs * TILE);
+    bp.resize(pairs * 2 * kbs * TILE, 0);
     let a_tile = |(it, dst): (usize, &mut [u16])| pack_a(&a, it, dst);
     let b_tile = |(jt, dst): (usize, &mut [u16])| pack_b(&b, jt, dst);
     if parallel {
@@ -127,16 +135,21 @@ pub(crate) fn gemm(
     } else {
         c.chunks_mut(2 * T * c_stride).enumerate().for_each(panel);
     }
+    PACKED.with(|p| *p.borrow_mut() = (ap, bp));
 }
 
-/// Row tile `it` of A (rows `16·it ..`), every k block, into `dst` (one tile per k block).
+/// Row tile `it` of A (rows `16·it ..`), every k block, into `dst` (one tile per k block),
+/// zeros where the tile reaches past A.
 fn pack_a(a: &Mat<'_>, it: usize, dst: &mut [u16]) {
     let (m, k) = a.shape();
     let (rs, cs) = a.strides();
     let (rs, cs) = (rs as usize, cs as usize);
     let rows = m.saturating_sub(it * T).min(T);
+    if rows < T || k % KB != 0 {
+        dst.fill(0);
+    }
     if rows == 0 {
-        return; // a padding tile of the last row panel: zeros
+        return; // a padding tile of the last row panel
     }
     if cs == 1 {
         for r in 0..rows {
@@ -146,8 +159,25 @@ fn pack_a(a: &Mat<'_>, it: usize, dst: &mut [u16]) {
                 imp::cvt_run(chunk, &mut dst[kb * TILE + r * KB..][..chunk.len()]);
             }
         }
+    } else if rs == 1 && rows == T {
+        // A transposed view: each k is a contiguous run of the tile's 16 rows. Two runs
+        // (kk, kk + 1) convert into the (row, pair) interleave, each row's pair one u32 of the
+        // tile row.
+        let mut tmp = [0u16; 2 * T];
+        for kk in (0..k).step_by(2) {
+            let row0 = &a.data[kk * cs + it * T..][..T];
+            let row1 = if kk + 1 < k {
+                &a.data[(kk + 1) * cs + it * T..][..T]
+            } else {
+                &[]
+            };
+            imp::cvt_pairs(row0, row1, &mut tmp);
+            let d = &mut dst[(kk / KB) * TILE + kk % KB..];
+            for (r, pair) in tmp.chunks_exact(2).enumerate() {
+                d[r * KB..r * KB + 2].copy_from_slice(pair);
+            }
+        }
     } else {
-        // A transposed view: each k is a contiguous run of the tile's rows.
         for kk in 0..k {
             let src = &a.data[kk * cs + it * T * rs..];
             let d = &mut dst[(kk / KB) * TILE + kk % KB..];
@@ -159,14 +189,17 @@ fn pack_a(a: &Mat<'_>, it: usize, dst: &mut [u16]) {
 }
 
 /// Column tile `jt` of B (columns `16·jt ..`), every k block, into `dst` in the pair-interleaved
-/// layout.
+/// layout, zeros where the tile reaches past B.
 fn pack_b(b: &Mat<'_>, jt: usize, dst: &mut [u16]) {
     let (k, n) = b.shape();
     let (rs, cs) = b.strides();
     let (rs, cs) = (rs as usize, cs as usize);
     let cols = n.saturating_sub(jt * T).min(T);
+    if cols < T || k % KB != 0 {
+        dst.fill(0);
+    }
     if cols == 0 {
-        return; // a padding tile of the last column pair: zeros
+        return; // a padding tile of the last column pair
     }
     if cs == 1 {
         // Rows kk and kk + 1 of the tile's columns become one interleaved tile row.
@@ -508,6 +541,7 @@ mod tests {
             (70, 65, 129),
             (33, 1100, 48),
             (128, 64, 64),
+            (5, 40, 20),
         ] {
             let a = fill(m * k, 7);
             let b = fill(k * n, 8);

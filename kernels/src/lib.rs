@@ -9,6 +9,7 @@ pub mod matmul;
 pub mod ops;
 pub mod quantize;
 pub mod reference;
+pub mod vmath;
 
 pub use blocks::{GgmlType, QK_K};
 

@@ -283,6 +283,7 @@ fn weight_grad(
 }
 
 /// `dx (+)= dy · W` for a linear layer of weight `W` (`rows × cols`).
+#[allow(clippy::too_many_arguments)]
 fn input_grad(
     dy: &[f32],
     w: &[f32],

@@ -8,6 +8,7 @@
 
 use crate::model::config::RopeLayout;
 use autoround_kernels::gemm::{gemm, Mat, Precision, Threads};
+use autoround_kernels::vmath::exp_sub_sum;
 use rayon::prelude::*;
 
 /// Rows per rayon task in the element-wise loops.
@@ -194,11 +195,7 @@ pub fn attention_forward(
                 for (ii, row) in p.chunks_exact_mut(r1).enumerate() {
                     let i = r0 + ii;
                     let m = row[..=i].iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-                    let mut sum = 0f64;
-                    for x in row[..=i].iter_mut() {
-                        *x = (*x - m).exp();
-                        sum += *x as f64;
-                    }
+                    let sum = exp_sub_sum(&mut row[..=i], m) as f64;
                     let inv = (1.0 / sum) as f32;
                     for x in row[..=i].iter_mut() {
                         *x *= inv;
@@ -308,9 +305,7 @@ pub fn attention_backward(
                     scores(sh, q, k, s, h, kvh, r0, r1, p);
                     for (ii, row) in p.chunks_exact_mut(r1).enumerate() {
                         let i = r0 + ii;
-                        for x in row[..=i].iter_mut() {
-                            *x = (*x - lse_h[i]).exp();
-                        }
+                        exp_sub_sum(&mut row[..=i], lse_h[i]);
                         row[i + 1..].fill(0.0);
                     }
                     let off = (s * l + r0) * qw + h * hd;
