@@ -56,9 +56,51 @@ const TILE: usize = T * KB;
 /// k blocks per chunk of K walked by one panel before moving on.
 const CHUNK: usize = 16;
 
+/// Where a packed operand's tiles lie: `tiles` row tiles (A) or column tiles (B), each with
+/// `kbs` k blocks. The order follows the source's memory order so that packing reads it
+/// front to back: tile-major (`[tile][k block]`) when a source row runs along k (A row-major, B
+/// transposed), k-major (`[k block][tile]`) when it runs across the tiles (A transposed, B
+/// row-major).
+#[derive(Clone, Copy)]
+struct Layout {
+    tiles: usize,
+    kbs: usize,
+    k_major: bool,
+}
+
+impl Layout {
+    /// Offset (in u16) of tile `t`, k block `kb`.
+    fn at(&self, t: usize, kb: usize) -> usize {
+        if self.k_major {
+            (kb * self.tiles + t) * TILE
+        } else {
+            (t * self.kbs + kb) * TILE
+        }
+    }
+    /// Distance from one k block of a tile to the next.
+    fn step(&self) -> usize {
+        if self.k_major {
+            self.tiles * TILE
+        } else {
+            TILE
+        }
+    }
+    /// One unit of packing work: a k block of every tile, or every k block of one tile.
+    fn chunk(&self) -> usize {
+        if self.k_major {
+            self.tiles * TILE
+        } else {
+            self.kbs * TILE
+        }
+    }
+    fn len(&self) -> usize {
+        self.tiles * self.kbs * TILE
+    }
+}
+
 /// `C (+)= A·B` on AMX tiles. `c` is `m × n` with rows `c_stride` apart (checked by the
-/// caller, [`crate::gemm::gemm`]); `parallel` spreads the row panels over the rayon pool.
-/// Must only be called when [`available`] returned true.
+/// caller, [`crate::gemm::gemm`]); `parallel` spreads the packing and the row panels over the
+/// rayon pool. Must only be called when [`available`] returned true.
 pub(crate) fn gemm(
     a: Mat<'_>,
     b: Mat<'_>,
@@ -73,46 +115,80 @@ pub(crate) fn gemm(
     let panels = m.div_ceil(2 * T);
     let pairs = n.div_ceil(2 * T);
     let kbs = k.div_ceil(KB);
+    // Every view has unit stride along its rows or its columns (`Mat`).
+    let la = Layout {
+        tiles: 2 * panels,
+        kbs,
+        k_major: a.strides().1 != 1,
+    };
+    let lb = Layout {
+        tiles: 2 * pairs,
+        kbs,
+        k_major: b.strides().1 == 1,
+    };
     // The packed copies reuse this thread's buffers from the last product (fresh pages and
     // their zeroing cost more than the packing); the packers write every element.
     thread_local! {
         static PACKED: std::cell::RefCell<(Vec<u16>, Vec<u16>)> = Default::default();
     }
     let (mut ap, mut bp) = PACKED.with(|p| std::mem::take(&mut *p.borrow_mut()));
-    ap.truncate(panels * 2 * kbs * TILE);
-    ap.resize(panels * 2 * kbs * TILE, 0);
-    bp.truncate(pairs * 2 * kbs * TILE);
-    bp.resize(pairs * 2 * kbs * TILE, 0);
-    let a_tile = |(it, dst): (usize, &mut [u16])| pack_a(&a, it, dst);
-    let b_tile = |(jt, dst): (usize, &mut [u16])| pack_b(&b, jt, dst);
+    ap.truncate(la.len());
+    ap.resize(la.len(), 0);
+    bp.truncate(lb.len());
+    bp.resize(lb.len(), 0);
+    let a_unit = |(i, dst): (usize, &mut [u16])| {
+        if la.k_major {
+            pack_a_kblock(&a, i, dst)
+        } else {
+            pack_a_rows(&a, i, dst)
+        }
+    };
+    let b_unit = |(i, dst): (usize, &mut [u16])| {
+        if lb.k_major {
+            pack_b_kblock(&b, i, dst)
+        } else {
+            pack_b_cols(&b, i, dst)
+        }
+    };
     if parallel {
-        ap.par_chunks_mut(kbs * TILE).enumerate().for_each(a_tile);
-        bp.par_chunks_mut(kbs * TILE).enumerate().for_each(b_tile);
+        ap.par_chunks_mut(la.chunk()).enumerate().for_each(a_unit);
+        bp.par_chunks_mut(lb.chunk()).enumerate().for_each(b_unit);
     } else {
-        ap.chunks_mut(kbs * TILE).enumerate().for_each(a_tile);
-        bp.chunks_mut(kbs * TILE).enumerate().for_each(b_tile);
+        ap.chunks_mut(la.chunk()).enumerate().for_each(a_unit);
+        bp.chunks_mut(lb.chunk()).enumerate().for_each(b_unit);
     }
     let need = (m - 1) * c_stride + n;
     let c = &mut c[..need];
+    let (ap_ref, bp_ref) = (&ap[..], &bp[..]);
     let panel = |(p, cp): (usize, &mut [f32])| {
         let rows = (m - p * 2 * T).min(2 * T);
-        let a0 = &ap[2 * p * kbs * TILE..(2 * p + 2) * kbs * TILE];
         imp::with_tiles(|| {
             // Blocks on the ragged edge of C go through a 32×32 buffer.
             let mut buf = [0f32; 4 * T * T];
             for kc in (0..kbs).step_by(CHUNK) {
                 let steps = CHUNK.min(kbs - kc);
                 let set = kc == 0 && !accumulate;
+                let ta = Operand {
+                    data: ap_ref,
+                    first: la.at(2 * p, kc),
+                    second: la.at(2 * p + 1, kc),
+                    step: la.step(),
+                };
                 for q in 0..pairs {
-                    let b0 = &bp[2 * q * kbs * TILE..(2 * q + 2) * kbs * TILE];
+                    let tb = Operand {
+                        data: bp_ref,
+                        first: lb.at(2 * q, kc),
+                        second: lb.at(2 * q + 1, kc),
+                        step: lb.step(),
+                    };
                     let cols = (n - q * 2 * T).min(2 * T);
                     if rows == 2 * T && cols == 2 * T {
                         // Whole block inside C: the tiles load and store C in place.
                         let dst = &mut cp[q * 2 * T..];
-                        imp::kernel_2x2(a0, b0, kbs, kc, steps, dst, c_stride, !set);
+                        imp::kernel_2x2(&ta, &tb, steps, dst, c_stride, !set);
                         continue;
                     }
-                    imp::kernel_2x2(a0, b0, kbs, kc, steps, &mut buf, 2 * T, false);
+                    imp::kernel_2x2(&ta, &tb, steps, &mut buf, 2 * T, false);
                     for r in 0..rows {
                         let dst = &mut cp[r * c_stride + q * 2 * T..][..cols];
                         let src = &buf[r * 2 * T..][..cols];
@@ -138,102 +214,127 @@ pub(crate) fn gemm(
     PACKED.with(|p| *p.borrow_mut() = (ap, bp));
 }
 
-/// Row tile `it` of A (rows `16·it ..`), every k block, into `dst` (one tile per k block),
-/// zeros where the tile reaches past A.
-fn pack_a(a: &Mat<'_>, it: usize, dst: &mut [u16]) {
+/// Two tiles' runs of k blocks inside a packed buffer, as the micro-kernel reads them: the
+/// first tile's blocks start at `first`, the second's at `second`, each next block `step`
+/// further on.
+struct Operand<'a> {
+    data: &'a [u16],
+    first: usize,
+    second: usize,
+    step: usize,
+}
+
+/// Row tile `it` of a row-major A (rows `16·it ..`), every k block, into `dst` (one tile per
+/// k block), zeros where the tile reaches past A.
+fn pack_a_rows(a: &Mat<'_>, it: usize, dst: &mut [u16]) {
     let (m, k) = a.shape();
-    let (rs, cs) = a.strides();
-    let (rs, cs) = (rs as usize, cs as usize);
+    let rs = a.strides().0 as usize;
     let rows = m.saturating_sub(it * T).min(T);
     if rows < T || k % KB != 0 {
         dst.fill(0);
     }
-    if rows == 0 {
-        return; // a padding tile of the last row panel
+    for r in 0..rows {
+        let i = it * T + r;
+        let src = &a.data[i * rs..i * rs + k];
+        for (kb, chunk) in src.chunks(KB).enumerate() {
+            imp::cvt_run(chunk, &mut dst[kb * TILE + r * KB..][..chunk.len()]);
+        }
     }
-    if cs == 1 {
-        for r in 0..rows {
-            let i = it * T + r;
-            let src = &a.data[i * rs..i * rs + k];
-            for (kb, chunk) in src.chunks(KB).enumerate() {
-                imp::cvt_run(chunk, &mut dst[kb * TILE + r * KB..][..chunk.len()]);
-            }
-        }
-    } else if rs == 1 && rows == T {
-        // A transposed view: each k is a contiguous run of the tile's 16 rows. Two runs
-        // (kk, kk + 1) convert into the (row, pair) interleave, each row's pair one u32 of the
-        // tile row.
-        let mut tmp = [0u16; 2 * T];
-        for kk in (0..k).step_by(2) {
-            let row0 = &a.data[kk * cs + it * T..][..T];
-            let row1 = if kk + 1 < k {
-                &a.data[(kk + 1) * cs + it * T..][..T]
+}
+
+/// k block `kb` of a transposed A (each k a contiguous run of rows), every row tile, into
+/// `dst` (one tile per row tile), zeros where the tiles reach past A. Runs `kk` and `kk + 1`
+/// convert into the (row, pair) interleave: each row's pair is one u32 of its tile row.
+fn pack_a_kblock(a: &Mat<'_>, kb: usize, dst: &mut [u16]) {
+    let (m, k) = a.shape();
+    let cs = a.strides().1 as usize;
+    let (k0, kn) = (kb * KB, (k - kb * KB).min(KB));
+    let tiles = dst.len() / TILE;
+    if kn < KB || m < tiles * T {
+        dst.fill(0);
+    }
+    let mut tmp = [0u16; 2 * T];
+    for kk in (0..kn).step_by(2) {
+        let run0 = &a.data[(k0 + kk) * cs..][..m];
+        let run1 = if kk + 1 < kn {
+            &a.data[(k0 + kk + 1) * cs..][..m]
+        } else {
+            &[]
+        };
+        for it in 0..m.div_ceil(T) {
+            let rows = (m - it * T).min(T);
+            let r1 = if run1.is_empty() {
+                run1
             } else {
-                &[]
+                &run1[it * T..it * T + rows]
             };
-            imp::cvt_pairs(row0, row1, &mut tmp);
-            let d = &mut dst[(kk / KB) * TILE + kk % KB..];
-            for (r, pair) in tmp.chunks_exact(2).enumerate() {
+            imp::cvt_pairs(&run0[it * T..it * T + rows], r1, &mut tmp[..2 * rows]);
+            let d = &mut dst[it * TILE + kk..];
+            for (r, pair) in tmp[..2 * rows].chunks_exact(2).enumerate() {
                 d[r * KB..r * KB + 2].copy_from_slice(pair);
-            }
-        }
-    } else {
-        for kk in 0..k {
-            let src = &a.data[kk * cs + it * T * rs..];
-            let d = &mut dst[(kk / KB) * TILE + kk % KB..];
-            for r in 0..rows {
-                d[r * KB] = bf16_bits(src[r * rs]);
             }
         }
     }
 }
 
-/// Column tile `jt` of B (columns `16·jt ..`), every k block, into `dst` in the pair-interleaved
-/// layout, zeros where the tile reaches past B.
-fn pack_b(b: &Mat<'_>, jt: usize, dst: &mut [u16]) {
+/// Column tile `jt` of a transposed B (each column a contiguous run of k), every k block, into
+/// `dst` in the pair-interleaved layout: (kk, j) goes to k block kk/32, tile row (kk%32)/2,
+/// slot 2j + kk%2. Zeros where the tile reaches past B.
+fn pack_b_cols(b: &Mat<'_>, jt: usize, dst: &mut [u16]) {
     let (k, n) = b.shape();
-    let (rs, cs) = b.strides();
-    let (rs, cs) = (rs as usize, cs as usize);
+    let cs = b.strides().1 as usize;
     let cols = n.saturating_sub(jt * T).min(T);
     if cols < T || k % KB != 0 {
         dst.fill(0);
     }
-    if cols == 0 {
-        return; // a padding tile of the last column pair
-    }
-    if cs == 1 {
-        // Rows kk and kk + 1 of the tile's columns become one interleaved tile row.
-        for kk in (0..k).step_by(2) {
-            let row0 = &b.data[kk * rs + jt * T..][..cols];
-            let row1 = if kk + 1 < k {
-                &b.data[(kk + 1) * rs + jt * T..][..cols]
-            } else {
-                &[]
-            };
-            let d = &mut dst[(kk / KB) * TILE + ((kk % KB) / 2) * KB..][..2 * cols];
-            imp::cvt_pairs(row0, row1, d);
-        }
-    } else {
-        // B transposed view: each column is a contiguous run of k; (kk, j) goes to k block
-        // kk/32, tile row (kk%32)/2, slot 2j + kk%2.
-        let mut tmp = [0u16; KB];
-        for j in 0..cols {
-            let col = jt * T + j;
-            let src = &b.data[col * cs..col * cs + k];
-            for (kb, chunk) in src.chunks(KB).enumerate() {
-                imp::cvt_run(chunk, &mut tmp[..chunk.len()]);
-                let d = &mut dst[kb * TILE + 2 * j..];
-                for (e, &v) in tmp[..chunk.len()].iter().enumerate() {
-                    d[(e / 2) * KB + (e & 1)] = v;
-                }
+    let mut tmp = [0u16; KB];
+    for j in 0..cols {
+        let col = jt * T + j;
+        let src = &b.data[col * cs..col * cs + k];
+        for (kb, chunk) in src.chunks(KB).enumerate() {
+            imp::cvt_run(chunk, &mut tmp[..chunk.len()]);
+            let d = &mut dst[kb * TILE + 2 * j..];
+            for (e, &v) in tmp[..chunk.len()].iter().enumerate() {
+                d[(e / 2) * KB + (e & 1)] = v;
             }
+        }
+    }
+}
+
+/// k block `kb` of a row-major B, every column tile, into `dst` (one tile per column tile) in
+/// the pair-interleaved layout: rows kk and kk + 1 become one tile row. Zeros where the tiles
+/// reach past B.
+fn pack_b_kblock(b: &Mat<'_>, kb: usize, dst: &mut [u16]) {
+    let (k, n) = b.shape();
+    let rs = b.strides().0 as usize;
+    let (k0, kn) = (kb * KB, (k - kb * KB).min(KB));
+    let tiles = dst.len() / TILE;
+    if kn < KB || n < tiles * T {
+        dst.fill(0);
+    }
+    for kk in (0..kn).step_by(2) {
+        let row0 = &b.data[(k0 + kk) * rs..][..n];
+        let row1 = if kk + 1 < kn {
+            &b.data[(k0 + kk + 1) * rs..][..n]
+        } else {
+            &[]
+        };
+        for jt in 0..n.div_ceil(T) {
+            let cols = (n - jt * T).min(T);
+            let r1 = if row1.is_empty() {
+                row1
+            } else {
+                &row1[jt * T..jt * T + cols]
+            };
+            let d = &mut dst[jt * TILE + (kk / 2) * KB..][..2 * cols];
+            imp::cvt_pairs(&row0[jt * T..jt * T + cols], r1, d);
         }
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 mod imp {
-    use super::{T, TILE};
+    use super::{Operand, T, TILE};
     use std::arch::asm;
 
     /// `ldtilecfg`'s 64-byte operand: palette 1, every tile 16 rows of 64 bytes.
@@ -366,34 +467,34 @@ mod imp {
         }
     }
 
-    /// The 2×2 C tiles of one 32-row panel (`a`: its two A row tiles, each `kbs` tiles long)
-    /// times one 32-column pair (`b`: two B column tiles), over k blocks `kc .. kc + steps`.
-    /// The 32×32 result is the row-major block at the start of `c` (rows `c_stride` apart);
-    /// with `load` it is added to what `c` holds, otherwise it replaces it.
-    #[allow(clippy::too_many_arguments)]
+    /// The 2×2 C tiles of one 32-row panel (`a`: its two A row tiles) times one 32-column pair
+    /// (`b`: two B column tiles), over `steps` k blocks. The 32×32 result is the row-major
+    /// block at the start of `c` (rows `c_stride` apart); with `load` it is added to what `c`
+    /// holds, otherwise it replaces it.
     pub(super) fn kernel_2x2(
-        a: &[u16],
-        b: &[u16],
-        kbs: usize,
-        kc: usize,
+        a: &Operand<'_>,
+        b: &Operand<'_>,
         steps: usize,
         c: &mut [f32],
         c_stride: usize,
         load: bool,
     ) {
-        assert!(steps > 0 && kc + steps <= kbs);
-        assert!(a.len() >= 2 * kbs * TILE && b.len() >= 2 * kbs * TILE);
+        assert!(steps > 0);
+        for o in [a, b] {
+            let last = (steps - 1) * o.step + TILE;
+            assert!(o.first + last <= o.data.len() && o.second + last <= o.data.len());
+        }
         assert!(c_stride >= 2 * T && c.len() >= (2 * T - 1) * c_stride + 2 * T);
         // SAFETY: the asserts above keep every tile access inside the slices: the loop reads
-        // tiles kc..kc+steps of both halves of `a` and `b`, each TILE u16 = 1 KiB with rows 64
-        // bytes apart; the C tiles are rows 0..32 × columns 0..32 of `c` with rows
+        // `steps` tiles of each of the four runs, TILE u16 = 1 KiB each with rows 64 bytes
+        // apart, `step` u16 apart; the C tiles are rows 0..32 × columns 0..32 of `c` with rows
         // `4·c_stride` bytes apart. The tile configuration was loaded by `with_tiles` (every
         // caller runs inside it).
         unsafe {
-            let a0 = a.as_ptr().add(kc * TILE);
-            let a1 = a.as_ptr().add((kbs + kc) * TILE);
-            let b0 = b.as_ptr().add(kc * TILE);
-            let b1 = b.as_ptr().add((kbs + kc) * TILE);
+            let a0 = a.data.as_ptr().add(a.first);
+            let a1 = a.data.as_ptr().add(a.second);
+            let b0 = b.data.as_ptr().add(b.first);
+            let b1 = b.data.as_ptr().add(b.second);
             let c0 = c.as_mut_ptr();
             let c1 = c0.add(T * c_stride);
             asm!(
@@ -418,10 +519,10 @@ mod imp {
                 "tileloadd tmm5, [{a1} + {s}*1]",
                 "tdpbf16ps tmm2, tmm5, tmm6",
                 "tdpbf16ps tmm3, tmm5, tmm7",
-                "add {a0}, 1024",
-                "add {a1}, 1024",
-                "add {b0}, 1024",
-                "add {b1}, 1024",
+                "add {a0}, {as}",
+                "add {a1}, {as}",
+                "add {b0}, {bs}",
+                "add {b1}, {bs}",
                 "dec {n}",
                 "jnz 2b",
                 "tilestored [{c0} + {cs}*1], tmm0",
@@ -433,6 +534,8 @@ mod imp {
                 b0 = inout(reg) b0 => _,
                 b1 = inout(reg) b1 => _,
                 n = inout(reg) steps => _,
+                as = in(reg) 2 * a.step,
+                bs = in(reg) 2 * b.step,
                 c0 = in(reg) c0,
                 c1 = in(reg) c1,
                 cs = in(reg) 4 * c_stride,
@@ -464,12 +567,9 @@ mod imp {
         unreachable!("AMX products are only dispatched on x86-64")
     }
 
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn kernel_2x2(
-        _a: &[u16],
-        _b: &[u16],
-        _kbs: usize,
-        _kc: usize,
+        _a: &super::Operand<'_>,
+        _b: &super::Operand<'_>,
         _steps: usize,
         _c: &mut [f32],
         _c_stride: usize,
