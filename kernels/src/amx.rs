@@ -242,39 +242,54 @@ fn pack_a_rows(a: &Mat<'_>, it: usize, dst: &mut [u16]) {
     }
 }
 
-/// k block `kb` of a transposed A (each k a contiguous run of rows), every row tile, into
-/// `dst` (one tile per row tile), zeros where the tiles reach past A. Runs `kk` and `kk + 1`
-/// convert into the (row, pair) interleave: each row's pair is one u32 of its tile row.
-fn pack_a_kblock(a: &Mat<'_>, kb: usize, dst: &mut [u16]) {
-    let (m, k) = a.shape();
-    let cs = a.strides().1 as usize;
+/// Pairs of source runs of one k block, converted 16 at a time: for runs `kk` and `kk + 1` of
+/// k block `kb` (each `len` values, run `r` starting at `data[r·stride]`) and each 16-wide piece
+/// `t` of them, `put(kk, t, pairs)` gets `pairs[2j] = bf16(run kk[16t + j])` and
+/// `pairs[2j + 1] = bf16(run kk+1[16t + j])` (0 past the end of K).
+fn for_pair_pieces(
+    data: &[f32],
+    stride: usize,
+    len: usize,
+    k: usize,
+    kb: usize,
+    mut put: impl FnMut(usize, usize, &[u16]),
+) {
     let (k0, kn) = (kb * KB, (k - kb * KB).min(KB));
-    let tiles = dst.len() / TILE;
-    if kn < KB || m < tiles * T {
-        dst.fill(0);
-    }
     let mut tmp = [0u16; 2 * T];
     for kk in (0..kn).step_by(2) {
-        let run0 = &a.data[(k0 + kk) * cs..][..m];
+        let run0 = &data[(k0 + kk) * stride..][..len];
         let run1 = if kk + 1 < kn {
-            &a.data[(k0 + kk + 1) * cs..][..m]
+            &data[(k0 + kk + 1) * stride..][..len]
         } else {
             &[]
         };
-        for it in 0..m.div_ceil(T) {
-            let rows = (m - it * T).min(T);
+        for t in 0..len.div_ceil(T) {
+            let w = (len - t * T).min(T);
             let r1 = if run1.is_empty() {
                 run1
             } else {
-                &run1[it * T..it * T + rows]
+                &run1[t * T..t * T + w]
             };
-            imp::cvt_pairs(&run0[it * T..it * T + rows], r1, &mut tmp[..2 * rows]);
-            let d = &mut dst[it * TILE + kk..];
-            for (r, pair) in tmp[..2 * rows].chunks_exact(2).enumerate() {
-                d[r * KB..r * KB + 2].copy_from_slice(pair);
-            }
+            imp::cvt_pairs(&run0[t * T..t * T + w], r1, &mut tmp[..2 * w]);
+            put(kk, t, &tmp[..2 * w]);
         }
     }
+}
+
+/// k block `kb` of a transposed A (each k a contiguous run of rows), every row tile, into
+/// `dst` (one tile per row tile), zeros where the tiles reach past A. Each row's pair of k
+/// values is one u32 of its tile row.
+fn pack_a_kblock(a: &Mat<'_>, kb: usize, dst: &mut [u16]) {
+    let (m, k) = a.shape();
+    if k - kb * KB < KB || m < dst.len() / TILE * T {
+        dst.fill(0);
+    }
+    for_pair_pieces(a.data, a.strides().1 as usize, m, k, kb, |kk, it, pairs| {
+        let d = &mut dst[it * TILE + kk..];
+        for (r, pair) in pairs.chunks_exact(2).enumerate() {
+            d[r * KB..r * KB + 2].copy_from_slice(pair);
+        }
+    });
 }
 
 /// Column tile `jt` of a transposed B (each column a contiguous run of k), every k block, into
@@ -306,30 +321,12 @@ fn pack_b_cols(b: &Mat<'_>, jt: usize, dst: &mut [u16]) {
 /// reach past B.
 fn pack_b_kblock(b: &Mat<'_>, kb: usize, dst: &mut [u16]) {
     let (k, n) = b.shape();
-    let rs = b.strides().0 as usize;
-    let (k0, kn) = (kb * KB, (k - kb * KB).min(KB));
-    let tiles = dst.len() / TILE;
-    if kn < KB || n < tiles * T {
+    if k - kb * KB < KB || n < dst.len() / TILE * T {
         dst.fill(0);
     }
-    for kk in (0..kn).step_by(2) {
-        let row0 = &b.data[(k0 + kk) * rs..][..n];
-        let row1 = if kk + 1 < kn {
-            &b.data[(k0 + kk + 1) * rs..][..n]
-        } else {
-            &[]
-        };
-        for jt in 0..n.div_ceil(T) {
-            let cols = (n - jt * T).min(T);
-            let r1 = if row1.is_empty() {
-                row1
-            } else {
-                &row1[jt * T..jt * T + cols]
-            };
-            let d = &mut dst[jt * TILE + (kk / 2) * KB..][..2 * cols];
-            imp::cvt_pairs(&row0[jt * T..jt * T + cols], r1, d);
-        }
-    }
+    for_pair_pieces(b.data, b.strides().0 as usize, n, k, kb, |kk, jt, pairs| {
+        dst[jt * TILE + (kk / 2) * KB..][..pairs.len()].copy_from_slice(pairs);
+    });
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -582,27 +579,8 @@ mod imp {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::gemm::tests::{fill, transpose, view};
     use crate::gemm::{gemm as product, Precision, Threads};
-
-    fn fill(n: usize, seed: u32) -> Vec<f32> {
-        let mut s = seed;
-        (0..n)
-            .map(|_| {
-                s = s.wrapping_mul(1664525).wrapping_add(1013904223);
-                (s >> 8) as f32 / (1u32 << 24) as f32 - 0.5
-            })
-            .collect()
-    }
-
-    fn transpose(x: &[f32], r: usize, c: usize) -> Vec<f32> {
-        let mut t = vec![0f32; r * c];
-        for i in 0..r {
-            for j in 0..c {
-                t[j * r + i] = x[i * c + j];
-            }
-        }
-        t
-    }
 
     #[test]
     fn rounding_is_to_nearest_even() {
@@ -660,16 +638,7 @@ mod tests {
             let bt = transpose(&b, k, n);
             let stride = n + 3;
             for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
-                let am = if ta {
-                    Mat::new(&at, k, m).t()
-                } else {
-                    Mat::new(&a, m, k)
-                };
-                let bm = if tb {
-                    Mat::new(&bt, n, k).t()
-                } else {
-                    Mat::new(&b, k, n)
-                };
+                let (am, bm) = (view(&a, &at, m, k, ta), view(&b, &bt, k, n, tb));
                 for threads in [Threads::One, Threads::Pool] {
                     let mut c = vec![5f32; m * stride];
                     product(am, bm, &mut c, stride, false, threads, Precision::Bf16);

@@ -226,7 +226,7 @@ fn rounded_copy(x: &Mat<'_>) -> Vec<f32> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn naive(a: &[f32], m: usize, k: usize, b: &[f32], n: usize) -> Vec<f32> {
@@ -243,7 +243,7 @@ mod tests {
         c
     }
 
-    fn transpose(x: &[f32], r: usize, c: usize) -> Vec<f32> {
+    pub(crate) fn transpose(x: &[f32], r: usize, c: usize) -> Vec<f32> {
         let mut t = vec![0f32; r * c];
         for i in 0..r {
             for j in 0..c {
@@ -253,7 +253,23 @@ mod tests {
         t
     }
 
-    fn fill(n: usize, seed: u32) -> Vec<f32> {
+    /// The `rows × cols` matrix `x` as a product operand: `x` itself, or (with `trans`) the
+    /// transposed view of its transpose `xt`.
+    pub(crate) fn view<'a>(
+        x: &'a [f32],
+        xt: &'a [f32],
+        rows: usize,
+        cols: usize,
+        trans: bool,
+    ) -> Mat<'a> {
+        if trans {
+            Mat::new(xt, cols, rows).t()
+        } else {
+            Mat::new(x, rows, cols)
+        }
+    }
+
+    pub(crate) fn fill(n: usize, seed: u32) -> Vec<f32> {
         let mut s = seed;
         (0..n)
             .map(|_| {
@@ -272,16 +288,7 @@ mod tests {
             let at = transpose(&a, m, k);
             let bt = transpose(&b, k, n);
             for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
-                let am = if ta {
-                    Mat::new(&at, k, m).t()
-                } else {
-                    Mat::new(&a, m, k)
-                };
-                let bm = if tb {
-                    Mat::new(&bt, n, k).t()
-                } else {
-                    Mat::new(&b, k, n)
-                };
+                let (am, bm) = (view(&a, &at, m, k, ta), view(&b, &bt, k, n, tb));
                 let mut c = vec![1f32; m * n];
                 sgemm(am, bm, &mut c, n, false, Threads::Pool);
                 for (x, y) in c.iter().zip(&want) {
