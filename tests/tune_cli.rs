@@ -11,6 +11,7 @@ mod common;
 
 use autoround_formats::autoround::{unpack_gptq_qweight, unpack_gptq_qzeros};
 use autoround_formats::safetensors::SafetensorsModel;
+use autoround_kernels::gemm::Precision;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -485,7 +486,7 @@ fn killed_run_resumes_with_identical_output() {
         return;
     };
     let calib = common::shared_data("calib.txt");
-    let run = |out: &Path, iters: &str, abort_after: Option<&str>| -> Output {
+    let run = |out: &Path, iters: &str, abort_after: Option<&str>, extra: &[&str]| -> Output {
         let mut args = vec![
             "quantize",
             "-m",
@@ -504,11 +505,21 @@ fn killed_run_resumes_with_identical_output() {
         ];
         let calib_args = tiny_calib(&calib);
         args.extend(calib_args.iter().map(String::as_str));
+        args.extend_from_slice(extra);
         quantize_killed_after(&args, abort_after)
     };
     let whole = dir.join("whole");
-    let o = run(&whole, "5", None);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = run(&whole, "5", None, &[]);
+    let log = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{log}");
+    // bf16 products by default where the CPU has AMX tiles for them, f32 elsewhere
+    let amx = Precision::fastest() == Precision::Bf16;
+    let said = if amx {
+        "bf16 products on AMX tiles"
+    } else {
+        "f32 products"
+    };
+    assert!(log.contains(said), "{log}");
     assert!(
         !dir.join("whole.resume").exists(),
         "the checkpoint is removed after a finished run"
@@ -516,7 +527,7 @@ fn killed_run_resumes_with_identical_output() {
 
     let cut = dir.join("cut");
     let ck = dir.join("cut.resume");
-    let o = run(&cut, "5", Some("1"));
+    let o = run(&cut, "5", Some("1"), &[]);
     assert!(!o.status.success(), "the abort hook kills the run");
     assert!(!cut.exists(), "no output from a killed run");
     let state: serde_json::Value =
@@ -526,11 +537,20 @@ fn killed_run_resumes_with_identical_output() {
     assert!(!ck.join("block-00002.safetensors").exists());
 
     // other settings: refused, the checkpoint kept
-    let o = run(&cut, "6", None);
+    let o = run(&cut, "6", None, &[]);
     assert_clean_error(&o, &["cut.resume", "iters 5 then, iters 6 now"]);
     assert!(ck.join("state.json").is_file() && !cut.exists());
+    if amx {
+        // f32 products would not continue the bf16 run's arithmetic
+        let o = run(&cut, "5", None, &["--disable_amp"]);
+        assert_clean_error(
+            &o,
+            &["cut.resume", "precision Bf16 then, precision F32 now"],
+        );
+        assert!(ck.join("state.json").is_file() && !cut.exists());
+    }
 
-    let o = run(&cut, "5", None);
+    let o = run(&cut, "5", None, &[]);
     let log = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{log}");
     assert!(
