@@ -347,20 +347,11 @@ mod imp {
     const ARCH_REQ_XCOMP_PERM: libc::c_long = 0x1023;
     const XFEATURE_XTILEDATA: libc::c_long = 18;
 
-    /// CPUID says AMX-TILE and AMX-BF16, and Linux grants the tile data state to the process.
+    /// The CPU has AMX-TILE and AMX-BF16, and Linux grants the tile data state to the process.
     pub(super) fn request() -> bool {
-        let max_leaf = std::arch::x86_64::__cpuid(0).eax;
-        let edx = if max_leaf >= 7 {
-            std::arch::x86_64::__cpuid_count(7, 0).edx
-        } else {
-            0
-        };
-        let amx_bf16 = edx & (1 << 22) != 0;
-        let amx_tile = edx & (1 << 24) != 0;
+        let f = crate::dispatch::Features::get();
         // The packers convert with AVX-512 BF16; every AMX CPU has it, but check.
-        let avx512 = std::arch::is_x86_feature_detected!("avx512bf16")
-            && std::arch::is_x86_feature_detected!("avx512bw");
-        if max_leaf < 7 || !amx_bf16 || !amx_tile || !avx512 {
+        if !(f.amx_tile && f.amx_bf16 && f.avx512bf16 && f.avx512bw) {
             return false;
         }
         // SAFETY: arch_prctl(ARCH_REQ_XCOMP_PERM) only changes the process's permitted xsave

@@ -14,6 +14,8 @@ pub struct Features {
     pub avx512vnni: bool,
     pub amx_tile: bool,
     pub amx_int8: bool,
+    pub amx_bf16: bool,
+    pub avx512bf16: bool,
     pub neon: bool,
     pub dotprod: bool,
 }
@@ -36,14 +38,16 @@ impl Features {
             f.avx512f = std::arch::is_x86_feature_detected!("avx512f");
             f.avx512bw = std::arch::is_x86_feature_detected!("avx512bw");
             f.avx512vnni = std::arch::is_x86_feature_detected!("avx512vnni");
+            f.avx512bf16 = std::arch::is_x86_feature_detected!("avx512bf16");
             // `is_x86_feature_detected!("amx-tile")` is unstable: read CPUID leaf 7 (EDX bits
-            // 24/25) directly. The OS must also grant tile state (arch_prctl), which the AMX
+            // 22/24/25) directly. The OS must also grant tile state (arch_prctl), which the AMX
             // tier requests when it is first used.
             let max_leaf = std::arch::x86_64::__cpuid(0).eax;
             if max_leaf >= 7 {
                 let l7 = std::arch::x86_64::__cpuid_count(7, 0);
                 f.amx_tile = l7.edx & (1 << 24) != 0;
                 f.amx_int8 = l7.edx & (1 << 25) != 0;
+                f.amx_bf16 = l7.edx & (1 << 22) != 0;
             }
         }
         #[cfg(target_arch = "aarch64")]

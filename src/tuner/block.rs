@@ -207,9 +207,6 @@ pub fn forward(
         n_head: sh.n_head,
         n_kv: sh.n_kv,
         head_dim: sh.head_dim,
-        // Attention products stay f32: converting the score matrices to bf16 costs more than
-        // AMX saves on these small (64-wide) products.
-        prec: Precision::F32,
     };
     let mut o = vec![0f32; t * qw];
     let mut lse = vec![0f32; n_seq * sh.n_head * seq_len];
@@ -347,9 +344,6 @@ pub fn backward(
         n_head: sh.n_head,
         n_kv: sh.n_kv,
         head_dim: sh.head_dim,
-        // Attention products stay f32: converting the score matrices to bf16 costs more than
-        // AMX saves on these small (64-wide) products.
-        prec: Precision::F32,
     };
     let mut dq = vec![0f32; t * qw];
     let mut dk = vec![0f32; t * kvw];

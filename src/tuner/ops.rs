@@ -1,13 +1,15 @@
 //! The float operations of a Llama-family decoder block for training, forward and backward:
 //! RMSNorm, RoPE, causal grouped-query attention and SwiGLU. Linear layers are plain
-//! [`gemm`] calls in [`super::block`].
+//! `autoround_kernels::gemm` calls in [`super::block`]. Attention's products are f32 even when
+//! the linear layers run in bf16: converting the score blocks to bf16 cost as much as AMX saved
+//! on these 64-wide products (measured both ways).
 //!
 //! Activations are row-major `[tokens, features]`, the tokens of `n_seq` independent sequences
 //! of `seq_len` positions each (every sequence starts at position 0, as calibration samples do).
 //! Each backward function is checked against central finite differences in the tests below.
 
 use crate::model::config::RopeLayout;
-use autoround_kernels::gemm::{gemm, Mat, Precision, Threads};
+use autoround_kernels::gemm::{sgemm, Mat, Threads};
 use autoround_kernels::vmath::exp_sub_sum;
 use rayon::prelude::*;
 
@@ -144,8 +146,6 @@ pub struct AttnShape {
     pub n_head: usize,
     pub n_kv: usize,
     pub head_dim: usize,
-    /// Arithmetic of the score and value products.
-    pub prec: Precision,
 }
 
 impl AttnShape {
@@ -203,7 +203,7 @@ pub fn attention_forward(
                     row[i + 1..].fill(0.0);
                     row_lse[i] = m + (sum.ln() as f32);
                 }
-                gemm(
+                sgemm(
                     Mat::new(p, r1 - r0, r1),
                     Mat::strided(
                         &v[s * l * sh.kv_width() + kvh * hd..],
@@ -215,7 +215,6 @@ pub fn attention_forward(
                     hd,
                     false,
                     Threads::One,
-                    sh.prec,
                 );
             }
             (o, row_lse)
@@ -259,7 +258,7 @@ fn scores(
         hd,
         sh.kv_width(),
     );
-    gemm(qh, kh.t(), p, r1, false, Threads::One, sh.prec);
+    sgemm(qh, kh.t(), p, r1, false, Threads::One);
     let scale = sh.scale();
     for x in p.iter_mut() {
         *x *= scale;
@@ -314,8 +313,8 @@ pub fn attention_backward(
                     let kh = Mat::strided(&k[kv_off..], r1, hd, kvw);
                     // dV[..r1] += Pᵀ dO;  dP = dO V[..r1]ᵀ
                     let pm = Mat::new(p, rows, r1);
-                    gemm(pm.t(), doh, &mut dv_t, hd, true, Threads::One, sh.prec);
-                    gemm(doh, vh.t(), dp, r1, false, Threads::One, sh.prec);
+                    sgemm(pm.t(), doh, &mut dv_t, hd, true, Threads::One);
+                    sgemm(doh, vh.t(), dp, r1, false, Threads::One);
                     // dS = P ⊙ (dP − rowsum(dO ⊙ O)), then the 1/√d of the scores.
                     for ii in 0..rows {
                         let i = r0 + ii;
@@ -332,9 +331,9 @@ pub fn attention_backward(
                     // dQ_h[r0..r1] = dS K[..r1];  dK[..r1] += dSᵀ Q_h[r0..r1]
                     let dsm = Mat::new(dp, rows, r1);
                     let dq_rows = &mut dq_t[(j * l + r0) * hd..(j * l + r1) * hd];
-                    gemm(dsm, kh, dq_rows, hd, false, Threads::One, sh.prec);
+                    sgemm(dsm, kh, dq_rows, hd, false, Threads::One);
                     let qh = Mat::strided(&q[off..], rows, hd, qw);
-                    gemm(dsm.t(), qh, &mut dk_t, hd, true, Threads::One, sh.prec);
+                    sgemm(dsm.t(), qh, &mut dk_t, hd, true, Threads::One);
                 }
             }
             (dq_t, dk_t, dv_t)
@@ -520,7 +519,6 @@ pub(crate) mod tests {
             n_head,
             n_kv,
             head_dim: 8,
-            prec: Precision::F32,
         };
         let (l, qw, kvw) = (seq_len, sh.q_width(), sh.kv_width());
         let t = sh.n_seq * sh.seq_len;
