@@ -17,7 +17,7 @@ use autoround_cpu::tuner::calib::SplitMix64;
 use autoround_cpu::tuner::ops::Rope;
 use autoround_cpu::tuner::qdq::{IntScheme, QuantLayer, ScaleDtype};
 use autoround_cpu::tuner::signround::{
-    block_outputs, tune_block, BlockData, IndexSampler, SignRoundOptions,
+    block_outputs, tune_block, BlockData, IndexSampler, SignRoundOptions, Workspace,
 };
 use autoround_kernels::gemm::Precision;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
@@ -36,6 +36,8 @@ fn normal(n: usize, seed: u64, scale: f32) -> Vec<f32> {
 }
 
 fn bench(c: &mut Criterion) {
+    // as `tuner::run::tune_model` does
+    autoround_kernels::memory::reuse_freed_buffers();
     let sh = BlockShape {
         d: 576,
         ff: 1536,
@@ -114,6 +116,7 @@ fn bench(c: &mut Criterion) {
     } else {
         eprintln!("no AMX bf16 on this CPU: benchmarking the f32 products only");
     }
+    let ws = std::cell::RefCell::new(Workspace::default());
     for (name, prec) in precs {
         let sh = BlockShape { prec, ..sh };
         g.bench_function(format!("smollm2_w4g128_8x512/{name}"), |b| {
@@ -136,6 +139,8 @@ fn bench(c: &mut Criterion) {
                     (layers, IndexSampler::new(n_seq, n_seq, 42))
                 },
                 |(mut layers, mut sampler)| {
+                    // One workspace for every call, as for every block of a run: the numbers
+                    // are those of an iteration in the middle of a block, not of its first.
                     tune_block(
                         &sh,
                         &fl,
@@ -145,6 +150,7 @@ fn bench(c: &mut Criterion) {
                         &data,
                         &opts,
                         &mut sampler,
+                        &mut ws.borrow_mut(),
                         &mut |_, _| {},
                     )
                 },

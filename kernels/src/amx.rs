@@ -127,15 +127,18 @@ pub(crate) fn gemm(
         k_major: b.strides().1 == 1,
     };
     // The packed copies reuse this thread's buffers from the last product (fresh pages and
-    // their zeroing cost more than the packing); the packers write every element.
+    // their zeroing cost more than the packing). The packers write every element, so the
+    // buffers only ever grow: zeroing them to a product's size would cost a memset per call.
     thread_local! {
         static PACKED: std::cell::RefCell<(Vec<u16>, Vec<u16>)> = Default::default();
     }
-    let (mut ap, mut bp) = PACKED.with(|p| std::mem::take(&mut *p.borrow_mut()));
-    ap.truncate(la.len());
-    ap.resize(la.len(), 0);
-    bp.truncate(lb.len());
-    bp.resize(lb.len(), 0);
+    let (mut ap_buf, mut bp_buf) = PACKED.with(|p| std::mem::take(&mut *p.borrow_mut()));
+    for (buf, len) in [(&mut ap_buf, la.len()), (&mut bp_buf, lb.len())] {
+        if buf.len() < len {
+            buf.resize(len, 0);
+        }
+    }
+    let (ap, bp) = (&mut ap_buf[..la.len()], &mut bp_buf[..lb.len()]);
     let a_unit = |(i, dst): (usize, &mut [u16])| {
         if la.k_major {
             pack_a_kblock(&a, i, dst)
@@ -211,7 +214,7 @@ pub(crate) fn gemm(
     } else {
         c.chunks_mut(2 * T * c_stride).enumerate().for_each(panel);
     }
-    PACKED.with(|p| *p.borrow_mut() = (ap, bp));
+    PACKED.with(|p| *p.borrow_mut() = (ap_buf, bp_buf));
 }
 
 /// Two tiles' runs of k blocks inside a packed buffer, as the micro-kernel reads them: the

@@ -6,6 +6,7 @@ pub mod blocks;
 pub mod dispatch;
 pub mod gemm;
 pub mod matmul;
+pub mod memory;
 pub mod ops;
 pub mod quantize;
 pub mod reference;

@@ -106,10 +106,13 @@ pub struct BlockFloat {
 /// Linear weights in [`Lin::ALL`] order, each `out × in` row-major.
 pub type Weights<'a> = [&'a [f32]; 7];
 
-/// What the forward pass keeps for the backward pass.
+/// The forward pass's buffers: what the backward pass needs, and the block output `y`. One
+/// `Saved` is reused across calls, so a tuning iteration allocates nothing once the sizes are
+/// known; every call overwrites all of it.
 #[derive(Default)]
 pub struct Saved {
     xn1: Vec<f32>,
+    rstd1: Vec<f32>,
     q_pre: Vec<f32>,
     k_pre: Vec<f32>,
     rstd_q: Vec<f32>,
@@ -125,6 +128,8 @@ pub struct Saved {
     gate: Vec<f32>,
     up: Vec<f32>,
     a: Vec<f32>,
+    /// The block output of the last [`forward`].
+    pub y: Vec<f32>,
     n_seq: usize,
 }
 
@@ -137,6 +142,14 @@ impl Saved {
     }
 }
 
+/// `v` resized to `n` elements for a caller that overwrites them all: a buffer that already has
+/// that size keeps its (stale) contents instead of being zeroed again.
+pub(crate) fn scratch(v: &mut Vec<f32>, n: usize) -> &mut [f32] {
+    v.resize(n, 0.0);
+    &mut v[..]
+}
+
+/// `y = x·Wᵀ (+ bias)` into `y` (`t × rows`), overwriting it.
 #[allow(clippy::too_many_arguments)]
 fn linear(
     x: &[f32],
@@ -146,8 +159,9 @@ fn linear(
     cols: usize,
     bias: Option<&[f32]>,
     prec: Precision,
-) -> Vec<f32> {
-    let mut y = vec![0f32; t * rows];
+    y: &mut Vec<f32>,
+) {
+    let y = scratch(y, t * rows);
     if let Some(b) = bias {
         for r in y.chunks_mut(rows) {
             r.copy_from_slice(b);
@@ -156,17 +170,16 @@ fn linear(
     gemm(
         Mat::new(x, t, cols),
         Mat::new(w, rows, cols).t(),
-        &mut y,
+        y,
         rows,
         bias.is_some(),
         Threads::Pool,
         prec,
     );
-    y
 }
 
-/// The forward pass over `n_seq` sequences of `seq_len` tokens (`x` is `[n_seq·seq_len, d]`).
-/// With `save`, the intermediate values the backward pass needs are kept there.
+/// The forward pass over `n_seq` sequences of `seq_len` tokens (`x` is `[n_seq·seq_len, d]`),
+/// into `s`: the output is `s.y`, and the rest is what [`backward`] needs.
 pub fn forward(
     sh: &BlockShape,
     fl: &BlockFloat,
@@ -174,33 +187,44 @@ pub fn forward(
     w: &Weights<'_>,
     x: &[f32],
     n_seq: usize,
-    save: Option<&mut Saved>,
-) -> Vec<f32> {
+    s: &mut Saved,
+) {
     let d = sh.d;
     let t = x.len() / d;
     let seq_len = t / n_seq;
     let (qw, kvw) = (sh.n_head * sh.head_dim, sh.n_kv * sh.head_dim);
-    let mut xn1 = vec![0f32; t * d];
-    let mut rstd1 = vec![0f32; t];
-    rmsnorm_forward(x, &fl.attn_norm, sh.eps, &mut xn1, &mut rstd1);
-    let mut q = linear(&xn1, t, w[0], qw, d, fl.bq.as_deref(), sh.prec);
-    let mut k = linear(&xn1, t, w[1], kvw, d, fl.bk.as_deref(), sh.prec);
-    let v = linear(&xn1, t, w[2], kvw, d, fl.bv.as_deref(), sh.prec);
-    let (mut q_pre, mut k_pre, mut rstd_q, mut rstd_k) = Default::default();
+    s.n_seq = n_seq;
+    rmsnorm_forward(
+        x,
+        &fl.attn_norm,
+        sh.eps,
+        scratch(&mut s.xn1, t * d),
+        scratch(&mut s.rstd1, t),
+    );
+    linear(&s.xn1, t, w[0], qw, d, fl.bq.as_deref(), sh.prec, &mut s.q);
+    linear(&s.xn1, t, w[1], kvw, d, fl.bk.as_deref(), sh.prec, &mut s.k);
+    linear(&s.xn1, t, w[2], kvw, d, fl.bv.as_deref(), sh.prec, &mut s.v);
     if let (Some(qn), Some(kn)) = (&fl.q_norm, &fl.k_norm) {
-        let mut qo = vec![0f32; q.len()];
-        let mut ko = vec![0f32; k.len()];
-        let mut rq = vec![0f32; t * sh.n_head];
-        let mut rk = vec![0f32; t * sh.n_kv];
-        rmsnorm_forward(&q, qn, sh.eps, &mut qo, &mut rq);
-        rmsnorm_forward(&k, kn, sh.eps, &mut ko, &mut rk);
-        q_pre = std::mem::replace(&mut q, qo);
-        k_pre = std::mem::replace(&mut k, ko);
-        rstd_q = rq;
-        rstd_k = rk;
+        // The projections are the norms' inputs: keep them, the normed values go on.
+        std::mem::swap(&mut s.q, &mut s.q_pre);
+        std::mem::swap(&mut s.k, &mut s.k_pre);
+        rmsnorm_forward(
+            &s.q_pre,
+            qn,
+            sh.eps,
+            scratch(&mut s.q, t * qw),
+            scratch(&mut s.rstd_q, t * sh.n_head),
+        );
+        rmsnorm_forward(
+            &s.k_pre,
+            kn,
+            sh.eps,
+            scratch(&mut s.k, t * kvw),
+            scratch(&mut s.rstd_k, t * sh.n_kv),
+        );
     }
-    rope.apply(&mut q, sh.n_head, sh.head_dim, false);
-    rope.apply(&mut k, sh.n_kv, sh.head_dim, false);
+    rope.apply(&mut s.q, sh.n_head, sh.head_dim, false);
+    rope.apply(&mut s.k, sh.n_kv, sh.head_dim, false);
     let ash = AttnShape {
         n_seq,
         seq_len,
@@ -208,56 +232,51 @@ pub fn forward(
         n_kv: sh.n_kv,
         head_dim: sh.head_dim,
     };
-    let mut o = vec![0f32; t * qw];
-    let mut lse = vec![0f32; n_seq * sh.n_head * seq_len];
-    attention_forward(ash, &q, &k, &v, &mut o, &mut lse);
-    let mut h = linear(&o, t, w[3], d, qw, None, sh.prec);
-    for (h, &x) in h.iter_mut().zip(x) {
-        *h += x;
-    }
-    let mut xn2 = vec![0f32; t * d];
-    let mut rstd2 = vec![0f32; t];
-    rmsnorm_forward(&h, &fl.ffn_norm, sh.eps, &mut xn2, &mut rstd2);
-    let gate = linear(&xn2, t, w[4], sh.ff, d, None, sh.prec);
-    let up = linear(&xn2, t, w[5], sh.ff, d, None, sh.prec);
-    let mut a = vec![0f32; t * sh.ff];
-    swiglu_forward(&gate, &up, &mut a);
-    let mut y = h.clone();
+    attention_forward(
+        ash,
+        &s.q,
+        &s.k,
+        &s.v,
+        scratch(&mut s.o, t * qw),
+        scratch(&mut s.lse, n_seq * sh.n_head * seq_len),
+    );
+    let h = scratch(&mut s.h, t * d);
+    h.copy_from_slice(x);
     gemm(
-        Mat::new(&a, t, sh.ff),
-        Mat::new(w[6], d, sh.ff).t(),
-        &mut y,
+        Mat::new(&s.o, t, qw),
+        Mat::new(w[3], d, qw).t(),
+        h,
         d,
         true,
         Threads::Pool,
         sh.prec,
     );
-    if let Some(s) = save {
-        *s = Saved {
-            xn1,
-            q_pre,
-            k_pre,
-            rstd_q,
-            rstd_k,
-            q,
-            k,
-            v,
-            lse,
-            o,
-            h,
-            rstd2,
-            xn2,
-            gate,
-            up,
-            a,
-            n_seq,
-        };
-    }
-    y
+    rmsnorm_forward(
+        &s.h,
+        &fl.ffn_norm,
+        sh.eps,
+        scratch(&mut s.xn2, t * d),
+        scratch(&mut s.rstd2, t),
+    );
+    linear(&s.xn2, t, w[4], sh.ff, d, None, sh.prec, &mut s.gate);
+    linear(&s.xn2, t, w[5], sh.ff, d, None, sh.prec, &mut s.up);
+    swiglu_forward(&s.gate, &s.up, scratch(&mut s.a, t * sh.ff));
+    let y = scratch(&mut s.y, t * d);
+    y.copy_from_slice(&s.h);
+    gemm(
+        Mat::new(&s.a, t, sh.ff),
+        Mat::new(w[6], d, sh.ff).t(),
+        y,
+        d,
+        true,
+        Threads::Pool,
+        sh.prec,
+    );
 }
 
-/// `dW = dyᵀ · x` for a linear layer with input `x` (`t × cols`) and output gradient `dy`
-/// (`t × rows`).
+/// `dW = dyᵀ · x` into `dw` for a linear layer with input `x` (`t × cols`) and output gradient
+/// `dy` (`t × rows`).
+#[allow(clippy::too_many_arguments)]
 fn weight_grad(
     dy: &[f32],
     x: &[f32],
@@ -265,18 +284,17 @@ fn weight_grad(
     rows: usize,
     cols: usize,
     prec: Precision,
-) -> Vec<f32> {
-    let mut dw = vec![0f32; rows * cols];
+    dw: &mut Vec<f32>,
+) {
     gemm(
         Mat::new(dy, t, rows).t(),
         Mat::new(x, t, cols),
-        &mut dw,
+        scratch(dw, rows * cols),
         cols,
         false,
         Threads::Pool,
         prec,
     );
-    dw
 }
 
 /// `dx (+)= dy · W` for a linear layer of weight `W` (`rows × cols`).
@@ -302,8 +320,24 @@ fn input_grad(
     );
 }
 
-/// Gradients of the seven linear weights (in [`Lin::ALL`] order) given `dy = ∂L/∂y` for the
-/// forward pass that filled `s` with the same weights.
+/// The backward pass's buffers, reused across calls like [`Saved`]; `dw` holds the result.
+#[derive(Default)]
+pub struct Grads {
+    /// The gradients of the seven linear weights, in [`Lin::ALL`] order.
+    pub dw: [Vec<f32>; 7],
+    /// `tokens × ff` (∂a, ∂gate, ∂up), `tokens × d` (∂xn2, ∂h), attention-width buffers.
+    ff: [Vec<f32>; 3],
+    dmodel: [Vec<f32>; 2],
+    d_att: Vec<f32>,
+    dq: Vec<f32>,
+    dk: Vec<f32>,
+    dv: Vec<f32>,
+    dq_pre: Vec<f32>,
+    dk_pre: Vec<f32>,
+}
+
+/// Gradients of the seven linear weights into `g.dw` given `dy = ∂L/∂y` for the forward pass
+/// that filled `s` with the same weights.
 pub fn backward(
     sh: &BlockShape,
     fl: &BlockFloat,
@@ -311,32 +345,38 @@ pub fn backward(
     w: &Weights<'_>,
     s: &Saved,
     dy: &[f32],
-) -> [Vec<f32>; 7] {
+    g: &mut Grads,
+) {
     let d = sh.d;
     let t = dy.len() / d;
     let (qw, kvw, ff) = (sh.n_head * sh.head_dim, sh.n_kv * sh.head_dim, sh.ff);
+    let Grads {
+        dw,
+        ff: [da, dg, du],
+        dmodel: [dxn2, dh],
+        d_att,
+        dq,
+        dk,
+        dv,
+        dq_pre,
+        dk_pre,
+    } = g;
+    let [d_q, d_k, d_v, d_o_w, d_gate, d_up, d_down] = dw;
     // y = h + a·Wdᵀ
-    let d_down = weight_grad(dy, &s.a, t, d, ff, sh.prec);
-    let mut da = vec![0f32; t * ff];
-    input_grad(dy, w[6], t, d, ff, &mut da, false, sh.prec);
-    let mut dg = vec![0f32; t * ff];
-    let mut du = vec![0f32; t * ff];
-    swiglu_backward(&s.gate, &s.up, &da, &mut dg, &mut du);
-    drop(da);
-    let d_gate = weight_grad(&dg, &s.xn2, t, ff, d, sh.prec);
-    let d_up = weight_grad(&du, &s.xn2, t, ff, d, sh.prec);
-    let mut dxn2 = vec![0f32; t * d];
-    input_grad(&dg, w[4], t, ff, d, &mut dxn2, false, sh.prec);
-    input_grad(&du, w[5], t, ff, d, &mut dxn2, true, sh.prec);
-    drop((dg, du));
+    weight_grad(dy, &s.a, t, d, ff, sh.prec, d_down);
+    input_grad(dy, w[6], t, d, ff, scratch(da, t * ff), false, sh.prec);
+    swiglu_backward(&s.gate, &s.up, da, scratch(dg, t * ff), scratch(du, t * ff));
+    weight_grad(dg, &s.xn2, t, ff, d, sh.prec, d_gate);
+    weight_grad(du, &s.xn2, t, ff, d, sh.prec, d_up);
+    let dxn2 = scratch(dxn2, t * d);
+    input_grad(dg, w[4], t, ff, d, dxn2, false, sh.prec);
+    input_grad(du, w[5], t, ff, d, dxn2, true, sh.prec);
     // h = x + o·Woᵀ, and it feeds both the FFN norm and the output
-    let mut dh = dy.to_vec();
-    rmsnorm_backward(&s.h, &fl.ffn_norm, &s.rstd2, &dxn2, &mut dh, true);
-    drop(dxn2);
-    let d_o_w = weight_grad(&dh, &s.o, t, d, qw, sh.prec);
-    let mut d_att = vec![0f32; t * qw];
-    input_grad(&dh, w[3], t, d, qw, &mut d_att, false, sh.prec);
-    drop(dh);
+    let dh = scratch(dh, t * d);
+    dh.copy_from_slice(dy);
+    rmsnorm_backward(&s.h, &fl.ffn_norm, &s.rstd2, dxn2, dh, true);
+    weight_grad(dh, &s.o, t, d, qw, sh.prec, d_o_w);
+    input_grad(dh, w[3], t, d, qw, scratch(d_att, t * qw), false, sh.prec);
     let seq_len = t / s.n_seq;
     let ash = AttnShape {
         n_seq: s.n_seq,
@@ -345,27 +385,30 @@ pub fn backward(
         n_kv: sh.n_kv,
         head_dim: sh.head_dim,
     };
-    let mut dq = vec![0f32; t * qw];
-    let mut dk = vec![0f32; t * kvw];
-    let mut dv = vec![0f32; t * kvw];
     attention_backward(
-        ash, &s.q, &s.k, &s.v, &s.o, &s.lse, &d_att, &mut dq, &mut dk, &mut dv,
+        ash,
+        &s.q,
+        &s.k,
+        &s.v,
+        &s.o,
+        &s.lse,
+        d_att,
+        scratch(dq, t * qw),
+        scratch(dk, t * kvw),
+        scratch(dv, t * kvw),
     );
-    drop(d_att);
-    rope.apply(&mut dq, sh.n_head, sh.head_dim, true);
-    rope.apply(&mut dk, sh.n_kv, sh.head_dim, true);
-    if let (Some(qn), Some(kn)) = (&fl.q_norm, &fl.k_norm) {
-        let mut dq_pre = vec![0f32; dq.len()];
-        let mut dk_pre = vec![0f32; dk.len()];
-        rmsnorm_backward(&s.q_pre, qn, &s.rstd_q, &dq, &mut dq_pre, false);
-        rmsnorm_backward(&s.k_pre, kn, &s.rstd_k, &dk, &mut dk_pre, false);
-        dq = dq_pre;
-        dk = dk_pre;
-    }
-    let d_q = weight_grad(&dq, &s.xn1, t, qw, d, sh.prec);
-    let d_k = weight_grad(&dk, &s.xn1, t, kvw, d, sh.prec);
-    let d_v = weight_grad(&dv, &s.xn1, t, kvw, d, sh.prec);
-    [d_q, d_k, d_v, d_o_w, d_gate, d_up, d_down]
+    rope.apply(dq, sh.n_head, sh.head_dim, true);
+    rope.apply(dk, sh.n_kv, sh.head_dim, true);
+    let (dq, dk): (&[f32], &[f32]) = if let (Some(qn), Some(kn)) = (&fl.q_norm, &fl.k_norm) {
+        rmsnorm_backward(&s.q_pre, qn, &s.rstd_q, dq, scratch(dq_pre, t * qw), false);
+        rmsnorm_backward(&s.k_pre, kn, &s.rstd_k, dk, scratch(dk_pre, t * kvw), false);
+        (&dq_pre[..], &dk_pre[..])
+    } else {
+        (&dq[..], &dk[..])
+    };
+    weight_grad(dq, &s.xn1, t, qw, d, sh.prec, d_q);
+    weight_grad(dk, &s.xn1, t, kvw, d, sh.prec, d_k);
+    weight_grad(dv, &s.xn1, t, kvw, d, sh.prec, d_v);
 }
 
 #[cfg(test)]
@@ -413,18 +456,29 @@ pub(crate) mod tests {
         let r = rand_vec(x.len(), 51, 1.0);
         let wref: Vec<&[f32]> = ws.iter().map(|w| w.as_slice()).collect();
         let w: Weights = wref.clone().try_into().unwrap();
+        // A reused workspace holding another input's values must give the same results.
         let mut s = Saved::default();
-        let y = forward(&sh, &fl, &rope, &w, &x, n_seq, Some(&mut s));
-        let y2 = forward(&sh, &fl, &rope, &w, &x, n_seq, None);
-        assert_eq!(y, y2);
-        let grads = backward(&sh, &fl, &rope, &w, &s, &r);
+        let mut g = Grads::default();
+        let other = rand_vec(x.len(), 52, 1.0);
+        forward(&sh, &fl, &rope, &w, &other, n_seq, &mut s);
+        backward(&sh, &fl, &rope, &w, &s, &other, &mut g);
+        forward(&sh, &fl, &rope, &w, &x, n_seq, &mut s);
+        let mut fresh = Saved::default();
+        forward(&sh, &fl, &rope, &w, &x, n_seq, &mut fresh);
+        assert_eq!(s.y, fresh.y);
+        backward(&sh, &fl, &rope, &w, &s, &r, &mut g);
+        let mut g_fresh = Grads::default();
+        backward(&sh, &fl, &rope, &w, &fresh, &r, &mut g_fresh);
+        assert_eq!(g.dw, g_fresh.dw);
         for (i, l) in Lin::ALL.iter().enumerate() {
             let what = format!("{l:?} (qwen3 {qwen3}, bias {bias}, {layout:?})");
-            check_directional(&what, &ws[i], &grads[i], 1e-3, 5e-3, &mut |wi| {
+            check_directional(&what, &ws[i], &g.dw[i], 1e-3, 5e-3, &mut |wi| {
                 let mut all = wref.clone();
                 all[i] = wi;
                 let w: Weights = all.try_into().unwrap();
-                dot(&forward(&sh, &fl, &rope, &w, &x, n_seq, None), &r)
+                let mut s = Saved::default();
+                forward(&sh, &fl, &rope, &w, &x, n_seq, &mut s);
+                dot(&s.y, &r)
             });
         }
     }

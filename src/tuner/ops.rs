@@ -220,14 +220,20 @@ pub fn attention_forward(
             (o, row_lse)
         })
         .collect();
-    for (task, (o, row_lse)) in results.into_iter().enumerate() {
-        let (s, h) = (task / sh.n_head, task % sh.n_head);
-        for i in 0..l {
-            let dst = (s * l + i) * sh.q_width() + h * hd;
-            out[dst..dst + hd].copy_from_slice(&o[i * hd..(i + 1) * hd]);
-        }
-        lse[task * l..(task + 1) * l].copy_from_slice(&row_lse);
-    }
+    // Scatter the heads back into token rows, a sequence per task.
+    let qw = sh.q_width();
+    out.par_chunks_mut(l * qw)
+        .zip(lse.par_chunks_mut(sh.n_head * l))
+        .zip(results.par_chunks(sh.n_head))
+        .for_each(|((out, lse), heads)| {
+            for (h, (o, row_lse)) in heads.iter().enumerate() {
+                for i in 0..l {
+                    out[i * qw + h * hd..i * qw + (h + 1) * hd]
+                        .copy_from_slice(&o[i * hd..(i + 1) * hd]);
+                }
+                lse[h * l..(h + 1) * l].copy_from_slice(row_lse);
+            }
+        });
 }
 
 /// Scaled scores `Q_h K_kvhᵀ / √d` of sequence `s`, query rows `r0 .. r1` against keys
@@ -339,19 +345,24 @@ pub fn attention_backward(
             (dq_t, dk_t, dv_t)
         })
         .collect();
-    for (task, (dq_t, dk_t, dv_t)) in results.into_iter().enumerate() {
-        let (s, kvh) = (task / sh.n_kv, task % sh.n_kv);
-        for i in 0..l {
-            let dst = (s * l + i) * kvw + kvh * hd;
-            dk[dst..dst + hd].copy_from_slice(&dk_t[i * hd..(i + 1) * hd]);
-            dv[dst..dst + hd].copy_from_slice(&dv_t[i * hd..(i + 1) * hd]);
-            for j in 0..g {
-                let h = kvh * g + j;
-                let dst = (s * l + i) * qw + h * hd;
-                dq[dst..dst + hd].copy_from_slice(&dq_t[(j * l + i) * hd..(j * l + i + 1) * hd]);
+    // Scatter the heads back into token rows, a sequence per task.
+    dq.par_chunks_mut(l * qw)
+        .zip(dk.par_chunks_mut(l * kvw).zip(dv.par_chunks_mut(l * kvw)))
+        .zip(results.par_chunks(sh.n_kv))
+        .for_each(|((dq, (dk, dv)), heads)| {
+            for (kvh, (dq_t, dk_t, dv_t)) in heads.iter().enumerate() {
+                for i in 0..l {
+                    let dst = i * kvw + kvh * hd;
+                    dk[dst..dst + hd].copy_from_slice(&dk_t[i * hd..(i + 1) * hd]);
+                    dv[dst..dst + hd].copy_from_slice(&dv_t[i * hd..(i + 1) * hd]);
+                    for j in 0..g {
+                        let dst = i * qw + (kvh * g + j) * hd;
+                        dq[dst..dst + hd]
+                            .copy_from_slice(&dq_t[(j * l + i) * hd..(j * l + i + 1) * hd]);
+                    }
+                }
             }
-        }
-    }
+        });
 }
 
 #[inline]

@@ -91,11 +91,26 @@ pub enum Rounding {
     Identity,
 }
 
+/// `x.round_ties_even()` without the libm call that `rintf` is on a baseline x86-64 build (the
+/// qdq loops spend most of their time there otherwise). Below 2²², adding and subtracting
+/// 1.5·2²³ rounds |x| to an integer in the default rounding mode (ties to even); larger
+/// magnitudes, infinities and NaN take the library path. The sign is put back, so −0.3 → −0.
+#[inline]
+pub(crate) fn round_half_even(x: f32) -> f32 {
+    const MAGIC: f32 = 12_582_912.0; // 1.5 · 2^23
+    let a = x.abs();
+    if a < 4_194_304.0 {
+        ((a + MAGIC) - MAGIC).copysign(x)
+    } else {
+        x.round_ties_even()
+    }
+}
+
 impl Rounding {
     #[inline]
     fn round(self, x: f32) -> f32 {
         match self {
-            Rounding::HalfEven => x.round_ties_even(),
+            Rounding::HalfEven => round_half_even(x),
             #[cfg(test)]
             Rounding::Identity => x,
         }
@@ -854,6 +869,55 @@ impl QuantLayer {
 mod tests {
     use super::*;
     use crate::tuner::ops::tests::{check_directional, dot, rand_vec};
+
+    #[test]
+    fn round_half_even_is_the_library_rounding() {
+        let same = |x: f32| {
+            let (a, b) = (round_half_even(x), x.round_ties_even());
+            assert!(
+                a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()),
+                "{x}: {a} vs {b}"
+            );
+        };
+        // every tie and its neighbours up to 2^12, both signs
+        for i in -8192i32..=8192 {
+            let t = i as f32 * 0.5;
+            for x in [
+                t,
+                f32::from_bits(t.to_bits() + 1),
+                f32::from_bits(t.to_bits().max(1) - 1),
+            ] {
+                same(x);
+                same(-x);
+            }
+        }
+        // around the switch to the library path, and the odd cases
+        for e in [
+            4_194_303.5f32,
+            4_194_304.0,
+            4_194_304.5,
+            8_388_607.5,
+            8_388_608.0,
+            1e30,
+        ] {
+            same(e);
+            same(-e);
+        }
+        for x in [
+            0.0,
+            -0.0,
+            0.49999997,
+            f32::MIN_POSITIVE,
+            f32::INFINITY,
+            f32::NAN,
+        ] {
+            same(x);
+            same(-x);
+        }
+        for x in rand_vec(100_000, 9, 300.0) {
+            same(x);
+        }
+    }
 
     fn layer(scheme: IntScheme, rounding: Rounding, seed: u64) -> QuantLayer {
         let (rows, cols) = (6, 40);

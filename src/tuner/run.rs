@@ -15,7 +15,7 @@ use super::block::{forward, BlockFloat, BlockShape, Lin, Saved, Weights};
 use super::ops::Rope;
 use super::qdq::{GroupParams, IntScheme, QuantLayer, ScaleDtype};
 use super::signround::{
-    block_outputs, tune_block, BlockData, IndexSampler, SignRoundOptions, TuneStats,
+    block_outputs, tune_block, BlockData, IndexSampler, SignRoundOptions, TuneStats, Workspace,
 };
 use crate::model::llama::{Layer, Model};
 use crate::tensor::Weight;
@@ -217,17 +217,10 @@ pub fn rtn_model(
             let mut importance: Vec<Vec<f32>> =
                 Lin::ALL.iter().map(|&l| vec![0f32; sh.dims(l).1]).collect();
             let mut next = Vec::with_capacity(x.len());
+            let mut saved = Saved::default();
             for chunk in x.chunks(row * batch) {
-                let mut saved = Saved::default();
-                next.extend(forward(
-                    &sh,
-                    &fl,
-                    &rope,
-                    &wf,
-                    chunk,
-                    chunk.len() / row,
-                    Some(&mut saved),
-                ));
+                forward(&sh, &fl, &rope, &wf, chunk, chunk.len() / row, &mut saved);
+                next.extend_from_slice(&saved.y);
                 for (imp, inp) in importance.iter_mut().zip(saved.linear_inputs()) {
                     for tok in inp.chunks_exact(imp.len()) {
                         for (s, &v) in imp.iter_mut().zip(tok) {
@@ -411,6 +404,8 @@ pub fn tune_model(
     on_iter: &mut dyn FnMut(usize, usize, f64),
     on_block: &mut dyn FnMut(&BlockReport<'_>, &Chains) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
+    // Each iteration frees and allocates the same large buffers: keep them in the heap.
+    autoround_kernels::memory::reuse_freed_buffers();
     let sh = BlockShape {
         prec: spec.prec,
         ..block_shape(model)
@@ -418,6 +413,7 @@ pub fn tune_model(
     let rope = model_rope(model, seq_len);
     let n = model.layers.len();
     let batch = spec.opts.batch_size.max(1);
+    let mut ws = Workspace::default();
     while chains.next_block < n {
         let b = chains.next_block;
         let t0 = Instant::now();
@@ -459,6 +455,7 @@ pub fn tune_model(
             &data,
             &spec.opts,
             &mut chains.sampler,
+            &mut ws,
             &mut |i, loss| on_iter(b, i, loss),
         );
         // Final weights and the next quantized-chain input.

@@ -7,7 +7,7 @@
 //! parameters if this batch's loss is the best so far (before stepping, so the snapshot is what
 //! produced that loss), then step: `p ← p − lr·(1 − i/iters)·sign(∂L/∂p)`.
 
-use super::block::{backward, forward, BlockFloat, BlockShape, Saved, Weights};
+use super::block::{backward, forward, scratch, BlockFloat, BlockShape, Grads, Saved, Weights};
 use super::calib::SplitMix64;
 use super::ops::Rope;
 use super::qdq::{GroupParams, QuantGrads, QuantLayer};
@@ -130,19 +130,25 @@ fn qdq_all(
         .collect()
 }
 
-fn gather(src: &[f32], idx: &[usize], row: usize) -> Vec<f32> {
-    let mut out = Vec::with_capacity(idx.len() * row);
+/// Rows `idx` (each `row` long) of `src` into `out`.
+fn gather(src: &[f32], idx: &[usize], row: usize, out: &mut Vec<f32>) {
+    out.clear();
     for &i in idx {
         out.extend_from_slice(&src[i * row..(i + 1) * row]);
     }
-    out
 }
 
-/// `(reference-style loss, ∂(mean masked squared error)/∂pred)` for one batch.
-fn loss_and_grad(pred: &[f32], target: &[f32], mask: &[f32], d: usize) -> (f64, f64, Vec<f32>) {
+/// `(reference-style loss, mean masked squared error)` for one batch, with
+/// `∂(mean masked squared error)/∂pred` written into `dy`.
+fn loss_and_grad(
+    pred: &[f32],
+    target: &[f32],
+    mask: &[f32],
+    d: usize,
+    dy: &mut Vec<f32>,
+) -> (f64, f64) {
     let n = pred.len() as f64;
-    let mut dy = vec![0f32; pred.len()];
-    let sumsq: f64 = dy
+    let sumsq: f64 = scratch(dy, pred.len())
         .par_chunks_mut(d)
         .zip(pred.par_chunks(d).zip(target.par_chunks(d)))
         .zip(mask.par_iter())
@@ -158,7 +164,20 @@ fn loss_and_grad(pred: &[f32], target: &[f32], mask: &[f32], d: usize) -> (f64, 
         .sum();
     let scored = mask.iter().filter(|&&m| m != 0.0).count().max(1) as f64;
     let mse = sumsq / n;
-    (mse / scored, mse, dy)
+    (mse / scored, mse)
+}
+
+/// The buffers of a tuning iteration: the batch, the forward and backward passes' activations
+/// and gradients. Kept from iteration to iteration and from block to block, so the loop
+/// allocates (and the kernel zeroes fresh pages) only once per run.
+#[derive(Default)]
+pub struct Workspace {
+    saved: Saved,
+    back: Grads,
+    x: Vec<f32>,
+    target: Vec<f32>,
+    mask: Vec<f32>,
+    dy: Vec<f32>,
 }
 
 /// Tune `layers` (one entry per linear in `Lin::ALL` order; `None` = kept in float) of one block.
@@ -173,38 +192,49 @@ pub fn tune_block(
     data: &BlockData<'_>,
     opts: &SignRoundOptions,
     sampler: &mut IndexSampler,
+    ws: &mut Workspace,
     on_iter: &mut dyn FnMut(usize, f64),
 ) -> TuneStats {
     let d = sh.d;
     let row = data.seq_len * d;
     let mut w_hat: Vec<Vec<f32>> = vec![Vec::new(); layers.len()];
-    let mut best: Option<Vec<Option<(Vec<f32>, Vec<f32>, Vec<f32>)>>> = None;
+    // V, α, β of the best iteration so far (copied into, not reallocated, on each improvement).
+    type Params = (Vec<f32>, Vec<f32>, Vec<f32>);
+    let mut best: Vec<Option<Params>> = vec![None; layers.len()];
+    let mut have_best = false;
     let mut stats = TuneStats {
         init_loss: f64::NAN,
         best_loss: f64::MAX,
         best_iter: 0,
     };
     let mut grads: Vec<QuantGrads> = vec![QuantGrads::default(); layers.len()];
-    let snapshot = |layers: &[Option<QuantLayer>]| {
-        layers
-            .iter()
-            .map(|l| {
-                l.as_ref()
-                    .map(|l| (l.v.clone(), l.alpha.clone(), l.beta.clone()))
-            })
-            .collect::<Vec<_>>()
+    let snapshot = |layers: &[Option<QuantLayer>], best: &mut [Option<Params>]| {
+        for (l, b) in layers.iter().zip(best.iter_mut()) {
+            if let Some(l) = l {
+                let (v, a, be) = b.get_or_insert_with(Default::default);
+                v.clone_from(&l.v);
+                a.clone_from(&l.alpha);
+                be.clone_from(&l.beta);
+            }
+        }
     };
+    let Workspace {
+        saved,
+        back,
+        x,
+        target,
+        mask,
+        dy,
+    } = ws;
     for i in 0..opts.iters {
         let idx = sampler.next_batch();
-        let x = gather(data.q_in, &idx, row);
-        let target = gather(data.fp_out, &idx, row);
-        let mask = gather(data.mask, &idx, data.seq_len);
+        gather(data.q_in, &idx, row, x);
+        gather(data.fp_out, &idx, row, target);
+        gather(data.mask, &idx, data.seq_len, mask);
         let params = qdq_all(layers, floats, &mut w_hat);
         let w: Weights = std::array::from_fn(|k| w_hat[k].as_slice());
-        let mut saved = Saved::default();
-        let pred = forward(sh, fl, rope, &w, &x, idx.len(), Some(&mut saved));
-        let (loss, _mse, dy) = loss_and_grad(&pred, &target, &mask, d);
-        drop(pred);
+        forward(sh, fl, rope, &w, x, idx.len(), saved);
+        let (loss, _mse) = loss_and_grad(&saved.y, target, mask, d, dy);
         if i == 0 {
             stats.init_loss = loss;
         }
@@ -212,20 +242,21 @@ pub fn tune_block(
         if loss < stats.best_loss {
             stats.best_loss = loss;
             if !opts.not_use_best_mse {
-                best = Some(snapshot(layers));
+                snapshot(layers, &mut best);
+                have_best = true;
                 stats.best_iter = i;
             }
         }
         if opts.not_use_best_mse && i + 1 == opts.iters {
-            best = Some(snapshot(layers));
+            snapshot(layers, &mut best);
+            have_best = true;
             stats.best_iter = i;
         }
-        let d_w = backward(sh, fl, rope, &w, &saved, &dy);
-        drop(saved);
+        backward(sh, fl, rope, &w, saved, dy, back);
         let decay = 1.0 - i as f32 / opts.iters as f32;
         for (k, l) in layers.iter_mut().enumerate() {
             if let (Some(l), Some(p)) = (l.as_mut(), params[k].as_ref()) {
-                l.backward(p, &d_w[k], &mut grads[k]);
+                l.backward(p, &back.dw[k], &mut grads[k]);
                 l.sign_step(
                     &grads[k],
                     opts.lr * decay,
@@ -234,8 +265,8 @@ pub fn tune_block(
             }
         }
     }
-    if let Some(b) = best {
-        for (l, s) in layers.iter_mut().zip(b) {
+    if have_best {
+        for (l, s) in layers.iter_mut().zip(best) {
             if let (Some(l), Some((v, a, be))) = (l.as_mut(), s) {
                 l.v = v;
                 l.alpha = a;
@@ -259,8 +290,10 @@ pub fn block_outputs(
 ) -> Vec<f32> {
     let row = seq_len * sh.d;
     let mut out = Vec::with_capacity(x.len());
+    let mut s = Saved::default();
     for chunk in x.chunks(row * batch) {
-        out.extend(forward(sh, fl, rope, w, chunk, chunk.len() / row, None));
+        forward(sh, fl, rope, w, chunk, chunk.len() / row, &mut s);
+        out.extend_from_slice(&s.y);
     }
     out
 }
@@ -292,8 +325,14 @@ mod tests {
     #[test]
     fn loss_matches_reference_definition() {
         // 2 tokens of width 2, the second masked: mean over all 4 elements, / 1 scored token.
-        let (loss, mse, dy) =
-            loss_and_grad(&[1.0, 2.0, 5.0, 5.0], &[0.0, 0.0, 0.0, 0.0], &[1.0, 0.0], 2);
+        let mut dy = vec![7.0; 3]; // stale contents of another size
+        let (loss, mse) = loss_and_grad(
+            &[1.0, 2.0, 5.0, 5.0],
+            &[0.0, 0.0, 0.0, 0.0],
+            &[1.0, 0.0],
+            2,
+            &mut dy,
+        );
         assert_eq!(mse, 5.0 / 4.0);
         assert_eq!(loss, 5.0 / 4.0);
         assert_eq!(dy, vec![0.5, 1.0, 0.0, 0.0]);
@@ -359,6 +398,7 @@ mod tests {
             &data,
             &opts,
             &mut sampler,
+            &mut Workspace::default(),
             &mut |_, l| losses.push(l),
         );
         assert_eq!(losses.len(), 60);
@@ -373,7 +413,7 @@ mod tests {
         qdq_all(&layers, &ws, &mut w_hat);
         let w: Weights = std::array::from_fn(|k| w_hat[k].as_slice());
         let pred = block_outputs(&sh, &fl, &rope, &w, &x, seq_len, nsamples);
-        let (loss, _, _) = loss_and_grad(&pred, &fp_out, &mask, sh.d);
+        let (loss, _) = loss_and_grad(&pred, &fp_out, &mask, sh.d, &mut Vec::new());
         assert!(
             (loss - stats.best_loss).abs() <= 1e-9 * loss.max(1e-30) + 1e-12,
             "{loss} vs {}",
