@@ -98,6 +98,80 @@ impl Layout {
     }
 }
 
+/// Where `a`'s tiles go when it is packed as an A operand.
+fn a_layout(a: &Mat<'_>) -> Layout {
+    let (m, k) = a.shape();
+    Layout {
+        tiles: 2 * m.div_ceil(2 * T),
+        kbs: k.div_ceil(KB),
+        k_major: a.strides().1 != 1,
+    }
+}
+
+/// Where `b`'s tiles go when it is packed as a B operand.
+fn b_layout(b: &Mat<'_>) -> Layout {
+    let (k, n) = b.shape();
+    Layout {
+        tiles: 2 * n.div_ceil(2 * T),
+        kbs: k.div_ceil(KB),
+        k_major: b.strides().1 == 1,
+    }
+}
+
+/// Pack `a` (laid out as `la`) into `dst`, spread over the rayon pool with `parallel`.
+fn pack_a(a: &Mat<'_>, la: Layout, dst: &mut [u16], parallel: bool) {
+    use rayon::prelude::*;
+    let unit = |(i, dst): (usize, &mut [u16])| {
+        if la.k_major {
+            pack_a_kblock(a, i, dst)
+        } else {
+            pack_a_rows(a, i, dst)
+        }
+    };
+    if parallel {
+        dst.par_chunks_mut(la.chunk()).enumerate().for_each(unit);
+    } else {
+        dst.chunks_mut(la.chunk()).enumerate().for_each(unit);
+    }
+}
+
+/// Pack `b` (laid out as `lb`) into `dst`, spread over the rayon pool with `parallel`.
+fn pack_b(b: &Mat<'_>, lb: Layout, dst: &mut [u16], parallel: bool) {
+    use rayon::prelude::*;
+    let unit = |(i, dst): (usize, &mut [u16])| {
+        if lb.k_major {
+            pack_b_kblock(b, i, dst)
+        } else {
+            pack_b_cols(b, i, dst)
+        }
+    };
+    if parallel {
+        dst.par_chunks_mut(lb.chunk()).enumerate().for_each(unit);
+    } else {
+        dst.chunks_mut(lb.chunk()).enumerate().for_each(unit);
+    }
+}
+
+// The packed copies of a product reuse this thread's buffers from the last one (fresh pages and
+// their zeroing cost more than the packing). The packers write every element, so the buffers
+// only ever grow: zeroing them to a product's size would cost a memset per call.
+thread_local! {
+    static PACKED: std::cell::RefCell<(Vec<u16>, Vec<u16>)> = Default::default();
+}
+
+/// Runs `f` with this thread's two packing buffers, at least `na` and `nb` long.
+fn with_buffers<R>(na: usize, nb: usize, f: impl FnOnce(&mut [u16], &mut [u16]) -> R) -> R {
+    let (mut ap, mut bp) = PACKED.with(|p| std::mem::take(&mut *p.borrow_mut()));
+    for (buf, len) in [(&mut ap, na), (&mut bp, nb)] {
+        if buf.len() < len {
+            buf.resize(len, 0);
+        }
+    }
+    let r = f(&mut ap[..na], &mut bp[..nb]);
+    PACKED.with(|p| *p.borrow_mut() = (ap, bp));
+    r
+}
+
 /// `C (+)= A·B` on AMX tiles. `c` is `m × n` with rows `c_stride` apart (checked by the
 /// caller, [`crate::gemm::gemm`]); `parallel` spreads the packing and the row panels over the
 /// rayon pool. Must only be called when [`available`] returned true.
@@ -109,60 +183,92 @@ pub(crate) fn gemm(
     accumulate: bool,
     parallel: bool,
 ) {
+    let (la, lb) = (a_layout(&a), b_layout(&b));
+    let (m, n) = (a.shape().0, b.shape().1);
+    with_buffers(la.len(), lb.len(), |ap, bp| {
+        pack_a(&a, la, ap, parallel);
+        pack_b(&b, lb, bp, parallel);
+        compute(m, n, (ap, la), (bp, lb), c, c_stride, accumulate, parallel);
+    });
+}
+
+/// A B operand (`k × n`) packed once for several products that use its leading rows and
+/// columns: the attention's keys and values, shared by every query row block of their head.
+pub(crate) struct PackedB {
+    data: Vec<u16>,
+    layout: Layout,
+    k: usize,
+    n: usize,
+}
+
+impl PackedB {
+    /// Pack `b` on the calling thread. Must only be called when [`available`] returned true.
+    pub(crate) fn new(b: Mat<'_>) -> PackedB {
+        let lb = b_layout(&b);
+        let mut data = vec![0u16; lb.len()];
+        pack_b(&b, lb, &mut data, false);
+        let (k, n) = b.shape();
+        PackedB {
+            data,
+            layout: lb,
+            k,
+            n,
+        }
+    }
+
+    /// (rows, columns) of the packed matrix.
+    pub(crate) fn shape(&self) -> (usize, usize) {
+        (self.k, self.n)
+    }
+}
+
+/// `C (+)= A·B[..k, ..n]` on the calling thread, `A` being `m × k` with `k ≤` B's rows and `n ≤`
+/// B's columns (checked by the caller, [`crate::gemm::gemm_prepacked`]). B's rows past `k` meet
+/// A's zero padding in the last k block, so they add nothing as long as they are finite.
+pub(crate) fn gemm_prepacked(
+    a: Mat<'_>,
+    b: &PackedB,
+    n: usize,
+    c: &mut [f32],
+    c_stride: usize,
+    accumulate: bool,
+) {
+    let la = a_layout(&a);
+    let m = a.shape().0;
+    with_buffers(la.len(), 0, |ap, _| {
+        pack_a(&a, la, ap, false);
+        compute(
+            m,
+            n,
+            (ap, la),
+            (&b.data, b.layout),
+            c,
+            c_stride,
+            accumulate,
+            false,
+        );
+    });
+}
+
+/// The tile loops over packed operands: C's `m × n` block (`c_stride` apart) gets the product
+/// over A's k blocks (B may hold more k blocks and more column tiles; they are not read).
+#[allow(clippy::too_many_arguments)]
+fn compute(
+    m: usize,
+    n: usize,
+    (ap, la): (&[u16], Layout),
+    (bp, lb): (&[u16], Layout),
+    c: &mut [f32],
+    c_stride: usize,
+    accumulate: bool,
+    parallel: bool,
+) {
     use rayon::prelude::*;
-    let (m, k) = a.shape();
-    let n = b.shape().1;
-    let panels = m.div_ceil(2 * T);
     let pairs = n.div_ceil(2 * T);
-    let kbs = k.div_ceil(KB);
-    // Every view has unit stride along its rows or its columns (`Mat`).
-    let la = Layout {
-        tiles: 2 * panels,
-        kbs,
-        k_major: a.strides().1 != 1,
-    };
-    let lb = Layout {
-        tiles: 2 * pairs,
-        kbs,
-        k_major: b.strides().1 == 1,
-    };
-    // The packed copies reuse this thread's buffers from the last product (fresh pages and
-    // their zeroing cost more than the packing). The packers write every element, so the
-    // buffers only ever grow: zeroing them to a product's size would cost a memset per call.
-    thread_local! {
-        static PACKED: std::cell::RefCell<(Vec<u16>, Vec<u16>)> = Default::default();
-    }
-    let (mut ap_buf, mut bp_buf) = PACKED.with(|p| std::mem::take(&mut *p.borrow_mut()));
-    for (buf, len) in [(&mut ap_buf, la.len()), (&mut bp_buf, lb.len())] {
-        if buf.len() < len {
-            buf.resize(len, 0);
-        }
-    }
-    let (ap, bp) = (&mut ap_buf[..la.len()], &mut bp_buf[..lb.len()]);
-    let a_unit = |(i, dst): (usize, &mut [u16])| {
-        if la.k_major {
-            pack_a_kblock(&a, i, dst)
-        } else {
-            pack_a_rows(&a, i, dst)
-        }
-    };
-    let b_unit = |(i, dst): (usize, &mut [u16])| {
-        if lb.k_major {
-            pack_b_kblock(&b, i, dst)
-        } else {
-            pack_b_cols(&b, i, dst)
-        }
-    };
-    if parallel {
-        ap.par_chunks_mut(la.chunk()).enumerate().for_each(a_unit);
-        bp.par_chunks_mut(lb.chunk()).enumerate().for_each(b_unit);
-    } else {
-        ap.chunks_mut(la.chunk()).enumerate().for_each(a_unit);
-        bp.chunks_mut(lb.chunk()).enumerate().for_each(b_unit);
-    }
+    let kbs = la.kbs;
+    debug_assert!(lb.kbs >= kbs && lb.tiles >= 2 * pairs);
     let need = (m - 1) * c_stride + n;
     let c = &mut c[..need];
-    let (ap_ref, bp_ref) = (&ap[..], &bp[..]);
     let panel = |(p, cp): (usize, &mut [f32])| {
         let rows = (m - p * 2 * T).min(2 * T);
         imp::with_tiles(|| {
@@ -172,14 +278,14 @@ pub(crate) fn gemm(
                 let steps = CHUNK.min(kbs - kc);
                 let set = kc == 0 && !accumulate;
                 let ta = Operand {
-                    data: ap_ref,
+                    data: ap,
                     first: la.at(2 * p, kc),
                     second: la.at(2 * p + 1, kc),
                     step: la.step(),
                 };
                 for q in 0..pairs {
                     let tb = Operand {
-                        data: bp_ref,
+                        data: bp,
                         first: lb.at(2 * q, kc),
                         second: lb.at(2 * q + 1, kc),
                         step: lb.step(),
@@ -214,7 +320,6 @@ pub(crate) fn gemm(
     } else {
         c.chunks_mut(2 * T * c_stride).enumerate().for_each(panel);
     }
-    PACKED.with(|p| *p.borrow_mut() = (ap_buf, bp_buf));
 }
 
 /// Two tiles' runs of k blocks inside a packed buffer, as the micro-kernel reads them: the

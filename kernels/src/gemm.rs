@@ -56,6 +56,21 @@ impl<'a> Mat<'a> {
         }
     }
 
+    /// The first `rows × cols` (as the product sees it) of this matrix.
+    pub(crate) fn leading(self, rows: usize, cols: usize) -> Mat<'a> {
+        let (r, c) = if self.trans {
+            (cols, rows)
+        } else {
+            (rows, cols)
+        };
+        assert!(r <= self.rows && c <= self.cols);
+        Mat {
+            rows: r,
+            cols: c,
+            ..self
+        }
+    }
+
     /// (rows, cols) as the product sees it.
     pub(crate) fn shape(&self) -> (usize, usize) {
         if self.trans {
@@ -213,6 +228,96 @@ pub fn gemm(
     }
 }
 
+/// A B operand prepared once for several products with the same precision that each use its
+/// leading rows and columns ([`gemm_prepacked`]): packed into AMX tiles where bf16 runs there,
+/// rounded to bf16 where bf16 has no hardware, and simply borrowed for f32.
+pub struct PackedB<'a> {
+    inner: Packed<'a>,
+}
+
+enum Packed<'a> {
+    View(Mat<'a>),
+    Rounded(Vec<f32>, usize, usize),
+    Amx(crate::amx::PackedB),
+}
+
+impl<'a> PackedB<'a> {
+    /// Prepare `b` for products in `prec`, on the calling thread.
+    pub fn new(b: Mat<'a>, prec: Precision) -> PackedB<'a> {
+        let inner = match prec {
+            Precision::F32 => Packed::View(b),
+            Precision::Bf16 if crate::amx::available() => Packed::Amx(crate::amx::PackedB::new(b)),
+            Precision::Bf16 => {
+                let (k, n) = b.shape();
+                Packed::Rounded(rounded_copy(&b), k, n)
+            }
+        };
+        PackedB { inner }
+    }
+
+    /// (rows, columns) of the prepared matrix.
+    pub fn shape(&self) -> (usize, usize) {
+        match &self.inner {
+            Packed::View(m) => m.shape(),
+            Packed::Rounded(_, k, n) => (*k, *n),
+            Packed::Amx(p) => p.shape(),
+        }
+    }
+}
+
+/// `C (+)= A·B[..k, ..n]` on the calling thread: `A` is `m × k`, and only the first `k` rows and
+/// `n` columns of the prepared `B` take part (a causal attention block: the keys up to its last
+/// query). Same contract as [`gemm`] otherwise.
+pub fn gemm_prepacked(
+    a: Mat<'_>,
+    b: &PackedB<'_>,
+    n: usize,
+    c: &mut [f32],
+    c_stride: usize,
+    accumulate: bool,
+) {
+    let (m, k) = a.shape();
+    let (bk, bn) = b.shape();
+    assert!(
+        k <= bk && n <= bn,
+        "gemm: {m}x{k} times the leading {k}x{n} of a {bk}x{bn} operand"
+    );
+    match &b.inner {
+        Packed::View(bm) => sgemm(a, bm.leading(k, n), c, c_stride, accumulate, Threads::One),
+        Packed::Rounded(r, _, _) => {
+            let ra = rounded_copy(&a);
+            let bm = Mat::new(r, bk, bn).leading(k, n);
+            sgemm(
+                Mat::new(&ra, m, k),
+                bm,
+                c,
+                c_stride,
+                accumulate,
+                Threads::One,
+            )
+        }
+        Packed::Amx(p) => {
+            if m == 0 || n == 0 {
+                return;
+            }
+            assert!(
+                c_stride >= n && c.len() >= (m - 1) * c_stride + n,
+                "gemm: {m}x{n} output (stride {c_stride}) does not fit a slice of {}",
+                c.len()
+            );
+            if k == 0 {
+                if !accumulate {
+                    for r in 0..m {
+                        c[r * c_stride..r * c_stride + n].fill(0.0);
+                    }
+                }
+                return;
+            }
+            crate::amx::gemm_prepacked(a, p, n, c, c_stride, accumulate)
+        }
+    }
+}
+
 /// The matrix as the product sees it, dense row-major, each element rounded to bf16.
 fn rounded_copy(x: &Mat<'_>) -> Vec<f32> {
     let (r, c) = x.shape();
@@ -300,6 +405,45 @@ pub(crate) mod tests {
                 sgemm(am, bm, &mut c, n, true, Threads::One);
                 for (x, y) in c.iter().zip(&want) {
                     assert!((x - 2.0 * y).abs() <= 2e-4 * (1.0 + y.abs()));
+                }
+            }
+        }
+    }
+
+    /// Products with the leading part of a prepared operand equal the same products with the
+    /// leading view, bit for bit (the tile order is the same; B's rows past k meet zeros).
+    #[test]
+    fn prepacked_leading_products_equal_plain_ones() {
+        let (m, bk, bn) = (45, 130, 97);
+        let a_full = fill(m * bk, 3);
+        let b = fill(bk * bn, 4);
+        let bt = transpose(&b, bk, bn);
+        for prec in [Precision::F32, Precision::Bf16] {
+            for tb in [false, true] {
+                let bm = view(&b, &bt, bk, bn, tb);
+                let packed = PackedB::new(bm, prec);
+                assert_eq!(packed.shape(), (bk, bn));
+                for &(k, n) in &[(bk, bn), (64, 32), (65, 33), (1, 1), (100, 97), (31, 60)] {
+                    let a = Mat::strided(&a_full, m, k, bk);
+                    let stride = n + 2;
+                    for acc in [false, true] {
+                        let mut want = vec![1.5f32; m * stride];
+                        let mut got = want.clone();
+                        gemm(
+                            a,
+                            bm.leading(k, n),
+                            &mut want,
+                            stride,
+                            acc,
+                            Threads::One,
+                            prec,
+                        );
+                        gemm_prepacked(a, &packed, n, &mut got, stride, acc);
+                        assert!(
+                            want == got,
+                            "{prec:?} tb={tb} k={k} n={n} acc={acc}: prepacked differs"
+                        );
+                    }
                 }
             }
         }

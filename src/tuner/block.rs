@@ -149,6 +149,16 @@ pub(crate) fn scratch(v: &mut Vec<f32>, n: usize) -> &mut [f32] {
     &mut v[..]
 }
 
+/// `dst.copy_from_slice(src)` spread over the rayon pool (these copies are tens of MiB: on one
+/// thread they left the other core idle).
+pub(crate) fn par_copy(dst: &mut [f32], src: &[f32]) {
+    use rayon::prelude::*;
+    assert_eq!(dst.len(), src.len());
+    dst.par_chunks_mut(1 << 16)
+        .zip(src.par_chunks(1 << 16))
+        .for_each(|(d, s)| d.copy_from_slice(s));
+}
+
 /// `y = x·Wᵀ (+ bias)` into `y` (`t × rows`), overwriting it.
 #[allow(clippy::too_many_arguments)]
 fn linear(
@@ -231,6 +241,7 @@ pub fn forward(
         n_head: sh.n_head,
         n_kv: sh.n_kv,
         head_dim: sh.head_dim,
+        prec: sh.prec,
     };
     attention_forward(
         ash,
@@ -241,7 +252,7 @@ pub fn forward(
         scratch(&mut s.lse, n_seq * sh.n_head * seq_len),
     );
     let h = scratch(&mut s.h, t * d);
-    h.copy_from_slice(x);
+    par_copy(h, x);
     gemm(
         Mat::new(&s.o, t, qw),
         Mat::new(w[3], d, qw).t(),
@@ -262,7 +273,7 @@ pub fn forward(
     linear(&s.xn2, t, w[5], sh.ff, d, None, sh.prec, &mut s.up);
     swiglu_forward(&s.gate, &s.up, scratch(&mut s.a, t * sh.ff));
     let y = scratch(&mut s.y, t * d);
-    y.copy_from_slice(&s.h);
+    par_copy(y, &s.h);
     gemm(
         Mat::new(&s.a, t, sh.ff),
         Mat::new(w[6], d, sh.ff).t(),
@@ -373,7 +384,7 @@ pub fn backward(
     input_grad(du, w[5], t, ff, d, dxn2, true, sh.prec);
     // h = x + o·Woᵀ, and it feeds both the FFN norm and the output
     let dh = scratch(dh, t * d);
-    dh.copy_from_slice(dy);
+    par_copy(dh, dy);
     rmsnorm_backward(&s.h, &fl.ffn_norm, &s.rstd2, dxn2, dh, true);
     weight_grad(dh, &s.o, t, d, qw, sh.prec, d_o_w);
     input_grad(dh, w[3], t, d, qw, scratch(d_att, t * qw), false, sh.prec);
@@ -384,6 +395,7 @@ pub fn backward(
         n_head: sh.n_head,
         n_kv: sh.n_kv,
         head_dim: sh.head_dim,
+        prec: sh.prec,
     };
     attention_backward(
         ash,

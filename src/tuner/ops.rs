@@ -9,7 +9,7 @@
 //! Each backward function is checked against central finite differences in the tests below.
 
 use crate::model::config::RopeLayout;
-use autoround_kernels::gemm::{sgemm, Mat, Threads};
+use autoround_kernels::gemm::{gemm, gemm_prepacked, Mat, PackedB, Precision, Threads};
 use autoround_kernels::vmath::exp_sub_sum;
 use rayon::prelude::*;
 
@@ -146,6 +146,9 @@ pub struct AttnShape {
     pub n_head: usize,
     pub n_kv: usize,
     pub head_dim: usize,
+    /// The products' arithmetic (scores, probabilities times values, and their gradients);
+    /// softmax and everything element-wise stay f32.
+    pub prec: Precision,
 }
 
 impl AttnShape {
@@ -185,13 +188,18 @@ pub fn attention_forward(
         .map(|task| {
             let (s, h) = (task / sh.n_head, task % sh.n_head);
             let kvh = h / sh.group();
+            let kv_off = s * l * sh.kv_width() + kvh * hd;
+            // This head's keys and values, prepared once for all of its row blocks.
+            let kh = Mat::strided(&k[kv_off..], l, hd, sh.kv_width());
+            let vh = Mat::strided(&v[kv_off..], l, hd, sh.kv_width());
+            let (k_t, v_b) = (PackedB::new(kh.t(), sh.prec), PackedB::new(vh, sh.prec));
             let mut o = vec![0f32; l * hd];
             let mut row_lse = vec![0f32; l];
             let mut p = vec![0f32; ROW_BLOCK.min(l) * l];
             for r0 in (0..l).step_by(ROW_BLOCK) {
                 let r1 = (r0 + ROW_BLOCK).min(l);
                 let p = &mut p[..(r1 - r0) * r1];
-                scores(sh, q, k, s, h, kvh, r0, r1, p);
+                scores(sh, q, &k_t, s, h, r0, r1, p);
                 for (ii, row) in p.chunks_exact_mut(r1).enumerate() {
                     let i = r0 + ii;
                     let m = row[..=i].iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
@@ -203,18 +211,13 @@ pub fn attention_forward(
                     row[i + 1..].fill(0.0);
                     row_lse[i] = m + (sum.ln() as f32);
                 }
-                sgemm(
+                gemm_prepacked(
                     Mat::new(p, r1 - r0, r1),
-                    Mat::strided(
-                        &v[s * l * sh.kv_width() + kvh * hd..],
-                        r1,
-                        hd,
-                        sh.kv_width(),
-                    ),
+                    &v_b,
+                    hd,
                     &mut o[r0 * hd..r1 * hd],
                     hd,
                     false,
-                    Threads::One,
                 );
             }
             (o, row_lse)
@@ -237,16 +240,15 @@ pub fn attention_forward(
 }
 
 /// Scaled scores `Q_h K_kvhᵀ / √d` of sequence `s`, query rows `r0 .. r1` against keys
-/// `0 .. r1`, into `p` (`(r1 − r0) × r1`; entries above the diagonal are garbage the callers
-/// mask).
+/// `0 .. r1` (`k_t`: the head's keys, transposed and prepared), into `p` (`(r1 − r0) × r1`;
+/// entries above the diagonal are garbage the callers mask).
 #[allow(clippy::too_many_arguments)]
 fn scores(
     sh: AttnShape,
     q: &[f32],
-    k: &[f32],
+    k_t: &PackedB<'_>,
     s: usize,
     h: usize,
-    kvh: usize,
     r0: usize,
     r1: usize,
     p: &mut [f32],
@@ -258,13 +260,7 @@ fn scores(
         hd,
         sh.q_width(),
     );
-    let kh = Mat::strided(
-        &k[s * l * sh.kv_width() + kvh * hd..],
-        r1,
-        hd,
-        sh.kv_width(),
-    );
-    sgemm(qh, kh.t(), p, r1, false, Threads::One);
+    gemm_prepacked(qh, k_t, r1, p, r1, false);
     let scale = sh.scale();
     for x in p.iter_mut() {
         *x *= scale;
@@ -300,6 +296,13 @@ pub fn attention_backward(
             let mut p = vec![0f32; ROW_BLOCK.min(l) * l];
             let mut dp = vec![0f32; ROW_BLOCK.min(l) * l];
             let kv_off = s * l * kvw + kvh * hd;
+            let kh = Mat::strided(&k[kv_off..], l, hd, kvw);
+            let vh = Mat::strided(&v[kv_off..], l, hd, kvw);
+            // Prepared once for every row block of the group's heads: Kᵀ for the scores, K for
+            // dQ, Vᵀ for dP.
+            let k_t = PackedB::new(kh.t(), sh.prec);
+            let k_b = PackedB::new(kh, sh.prec);
+            let v_t = PackedB::new(vh.t(), sh.prec);
             for j in 0..g {
                 let h = kvh * g + j;
                 let lse_h = &lse[(s * sh.n_head + h) * l..(s * sh.n_head + h + 1) * l];
@@ -307,7 +310,7 @@ pub fn attention_backward(
                     let r1 = (r0 + ROW_BLOCK).min(l);
                     let rows = r1 - r0;
                     let (p, dp) = (&mut p[..rows * r1], &mut dp[..rows * r1]);
-                    scores(sh, q, k, s, h, kvh, r0, r1, p);
+                    scores(sh, q, &k_t, s, h, r0, r1, p);
                     for (ii, row) in p.chunks_exact_mut(r1).enumerate() {
                         let i = r0 + ii;
                         exp_sub_sum(&mut row[..=i], lse_h[i]);
@@ -315,12 +318,10 @@ pub fn attention_backward(
                     }
                     let off = (s * l + r0) * qw + h * hd;
                     let doh = Mat::strided(&d_out[off..], rows, hd, qw);
-                    let vh = Mat::strided(&v[kv_off..], r1, hd, kvw);
-                    let kh = Mat::strided(&k[kv_off..], r1, hd, kvw);
                     // dV[..r1] += Pᵀ dO;  dP = dO V[..r1]ᵀ
                     let pm = Mat::new(p, rows, r1);
-                    sgemm(pm.t(), doh, &mut dv_t, hd, true, Threads::One);
-                    sgemm(doh, vh.t(), dp, r1, false, Threads::One);
+                    gemm(pm.t(), doh, &mut dv_t, hd, true, Threads::One, sh.prec);
+                    gemm_prepacked(doh, &v_t, r1, dp, r1, false);
                     // dS = P ⊙ (dP − rowsum(dO ⊙ O)), then the 1/√d of the scores.
                     for ii in 0..rows {
                         let i = r0 + ii;
@@ -337,9 +338,9 @@ pub fn attention_backward(
                     // dQ_h[r0..r1] = dS K[..r1];  dK[..r1] += dSᵀ Q_h[r0..r1]
                     let dsm = Mat::new(dp, rows, r1);
                     let dq_rows = &mut dq_t[(j * l + r0) * hd..(j * l + r1) * hd];
-                    sgemm(dsm, kh, dq_rows, hd, false, Threads::One);
+                    gemm_prepacked(dsm, &k_b, hd, dq_rows, hd, false);
                     let qh = Mat::strided(&q[off..], rows, hd, qw);
-                    sgemm(dsm.t(), qh, &mut dk_t, hd, true, Threads::One);
+                    gemm(dsm.t(), qh, &mut dk_t, hd, true, Threads::One, sh.prec);
                 }
             }
             (dq_t, dk_t, dv_t)
@@ -530,6 +531,7 @@ pub(crate) mod tests {
             n_head,
             n_kv,
             head_dim: 8,
+            prec: Precision::F32,
         };
         let (l, qw, kvw) = (seq_len, sh.q_width(), sh.kv_width());
         let t = sh.n_seq * sh.seq_len;
@@ -607,6 +609,52 @@ pub(crate) mod tests {
     #[test]
     fn attention_gradients_grouped_query() {
         attn_case(6, 2, 7);
+    }
+
+    /// The bf16 products (AMX where present) agree with the f32 pass to bf16's precision, over
+    /// several row blocks of grouped-query heads; the f32 pass is checked above.
+    #[test]
+    fn bf16_attention_follows_the_f32_one() {
+        let sh = AttnShape {
+            n_seq: 2,
+            seq_len: 150,
+            n_head: 6,
+            n_kv: 2,
+            head_dim: 64,
+            prec: Precision::F32,
+        };
+        let t = sh.n_seq * sh.seq_len;
+        let q = rand_vec(t * sh.q_width(), 31, 1.0);
+        let k = rand_vec(t * sh.kv_width(), 32, 1.0);
+        let v = rand_vec(t * sh.kv_width(), 33, 1.0);
+        let r = rand_vec(t * sh.q_width(), 34, 1.0);
+        let run = |prec| {
+            let sh = AttnShape { prec, ..sh };
+            let mut o = vec![0f32; t * sh.q_width()];
+            let mut lse = vec![0f32; sh.n_seq * sh.n_head * sh.seq_len];
+            attention_forward(sh, &q, &k, &v, &mut o, &mut lse);
+            let mut dq = vec![0f32; q.len()];
+            let mut dk = vec![0f32; k.len()];
+            let mut dv = vec![0f32; v.len()];
+            attention_backward(sh, &q, &k, &v, &o, &lse, &r, &mut dq, &mut dk, &mut dv);
+            [o, lse, dq, dk, dv]
+        };
+        let (want, got) = (run(Precision::F32), run(Precision::Bf16));
+        for (name, (w, g)) in ["out", "lse", "dq", "dk", "dv"]
+            .iter()
+            .zip(want.iter().zip(&got))
+        {
+            let err = w
+                .iter()
+                .zip(g)
+                .map(|(a, b)| ((a - b) as f64).powi(2))
+                .sum::<f64>();
+            let norm = w.iter().map(|&a| (a as f64).powi(2)).sum::<f64>();
+            let rel = (err / norm).sqrt();
+            // bf16 keeps 8 bits: inputs rounded to 2^-9 relative, sums over 64..150 terms
+            assert!(rel < 1e-2, "{name}: relative error {rel:.2e} against f32");
+            assert!(rel > 0.0, "{name}: bf16 gave exactly the f32 values");
+        }
     }
 
     #[test]

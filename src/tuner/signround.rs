@@ -7,7 +7,9 @@
 //! parameters if this batch's loss is the best so far (before stepping, so the snapshot is what
 //! produced that loss), then step: `p ← p − lr·(1 − i/iters)·sign(∂L/∂p)`.
 
-use super::block::{backward, forward, scratch, BlockFloat, BlockShape, Grads, Saved, Weights};
+use super::block::{
+    backward, forward, par_copy, scratch, BlockFloat, BlockShape, Grads, Saved, Weights,
+};
 use super::calib::SplitMix64;
 use super::ops::Rope;
 use super::qdq::{GroupParams, QuantGrads, QuantLayer};
@@ -132,9 +134,9 @@ fn qdq_all(
 
 /// Rows `idx` (each `row` long) of `src` into `out`.
 fn gather(src: &[f32], idx: &[usize], row: usize, out: &mut Vec<f32>) {
-    out.clear();
-    for &i in idx {
-        out.extend_from_slice(&src[i * row..(i + 1) * row]);
+    let out = scratch(out, idx.len() * row);
+    for (dst, &i) in out.chunks_mut(row).zip(idx) {
+        par_copy(dst, &src[i * row..(i + 1) * row]);
     }
 }
 
@@ -212,9 +214,9 @@ pub fn tune_block(
         for (l, b) in layers.iter().zip(best.iter_mut()) {
             if let Some(l) = l {
                 let (v, a, be) = b.get_or_insert_with(Default::default);
-                v.clone_from(&l.v);
-                a.clone_from(&l.alpha);
-                be.clone_from(&l.beta);
+                for (dst, src) in [(v, &l.v), (a, &l.alpha), (be, &l.beta)] {
+                    par_copy(scratch(dst, src.len()), src);
+                }
             }
         }
     };
