@@ -138,25 +138,23 @@ pub fn sgemm(
     gemm(a, b, c, c_stride, accumulate, threads, Precision::F32)
 }
 
-/// [`sgemm`] with the arithmetic chosen by `prec`.
-pub fn gemm(
-    a: Mat<'_>,
-    b: Mat<'_>,
+/// Checks that an `m × n` output with rows `c_stride` apart fits `c`, and finishes the products
+/// that need no arithmetic: an empty output, or `k == 0` (C = 0, or C unchanged when
+/// accumulating). Returns whether the product is done.
+fn trivial_product(
+    m: usize,
+    n: usize,
+    k: usize,
     c: &mut [f32],
     c_stride: usize,
     accumulate: bool,
-    threads: Threads,
-    prec: Precision,
-) {
-    let (m, k) = a.shape();
-    let (k2, n) = b.shape();
-    assert_eq!(k, k2, "gemm: inner dimensions {k} and {k2} differ");
+) -> bool {
     assert!(
         c_stride >= n,
         "gemm: output stride {c_stride} below width {n}"
     );
     if m == 0 || n == 0 {
-        return;
+        return true;
     }
     let need = (m - 1) * c_stride + n;
     assert!(
@@ -170,6 +168,25 @@ pub fn gemm(
                 c[r * c_stride..r * c_stride + n].fill(0.0);
             }
         }
+        return true;
+    }
+    false
+}
+
+/// [`sgemm`] with the arithmetic chosen by `prec`.
+pub fn gemm(
+    a: Mat<'_>,
+    b: Mat<'_>,
+    c: &mut [f32],
+    c_stride: usize,
+    accumulate: bool,
+    threads: Threads,
+    prec: Precision,
+) {
+    let (m, k) = a.shape();
+    let (k2, n) = b.shape();
+    assert_eq!(k, k2, "gemm: inner dimensions {k} and {k2} differ");
+    if trivial_product(m, n, k, c, c_stride, accumulate) {
         return;
     }
     let parallel =
@@ -297,23 +314,9 @@ pub fn gemm_prepacked(
             )
         }
         Packed::Amx(p) => {
-            if m == 0 || n == 0 {
-                return;
+            if !trivial_product(m, n, k, c, c_stride, accumulate) {
+                crate::amx::gemm_prepacked(a, p, n, c, c_stride, accumulate)
             }
-            assert!(
-                c_stride >= n && c.len() >= (m - 1) * c_stride + n,
-                "gemm: {m}x{n} output (stride {c_stride}) does not fit a slice of {}",
-                c.len()
-            );
-            if k == 0 {
-                if !accumulate {
-                    for r in 0..m {
-                        c[r * c_stride..r * c_stride + n].fill(0.0);
-                    }
-                }
-                return;
-            }
-            crate::amx::gemm_prepacked(a, p, n, c, c_stride, accumulate)
         }
     }
 }
