@@ -1,8 +1,8 @@
 //! The float operations of a Llama-family decoder block for training, forward and backward:
 //! RMSNorm, RoPE, causal grouped-query attention and SwiGLU. Linear layers are plain
-//! `autoround_kernels::gemm` calls in [`super::block`]. Attention's products are f32 even when
-//! the linear layers run in bf16: converting the score blocks to bf16 cost as much as AMX saved
-//! on these 64-wide products (measured both ways).
+//! `autoround_kernels::gemm` calls in [`super::block`]. Attention's products use the block's
+//! precision too (`AttnShape::prec`), with each head's keys and values prepared once
+//! (`PackedB`) for all of its row blocks; softmax and the element-wise work stay f32.
 //!
 //! Activations are row-major `[tokens, features]`, the tokens of `n_seq` independent sequences
 //! of `seq_len` positions each (every sequence starts at position 0, as calibration samples do).
