@@ -217,6 +217,11 @@ pub struct QuantizeArgs {
     /// them; elsewhere f32 is used anyway.
     #[arg(long = "disable_amp", alias = "disable-amp")]
     pub disable_amp: bool,
+    /// Gradients of the quantize-dequantize: `ste` passes the straight-through gradient to
+    /// every weight inside the levels, the lowest and highest included; `torch` gives those
+    /// none and rounds the scales' gradients to f16, as the reference's autograd does.
+    #[arg(long, value_enum, default_value_t = GradMode::Ste)]
+    pub grads: GradMode,
     /// Seed of calibration sampling and batch order [42].
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
@@ -319,4 +324,13 @@ pub struct ImatrixArgs {
     /// Worker threads (default: all cores).
     #[arg(short = 't', long)]
     pub threads: Option<usize>,
+}
+
+/// How the tuner differentiates the quantize-dequantize (`--grads`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum GradMode {
+    /// Straight-through: every weight inside the levels gets its gradient.
+    Ste,
+    /// As the reference's torch autograd: none at the levels' edges, f16 scale gradients.
+    Torch,
 }

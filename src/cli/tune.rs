@@ -1,7 +1,7 @@
 //! `autoround-cpu quantize --format auto_round`: AutoRound tuning (or round-to-nearest with
 //! `--iters 0`) of a Hugging Face folder into an auto_round checkpoint.
 
-use super::args::QuantizeArgs;
+use super::args::{GradMode, QuantizeArgs};
 use crate::export::auto_round::{module_name, write_auto_round, Packing, RecordedSettings};
 use crate::export::gguf::{mixture_base_type, tuned_scheme, write_tuned_gguf};
 use crate::model::load::ModelSource;
@@ -379,6 +379,7 @@ fn fingerprint(
         format!("layer schemes {:016x}", fnv64(layer_schemes.as_bytes())),
         format!("scale dtype {:?}", spec.scale_dtype),
         format!("precision {:?}", spec.prec),
+        format!("torch gradients {}", spec.torch_grads),
         format!("iters {}", o.iters),
         format!("lr {}", o.lr),
         format!("minmax_lr {}", o.minmax_lr),
@@ -705,6 +706,16 @@ pub fn tune(a: QuantizeArgs) -> Result<()> {
             bt * (12 * sh.d as u64 + 6 * sh.ff as u64 + 4 * (sh.n_head * sh.head_dim) as u64) * 4
                 + (threads as u64) * 2 * (p.seqlen * p.seqlen) as u64 * 4;
         let need = chains + per_block + acts;
+        // the model's pages count in the resident size as they are read, but are page cache
+        let mapped: u64 = std::fs::read_dir(&a.model)
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.file_name().to_string_lossy().ends_with(".safetensors"))
+                    .filter_map(|e| e.metadata().ok())
+                    .map(|m| m.len())
+                    .sum()
+            })
+            .unwrap_or(0);
         if let Some(avail) = mem_available() {
             if need > avail * 9 / 10 {
                 bail!(
@@ -738,9 +749,10 @@ pub fn tune(a: QuantizeArgs) -> Result<()> {
             } else {
                 Precision::fastest()
             },
+            torch_grads: a.grads == GradMode::Torch,
         };
         eprintln!(
-            "tuning {} blocks: {}-bit {} group {}, {} iters, lr {}, batch {}, {} samples x {} tokens, {threads} thread(s), {}, about {:.1} GiB",
+            "tuning {} blocks: {}-bit {} group {}, {} iters, lr {}, batch {}, {} samples x {} tokens, {threads} thread(s), {}{}, about {:.1} GiB of memory besides the memory-mapped model's {:.1} GiB",
             n_blocks,
             scheme.bits,
             if scheme.sym { "sym" } else { "asym" },
@@ -754,7 +766,13 @@ pub fn tune(a: QuantizeArgs) -> Result<()> {
                 Precision::Bf16 => "bf16 products on AMX tiles (--disable_amp: f32)",
                 Precision::F32 => "f32 products",
             },
-            need as f64 / (1u64 << 30) as f64
+            if spec.torch_grads {
+                ", torch's gradients"
+            } else {
+                ""
+            },
+            need as f64 / (1u64 << 30) as f64,
+            mapped as f64 / (1u64 << 30) as f64
         );
         let bar = indicatif::ProgressBar::new((n_blocks * p.iters) as u64);
         bar.set_style(

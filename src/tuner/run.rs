@@ -34,6 +34,9 @@ pub struct TuneSpec {
     /// Arithmetic of the block's matrix products: the reference computes in bf16 (autocast) on
     /// CPUs with bf16 support, f32 otherwise.
     pub prec: Precision,
+    /// Follow torch's gradients of the quantize-dequantize (`QuantLayer::torch_grads`): no
+    /// gradient for weights on the lowest or highest level, f16-rounded scale gradients.
+    pub torch_grads: bool,
 }
 
 /// One quantized linear layer: its integer codes (`0 … 2^b-1`, row-major like the weight) and
@@ -431,7 +434,9 @@ pub fn tune_model(
             .map(|(k, &lin)| {
                 scheme_of(b, lin).map(|s| {
                     let (r, cols) = sh.dims(lin);
-                    QuantLayer::new(floats[k].clone(), r, cols, s, spec.scale_dtype)
+                    let mut l = QuantLayer::new(floats[k].clone(), r, cols, s, spec.scale_dtype);
+                    l.torch_grads = spec.torch_grads;
+                    l
                 })
             })
             .collect();
