@@ -217,10 +217,12 @@ pub struct QuantizeArgs {
     /// them; elsewhere f32 is used anyway.
     #[arg(long = "disable_amp", alias = "disable-amp")]
     pub disable_amp: bool,
-    /// Gradients of the quantize-dequantize: `ste` passes the straight-through gradient to
-    /// every weight inside the levels, the lowest and highest included; `torch` gives those
-    /// none and rounds the scales' gradients to f16, as the reference's autograd does.
-    #[arg(long, value_enum, default_value_t = GradMode::Ste)]
+    /// Gradients of the quantize-dequantize: `torch` (default) gives weights on the lowest and
+    /// highest level none and rounds the scales' gradients to f16, as the reference's autograd
+    /// does; `ste` passes the straight-through gradient to every weight inside the levels, the
+    /// edges included, with f32 scale gradients. On SmolLM2-135M, iters 200: W4A16 PPL 40.21
+    /// (torch) vs 40.81 (ste); W2A16G64 73.01 vs 70.22.
+    #[arg(long, value_enum, default_value_t = GradMode::Torch)]
     pub grads: GradMode,
     /// Seed of calibration sampling and batch order [42].
     #[arg(long, default_value_t = 42)]
