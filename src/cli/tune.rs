@@ -330,6 +330,20 @@ fn gguf_layer_types(
     Ok(out)
 }
 
+/// The model folder's `.safetensors` files and `config.json`, with their sizes, sorted.
+fn model_files(model: &std::path::Path) -> Result<Vec<(String, u64)>> {
+    let mut files: Vec<(String, u64)> = Vec::new();
+    for e in std::fs::read_dir(model).with_context(|| format!("reading {}", model.display()))? {
+        let e = e?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".safetensors") || name == "config.json" {
+            files.push((name, e.metadata()?.len()));
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
 /// Everything that decides a tuning run's result, as `key value` fields joined by `;` (a
 /// checkpoint made with another fingerprint is not resumed): the model's files, the scheme of
 /// every layer, the tuning settings and the calibration tokens themselves.
@@ -341,15 +355,7 @@ fn fingerprint(
     layer_schemes: &str,
     samples: &[Vec<u32>],
 ) -> Result<String> {
-    let mut files: Vec<(String, u64)> = Vec::new();
-    for e in std::fs::read_dir(model).with_context(|| format!("reading {}", model.display()))? {
-        let e = e?;
-        let name = e.file_name().to_string_lossy().into_owned();
-        if name.ends_with(".safetensors") || name == "config.json" {
-            files.push((name, e.metadata()?.len()));
-        }
-    }
-    files.sort();
+    let files = model_files(model)?;
     let config = std::fs::read(model.join("config.json")).unwrap_or_default();
     let tokens: Vec<u8> = samples
         .iter()
@@ -707,15 +713,11 @@ pub fn tune(a: QuantizeArgs) -> Result<()> {
                 + (threads as u64) * 2 * (p.seqlen * p.seqlen) as u64 * 4;
         let need = chains + per_block + acts;
         // the model's pages count in the resident size as they are read, but are page cache
-        let mapped: u64 = std::fs::read_dir(&a.model)
-            .map(|d| {
-                d.flatten()
-                    .filter(|e| e.file_name().to_string_lossy().ends_with(".safetensors"))
-                    .filter_map(|e| e.metadata().ok())
-                    .map(|m| m.len())
-                    .sum()
-            })
-            .unwrap_or(0);
+        let mapped: u64 = model_files(&a.model)?
+            .iter()
+            .filter(|(name, _)| name.ends_with(".safetensors"))
+            .map(|(_, len)| len)
+            .sum();
         if let Some(avail) = mem_available() {
             if need > avail * 9 / 10 {
                 bail!(

@@ -1185,37 +1185,50 @@ mod dq_tests {
         a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale
     }
 
+    /// The golden cases of `fixture` (in tests/fixtures) and, for each, its name and the layer
+    /// it describes: the weight with the case's V, α and β.
+    fn golden_layers(fixture: &str) -> Vec<(serde_json::Value, String, QuantLayer)> {
+        let path = format!("{}/tests/fixtures/{fixture}", env!("CARGO_MANIFEST_DIR"));
+        let j: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let cases = j["cases"].as_array().unwrap();
+        assert_eq!(cases.len(), 5);
+        cases
+            .iter()
+            .map(|c| {
+                let num = |k: &str| c[k].as_u64().unwrap() as usize;
+                let dq = c.get("super_bits").map(|_| SuperQuant {
+                    bits: num("super_bits") as u32,
+                    groups: num("super_groups"),
+                });
+                let scheme = IntScheme {
+                    bits: num("bits") as u32,
+                    group_size: num("group_size"),
+                    sym: c["sym"].as_bool().unwrap(),
+                    dq,
+                };
+                let w = f32s(&c["w"]);
+                let mut l = QuantLayer::new(w, num("rows"), num("cols"), scheme, ScaleDtype::F16);
+                l.v = f32s(&c["v"]);
+                l.alpha = f32s(&c["alpha"]);
+                l.beta = f32s(&c["beta"]);
+                (c.clone(), c["name"].as_str().unwrap().to_string(), l)
+            })
+            .collect()
+    }
+
     /// Quantize-dequantize and the gradients of V, α and β equal the reference's own
     /// `quant_tensor_asym_dq` / `quant_tensor_sym_dq` under torch's autograd (golden data from
     /// tools/dq_golden.py, auto-round 0.16.1, f32 super scales as the reference tunes with).
     #[test]
     fn double_quant_matches_the_reference_forward_and_backward() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/dq_golden.json");
-        let j: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-        let cases = j["cases"].as_array().unwrap();
-        assert_eq!(cases.len(), 5);
-        for c in cases {
-            let name = c["name"].as_str().unwrap();
-            let num = |k: &str| c[k].as_u64().unwrap() as usize;
-            let scheme = IntScheme {
-                bits: num("bits") as u32,
-                group_size: num("group_size"),
-                sym: c["sym"].as_bool().unwrap(),
-                dq: Some(SuperQuant {
-                    bits: num("super_bits") as u32,
-                    groups: num("super_groups"),
-                }),
-            };
-            let (rows, cols) = (num("rows"), num("cols"));
-            let mut l = QuantLayer::new(f32s(&c["w"]), rows, cols, scheme, ScaleDtype::F16);
+        for (c, name, mut l) in golden_layers("dq_golden.json") {
+            let scheme = l.scheme;
+            assert!(scheme.dq.is_some(), "{name}: double-quantized");
             assert_eq!(l.scale_dtype, ScaleDtype::F32, "GGUF scales tune in f32");
             l.super_dtype = ScaleDtype::F32;
             l.torch_grads = true;
-            l.v = f32s(&c["v"]);
-            l.alpha = f32s(&c["alpha"]);
-            l.beta = f32s(&c["beta"]);
-            let mut w_hat = vec![0f32; rows * cols];
+            let mut w_hat = vec![0f32; l.rows * l.cols];
             let p = l.qdq(&mut w_hat);
             let want = f32s(&c["qdq"]);
             let e = rel(&w_hat, &want);
@@ -1270,29 +1283,9 @@ mod dq_tests {
     /// gradients of the weights on the lowest and highest levels differ.
     #[test]
     fn single_level_matches_the_reference_forward_and_backward() {
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/fixtures/qdq_golden.json"
-        );
-        let j: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-        let cases = j["cases"].as_array().unwrap();
-        assert_eq!(cases.len(), 5);
-        for c in cases {
-            let name = c["name"].as_str().unwrap();
-            let num = |k: &str| c[k].as_u64().unwrap() as usize;
-            let scheme = IntScheme {
-                bits: num("bits") as u32,
-                group_size: num("group_size"),
-                sym: c["sym"].as_bool().unwrap(),
-                dq: None,
-            };
-            let (rows, cols) = (num("rows"), num("cols"));
-            let mut l = QuantLayer::new(f32s(&c["w"]), rows, cols, scheme, ScaleDtype::F16);
-            l.v = f32s(&c["v"]);
-            l.alpha = f32s(&c["alpha"]);
-            l.beta = f32s(&c["beta"]);
-            let mut w_hat = vec![0f32; rows * cols];
+        for (c, name, mut l) in golden_layers("qdq_golden.json") {
+            assert!(l.scheme.dq.is_none(), "{name}: single-level");
+            let mut w_hat = vec![0f32; l.rows * l.cols];
             let p = l.qdq(&mut w_hat);
             let e = rel(&w_hat, &f32s(&c["qdq"]));
             assert!(e < 1e-6, "{name}: qdq differs from the reference by {e}");
