@@ -10,9 +10,13 @@
 //! FMA lanes per cycle). Two variants: `f32` products, and `bf16` (bf16 inputs, f32 sums, as the
 //! tuner runs by default) when the CPU has AMX tiles for them (peak: cores × GHz × 1024 FLOP per
 //! cycle on Sapphire Rapids and later).
+//!
+//! `forward/<prec>` times the forward pass alone (throughput: its 2·T·P + 2·S²·H·d per sequence):
+//! each block runs it twice per batch outside the iterations (the float targets and the next
+//! quantized inputs).
 
 use autoround_cpu::model::config::RopeLayout;
-use autoround_cpu::tuner::block::{BlockFloat, BlockShape, Lin, Weights};
+use autoround_cpu::tuner::block::{forward, BlockFloat, BlockShape, Lin, Saved, Weights};
 use autoround_cpu::tuner::calib::SplitMix64;
 use autoround_cpu::tuner::ops::Rope;
 use autoround_cpu::tuner::qdq::{IntScheme, QuantLayer, ScaleDtype};
@@ -156,6 +160,23 @@ fn bench(c: &mut Criterion) {
                 },
                 BatchSize::LargeInput,
             )
+        });
+    }
+    g.finish();
+
+    let mut g = c.benchmark_group("tune_block_forward");
+    g.sample_size(10);
+    g.throughput(Throughput::Elements(
+        2 * t * p + 2 * (seq * seq * sh.n_head * sh.head_dim * n_seq) as u64,
+    ));
+    let mut saved = Saved::default();
+    for (name, prec) in [("f32", Precision::F32), ("bf16", Precision::fastest())] {
+        if name == "bf16" && prec != Precision::Bf16 {
+            continue;
+        }
+        let sh = BlockShape { prec, ..sh };
+        g.bench_function(format!("smollm2_8x512/{name}"), |b| {
+            b.iter(|| forward(&sh, &fl, &rope, &wf, &x, n_seq, &mut saved))
         });
     }
     g.finish();

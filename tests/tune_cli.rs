@@ -211,30 +211,31 @@ fn tuned_auto_round_unpacks_to_the_fake_weights() {
     // the packed folder loads: converted to an F32 GGUF it is the fake folder's GGUF, tensor for
     // tensor, and the engine evaluates both alike
     assert_same_gguf(&packed, &fake);
-    let ppl = |m: &Path| -> String {
-        let o = bin(&[
-            "perplexity",
-            "-m",
-            s(m),
-            "-f",
-            s(&calib),
-            "-c",
-            "64",
-            "--chunks",
-            "2",
-            "-t",
-            "2",
-        ]);
-        let e =
-            String::from_utf8_lossy(&o.stderr).into_owned() + &String::from_utf8_lossy(&o.stdout);
-        assert!(o.status.success(), "{e}");
-        e.lines()
-            .find(|l| l.contains("Final estimate"))
-            .unwrap_or_else(|| panic!("{e}"))
-            .to_string()
-    };
-    assert_eq!(ppl(&packed), ppl(&fake));
+    assert_eq!(ppl(&packed, &calib), ppl(&fake, &calib));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The engine's "Final estimate" line for model `m` on two 64-token chunks of `calib`.
+fn ppl(m: &Path, calib: &Path) -> String {
+    let o = bin(&[
+        "perplexity",
+        "-m",
+        s(m),
+        "-f",
+        s(calib),
+        "-c",
+        "64",
+        "--chunks",
+        "2",
+        "-t",
+        "2",
+    ]);
+    let e = String::from_utf8_lossy(&o.stderr).into_owned() + &String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{e}");
+    e.lines()
+        .find(|l| l.contains("Final estimate"))
+        .unwrap_or_else(|| panic!("{e}"))
+        .to_string()
 }
 
 /// Both folders convert to the same F32 GGUF, tensor for tensor: the packed one is read
@@ -242,6 +243,7 @@ fn tuned_auto_round_unpacks_to_the_fake_weights() {
 fn assert_same_gguf(packed: &Path, fake: &Path) {
     let to_gguf = |from: &Path| -> autoround_formats::gguf::GgufFile {
         let out = from.with_extension("gguf");
+        let _ = std::fs::remove_file(&out); // a folder compared twice
         let o = bin(&[
             "convert",
             "-m",
@@ -269,6 +271,85 @@ fn assert_same_gguf(packed: &Path, fake: &Path) {
             t.name
         );
     }
+}
+
+/// `--quant_lm_head` on the untied tiny model: the head is tuned after the blocks (its loss
+/// logged, never above its round-to-nearest start), packed as `lm_head.qweight` with all its
+/// scheme keys in `extra_config` (GPTQ: `lm_head: true`), the packed folder reads back to the
+/// fake export's weights, and the engine evaluates both alike.
+#[test]
+fn quant_lm_head_tunes_and_exports_the_head() {
+    let dir = tmp_dir("lm-head");
+    let Some(model) = hf_model(&dir) else {
+        return;
+    };
+    let calib = common::shared_data("calib.txt");
+    let outs = dir.join("out");
+    let mut args: Vec<String> = [
+        "quantize",
+        "-m",
+        s(&model),
+        "--format",
+        "auto_round,fake,auto_gptq",
+        "--group_size",
+        "64",
+        "--iters",
+        "6",
+        "--quant_lm_head",
+        "--verbose",
+        "--output_dir",
+        s(&outs),
+    ]
+    .iter()
+    .map(|x| x.to_string())
+    .collect();
+    args.extend(tiny_calib(&calib));
+    let o = bin(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let log = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(o.status.success(), "{log}");
+    assert!(log.contains("tuning 4 blocks and lm_head"), "{log}");
+    let line = log
+        .lines()
+        .find(|l| l.starts_with("lm_head: loss iter 0:"))
+        .unwrap_or_else(|| panic!("no lm_head loss line: {log}"));
+    let floats: Vec<f64> = line
+        .split_whitespace()
+        .filter(|w| w.contains('e'))
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    assert_eq!(floats.len(), 2, "{line}");
+    assert!(floats[1] <= floats[0] && floats[1] > 0.0, "{line}");
+
+    let folder = |suffix: &str| outs.join(format!("model-w4g64{suffix}"));
+    let (packed, fake, gptq) = (folder(""), folder("-fake"), folder("-gptq"));
+    let cfg = |d: &Path| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(d.join("config.json")).unwrap()).unwrap()
+    };
+    assert_eq!(
+        cfg(&packed)["quantization_config"]["extra_config"]["lm_head"],
+        serde_json::json!({"bits": 4, "group_size": 64, "sym": true, "data_type": "int"})
+    );
+    assert_eq!(cfg(&gptq)["quantization_config"]["lm_head"], true);
+    for d in [&packed, &gptq] {
+        let st = SafetensorsModel::open_dir(d).unwrap();
+        assert!(st.tensor("lm_head.qweight").is_ok(), "{}", d.display());
+        assert!(st.tensor("lm_head.weight").is_err(), "{}", d.display());
+    }
+    // the fake head is quantized: 4-bit symmetric groups of 64 hold at most 16 levels
+    let f = SafetensorsModel::open_dir(&fake).unwrap();
+    let head = f32s(f.tensor("lm_head.weight").unwrap().data);
+    let src = SafetensorsModel::open_dir(&model).unwrap();
+    assert_ne!(head, f32s(src.tensor("lm_head.weight").unwrap().data));
+    for g in head.chunks(64) {
+        let mut levels: Vec<u32> = g.iter().map(|x| x.to_bits()).collect();
+        levels.sort();
+        levels.dedup();
+        assert!(levels.len() <= 16, "{} levels in a group", levels.len());
+    }
+    assert_same_gguf(&packed, &fake);
+    assert_same_gguf(&gptq, &fake);
+    assert_eq!(ppl(&packed, &calib), ppl(&fake, &calib));
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// The standalone `auto_gptq` and `auto_awq` formats: GPTQ's and AWQ's own
@@ -404,6 +485,10 @@ fn bad_input_is_refused_before_work() {
     assert_clean_error(
         &q(&["--format", "auto_round:auto_awq", "--asym", "--bits", "2"]),
         &["AWQ", "4-bit"],
+    );
+    assert_clean_error(
+        &q(&["--format", "auto_awq", "--asym", "--quant_lm_head"]),
+        &["lm_head", "auto_awq"],
     );
     assert_clean_error(
         &q(&["--format", "auto_round:nope"]),

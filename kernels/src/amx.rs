@@ -343,10 +343,7 @@ fn pack_a_rows(a: &Mat<'_>, it: usize, dst: &mut [u16]) {
     }
     for r in 0..rows {
         let i = it * T + r;
-        let src = &a.data[i * rs..i * rs + k];
-        for (kb, chunk) in src.chunks(KB).enumerate() {
-            imp::cvt_run(chunk, &mut dst[kb * TILE + r * KB..][..chunk.len()]);
-        }
+        imp::cvt_blocks(&a.data[i * rs..i * rs + k], &mut dst[r * KB..], TILE);
     }
 }
 
@@ -389,11 +386,20 @@ fn for_pair_pieces(
 /// values is one u32 of its tile row.
 fn pack_a_kblock(a: &Mat<'_>, kb: usize, dst: &mut [u16]) {
     let (m, k) = a.shape();
+    let stride = a.strides().1 as usize;
     if k - kb * KB < KB || m < dst.len() / TILE * T {
         dst.fill(0);
     }
-    for_pair_pieces(a.data, a.strides().1 as usize, m, k, kb, |kk, it, pairs| {
-        let d = &mut dst[it * TILE + kk..];
+    // whole tiles of a whole k block: 16 rows × 32 k at a time, transposed in registers
+    let full = if k - kb * KB >= KB { m / T } else { 0 };
+    imp::pack_transposed_tiles(&a.data[kb * KB * stride..], stride, full, dst);
+    if full * T == m {
+        return;
+    }
+    // the rest (a ragged k block, or the rows past the last whole tile) pair by pair
+    let off = full * T;
+    for_pair_pieces(&a.data[off..], stride, m - off, k, kb, |kk, it, pairs| {
+        let d = &mut dst[(full + it) * TILE + kk..];
         for (r, pair) in pairs.chunks_exact(2).enumerate() {
             d[r * KB..r * KB + 2].copy_from_slice(pair);
         }
@@ -410,11 +416,16 @@ fn pack_b_cols(b: &Mat<'_>, jt: usize, dst: &mut [u16]) {
     if cols < T || k % KB != 0 {
         dst.fill(0);
     }
+    // a whole tile of columns: 16 columns × 32 k at a time, transposed in registers
+    let full = if cols == T { k / KB } else { 0 };
+    if full > 0 {
+        imp::pack_column_tiles(&b.data[jt * T * cs..], cs, full, dst);
+    }
     let mut tmp = [0u16; KB];
     for j in 0..cols {
         let col = jt * T + j;
         let src = &b.data[col * cs..col * cs + k];
-        for (kb, chunk) in src.chunks(KB).enumerate() {
+        for (kb, chunk) in src.chunks(KB).enumerate().skip(full) {
             imp::cvt_run(chunk, &mut tmp[..chunk.len()]);
             let d = &mut dst[kb * TILE + 2 * j..];
             for (e, &v) in tmp[..chunk.len()].iter().enumerate() {
@@ -439,7 +450,7 @@ fn pack_b_kblock(b: &Mat<'_>, kb: usize, dst: &mut [u16]) {
 
 #[cfg(target_arch = "x86_64")]
 mod imp {
-    use super::{Operand, T, TILE};
+    use super::{Operand, KB, T, TILE};
     use std::arch::asm;
 
     /// `ldtilecfg`'s 64-byte operand: palette 1, every tile 16 rows of 64 bytes.
@@ -503,6 +514,152 @@ mod imp {
         }
         for (y, &x) in dst[n32..].iter_mut().zip(&src[n32..]) {
             *y = super::bf16_bits(x);
+        }
+    }
+
+    /// `src` in runs of 32 (the last may be shorter), run `i` rounded to bf16 into
+    /// `dst[i·stride ..]`.
+    pub(super) fn cvt_blocks(src: &[f32], dst: &mut [u16], stride: usize) {
+        let runs = src.len().div_ceil(KB);
+        assert!(
+            stride >= KB
+                && (runs == 0 || dst.len() >= (runs - 1) * stride + src.len() - (runs - 1) * KB)
+        );
+        // SAFETY: as in `cvt_run`; the assert covers every store.
+        unsafe { cvt_blocks_avx512(src, dst, stride) }
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+    fn cvt_blocks_avx512(src: &[f32], dst: &mut [u16], stride: usize) {
+        use std::arch::x86_64::*;
+        let whole = src.len() / KB;
+        for i in 0..whole {
+            // SAFETY: run i is src[32i .. 32i + 32] and dst[i·stride ..][..32], inside both
+            // slices (checked by the caller).
+            unsafe {
+                let s = src.as_ptr().add(i * KB);
+                let v = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(s.add(16)), _mm512_loadu_ps(s));
+                _mm512_storeu_si512(
+                    dst.as_mut_ptr().add(i * stride).cast(),
+                    std::mem::transmute::<__m512bh, __m512i>(v),
+                );
+            }
+        }
+        let tail = &src[whole * KB..];
+        if !tail.is_empty() {
+            for (y, &x) in dst[whole * stride..][..tail.len()].iter_mut().zip(tail) {
+                *y = super::bf16_bits(x);
+            }
+        }
+    }
+
+    /// The 16 × 16 transpose of 32-bit lanes: on return `r[j]` lane `i` is the old `r[i]` lane
+    /// `j`.
+    #[target_feature(enable = "avx512f")]
+    fn transpose16(r: &mut [std::arch::x86_64::__m512i; 16]) {
+        use std::arch::x86_64::*;
+        // pairs of rows interleaved: t[4g..4g+4] from rows 4g .. 4g+3
+        let mut t = [_mm512_setzero_si512(); 16];
+        for i in (0..16).step_by(2) {
+            t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
+            t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
+        }
+        // u[4g + c]: columns c, c+4, c+8, c+12 (one per 128-bit lane) of rows 4g .. 4g+3
+        let mut u = [_mm512_setzero_si512(); 16];
+        for g in (0..16).step_by(4) {
+            u[g] = _mm512_unpacklo_epi64(t[g], t[g + 2]);
+            u[g + 1] = _mm512_unpackhi_epi64(t[g], t[g + 2]);
+            u[g + 2] = _mm512_unpacklo_epi64(t[g + 1], t[g + 3]);
+            u[g + 3] = _mm512_unpackhi_epi64(t[g + 1], t[g + 3]);
+        }
+        for c in 0..4 {
+            // lanes [col c rows 0-3, col c+8 rows 0-3, col c rows 4-7, col c+8 rows 4-7], ...
+            let v0 = _mm512_shuffle_i32x4::<0b10_00_10_00>(u[c], u[4 + c]);
+            let v1 = _mm512_shuffle_i32x4::<0b10_00_10_00>(u[8 + c], u[12 + c]);
+            let w0 = _mm512_shuffle_i32x4::<0b11_01_11_01>(u[c], u[4 + c]);
+            let w1 = _mm512_shuffle_i32x4::<0b11_01_11_01>(u[8 + c], u[12 + c]);
+            r[c] = _mm512_shuffle_i32x4::<0b10_00_10_00>(v0, v1);
+            r[c + 8] = _mm512_shuffle_i32x4::<0b11_01_11_01>(v0, v1);
+            r[c + 4] = _mm512_shuffle_i32x4::<0b10_00_10_00>(w0, w1);
+            r[c + 12] = _mm512_shuffle_i32x4::<0b11_01_11_01>(w0, w1);
+        }
+    }
+
+    /// B operand tiles from 16 contiguous runs (columns of B, `stride` apart in `data`): for each
+    /// of `kbs` whole k blocks, tile row `i` gets every column's k pair `(2i, 2i + 1)`, in
+    /// `dst[kb·TILE ..]`.
+    pub(super) fn pack_column_tiles(data: &[f32], stride: usize, kbs: usize, dst: &mut [u16]) {
+        if kbs == 0 {
+            return;
+        }
+        assert!(data.len() >= 15 * stride + kbs * KB && dst.len() >= kbs * TILE);
+        // SAFETY: as in `cvt_run`; the assert covers every load and store.
+        unsafe { pack_column_tiles_avx512(data, stride, kbs, dst) }
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+    fn pack_column_tiles_avx512(data: &[f32], stride: usize, kbs: usize, dst: &mut [u16]) {
+        use std::arch::x86_64::*;
+        for kb in 0..kbs {
+            // SAFETY: column j's run is data[j·stride + 32kb ..][..32] and tile row i is
+            // dst[kb·TILE + 32i ..][..32], inside the slices (checked by the caller).
+            unsafe {
+                let mut r = [_mm512_setzero_si512(); 16];
+                for (j, r) in r.iter_mut().enumerate() {
+                    let s = data.as_ptr().add(j * stride + kb * KB);
+                    let v = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(s.add(16)), _mm512_loadu_ps(s));
+                    *r = std::mem::transmute::<__m512bh, __m512i>(v);
+                }
+                transpose16(&mut r);
+                for (i, v) in r.iter().enumerate() {
+                    _mm512_storeu_si512(dst.as_mut_ptr().add(kb * TILE + i * KB).cast(), *v);
+                }
+            }
+        }
+    }
+
+    /// A operand tiles of one whole k block from a transposed source (`data` row `p` holds k
+    /// index `p` of every A row, `stride` apart): tile `t` (A rows `16t ..`) row `r` gets A row
+    /// `16t + r`'s 32 k values, in `dst[t·TILE ..]`, for `tiles` tiles.
+    pub(super) fn pack_transposed_tiles(
+        data: &[f32],
+        stride: usize,
+        tiles: usize,
+        dst: &mut [u16],
+    ) {
+        if tiles == 0 {
+            return;
+        }
+        assert!(data.len() >= (KB - 1) * stride + tiles * T && dst.len() >= tiles * TILE);
+        // SAFETY: as in `cvt_run`; the assert covers every load and store.
+        unsafe { pack_transposed_tiles_avx512(data, stride, tiles, dst) }
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+    fn pack_transposed_tiles_avx512(data: &[f32], stride: usize, tiles: usize, dst: &mut [u16]) {
+        use std::arch::x86_64::*;
+        // lane i of the result takes u16 lane IDX[i] of [row p (0..16), row p + 1 (16..32)]
+        const IDX: [u16; 32] = [
+            0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23, 8, 24, 9, 25, 10, 26, 11, 27,
+            12, 28, 13, 29, 14, 30, 15, 31,
+        ];
+        // SAFETY: the index table is 64 bytes.
+        let idx = unsafe { _mm512_loadu_si512(IDX.as_ptr().cast()) };
+        for t in 0..tiles {
+            // SAFETY: source rows p < 32 at columns 16t .. 16t + 16 and tile rows
+            // dst[t·TILE + 32r ..][..32] are inside the slices (checked by the caller).
+            unsafe {
+                let mut r = [_mm512_setzero_si512(); 16];
+                for (pp, r) in r.iter_mut().enumerate() {
+                    let s = data.as_ptr().add(2 * pp * stride + t * T);
+                    let v = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(s.add(stride)), _mm512_loadu_ps(s));
+                    *r = _mm512_permutexvar_epi16(idx, std::mem::transmute::<__m512bh, __m512i>(v));
+                }
+                transpose16(&mut r);
+                for (i, v) in r.iter().enumerate() {
+                    _mm512_storeu_si512(dst.as_mut_ptr().add(t * TILE + i * KB).cast(), *v);
+                }
+            }
         }
     }
 
@@ -656,6 +813,23 @@ mod imp {
     }
 
     pub(super) fn cvt_pairs(_row0: &[f32], _row1: &[f32], _dst: &mut [u16]) {
+        unreachable!("AMX products are only dispatched on x86-64")
+    }
+
+    pub(super) fn cvt_blocks(_src: &[f32], _dst: &mut [u16], _stride: usize) {
+        unreachable!("AMX products are only dispatched on x86-64")
+    }
+
+    pub(super) fn pack_column_tiles(_data: &[f32], _stride: usize, _kbs: usize, _dst: &mut [u16]) {
+        unreachable!("AMX products are only dispatched on x86-64")
+    }
+
+    pub(super) fn pack_transposed_tiles(
+        _data: &[f32],
+        _stride: usize,
+        _tiles: usize,
+        _dst: &mut [u16],
+    ) {
         unreachable!("AMX products are only dispatched on x86-64")
     }
 

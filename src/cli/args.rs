@@ -236,6 +236,13 @@ pub struct QuantizeArgs {
     /// keeps the layer in float. E.g. '{"mlp.down_proj": {"bits": 8}, "model.layers.0.": {"bits": 16}}'.
     #[arg(long = "layer_config", alias = "layer-config")]
     pub layer_config: Option<String>,
+    /// Quantize the LM head too (`lm_head`, or `output.weight`), tuned alone after the blocks on
+    /// the final norm's outputs, as the reference's --quant_lm_head. A model whose head is its
+    /// token embeddings (tie_word_embeddings) keeps it in float, as the reference does; GGUF
+    /// mixtures always quantize output.weight with llama.cpp's type for it. A --layer_config
+    /// entry "lm_head" sets its scheme (and quantizes it without this flag).
+    #[arg(long = "quant_lm_head", alias = "quant-lm-head")]
+    pub quant_lm_head: bool,
     /// The light recipe: 50 iterations, lr 5e-3.
     #[arg(long, conflicts_with = "best")]
     pub light: bool,

@@ -4,13 +4,15 @@
 use super::args::{GradMode, QuantizeArgs};
 use crate::export::auto_round::{module_name, write_auto_round, Packing, RecordedSettings};
 use crate::export::gguf::{mixture_base_type, tuned_scheme, write_tuned_gguf};
+use crate::model::llama::Model;
 use crate::model::load::ModelSource;
 use crate::quantize::gguf::{plan_for, QuantizeOptions};
 use crate::quantize::mixture::{Mixture, PlanOptions};
 use crate::tuner::block::Lin;
 use crate::tuner::calib::{build_samples, read_texts, resolve_datasets, CalibOptions};
 use crate::tuner::checkpoint::{fnv64, BlockRecord, Checkpoint};
-use crate::tuner::qdq::{IntScheme, ScaleDtype};
+use crate::tuner::head::{final_norm, head_result, tune_head, HeadData};
+use crate::tuner::qdq::{IntScheme, QuantLayer, ScaleDtype};
 use crate::tuner::run::{
     block_shape, loss_mask, rtn_model, tune_model, Chains, TuneSpec, TunedLinear,
 };
@@ -181,7 +183,8 @@ fn plan(a: &QuantizeArgs) -> Result<Plan> {
     }
     let lr = a.lr.or(lr).unwrap_or(if iters == 0 {
         5e-3
-    } else if a.best && iters >= 1000 && bits <= 3 {
+    } else if iters >= 1000 && bits <= 3 {
+        // the reference's auto lr for low bits at long recipes (`_lr_for_bits`), --best or not
         2.0 / iters as f32
     } else {
         1.0 / iters as f32
@@ -292,6 +295,60 @@ fn parse_layer_config(arg: &str) -> Result<Vec<LayerRule>> {
         });
     }
     Ok(rules)
+}
+
+/// The LM head's scheme with `--quant_lm_head` (or a `--layer_config` entry "lm_head"), or `None`
+/// when it stays in float, with the reason said.
+fn head_plan(
+    a: &QuantizeArgs,
+    p: &Plan,
+    model: &Model<'_>,
+    scheme: IntScheme,
+    rule: Option<&LayerRule>,
+    apply_rule: &dyn Fn(&LayerRule, &mut IntScheme),
+    check_scheme: &dyn Fn(&str, &str, &IntScheme) -> Result<()>,
+) -> Result<Option<IntScheme>> {
+    let wanted = match rule {
+        Some(r) => !r.bits.is_some_and(|b| b >= 16),
+        None => a.quant_lm_head,
+    };
+    if !wanted {
+        return Ok(None);
+    }
+    if p.formats
+        .iter()
+        .all(|f| matches!(f, OutFormat::Gguf { .. }))
+    {
+        eprintln!(
+            "note: lm_head with --format {}: the GGUF mixture quantizes output.weight itself (llama.cpp's type for it, round-to-nearest, as the reference does)",
+            a.format
+        );
+        return Ok(None);
+    }
+    if model.output.is_none() {
+        eprintln!("warning: this model's LM head is its token embeddings (tie_word_embeddings): it stays in float, as the reference keeps it");
+        return Ok(None);
+    }
+    if p.formats.contains(&OutFormat::AutoRound(Packing::Awq)) {
+        bail!("a quantized lm_head cannot go into the auto_awq format (AWQ checkpoints keep it in float); use auto_round or auto_round:auto_awq, or drop --quant_lm_head");
+    }
+    let (rows, cols) = (model.cfg.vocab_size, model.cfg.n_embd);
+    let mut s = scheme;
+    if let Some(r) = rule {
+        apply_rule(r, &mut s);
+        check_scheme(&r.key, "lm_head", &s)?;
+        if s.group_size > 0 && cols % s.group_size != 0 {
+            bail!(
+                "--layer_config 'lm_head': group_size {} does not divide its rows of {cols}",
+                s.group_size
+            );
+        }
+    }
+    if rows % 32 != 0 || cols % 32 != 0 {
+        eprintln!("note: lm_head ({rows} x {cols}) stays in float: its dimensions are not multiples of 32 (the reference's rule)");
+        return Ok(None);
+    }
+    Ok(Some(s))
 }
 
 /// The type `mixture` gives each block linear of the Hugging Face folder `dir` (llama.cpp's
@@ -471,11 +528,48 @@ pub fn tune(a: QuantizeArgs) -> Result<()> {
             }
         }
     }
+    // A layer's scheme after --layer_config must be one every chosen format can write.
+    let check_scheme = |key: &str, name: &str, s: &IntScheme| -> Result<()> {
+        let packs = p
+            .formats
+            .iter()
+            .any(|f| matches!(f, OutFormat::AutoRound(pk) if *pk != Packing::Fake));
+        if !(2..=8).contains(&s.bits) || (packs && !matches!(s.bits, 2 | 3 | 4 | 8)) {
+            bail!("--layer_config '{key}': {} bits for {name}; the auto_round formats pack 2, 3, 4 or 8 bits (16 keeps a layer in float)", s.bits);
+        }
+        if p.formats.contains(&OutFormat::AutoRound(Packing::AutoAwq)) && (s.bits != 4 || s.sym) {
+            bail!(
+                "--layer_config '{key}': AWQ packing holds 4-bit asymmetric layers only ({name})"
+            );
+        }
+        if p.formats.contains(&OutFormat::AutoRound(Packing::Awq))
+            && (s.bits, s.group_size, s.sym) != (scheme.bits, scheme.group_size, scheme.sym)
+        {
+            bail!("--layer_config '{key}': the auto_awq format has one scheme for every quantized layer ({name}); use auto_round:auto_awq, or keep the layer in float with bits 16");
+        }
+        Ok(())
+    };
+    let apply_rule = |r: &LayerRule, s: &mut IntScheme| {
+        if let Some(bits) = r.bits {
+            s.bits = bits;
+        }
+        if let Some(g) = r.group_size {
+            s.group_size = if g < 0 { 0 } else { g as usize };
+        }
+        if let Some(sym) = r.sym {
+            s.sym = sym;
+        }
+    };
+    // The LM head: quantized with --quant_lm_head, or when --layer_config names "lm_head".
+    let mut head_rule: Option<LayerRule> = None;
     if let Some(lc) = &a.layer_config {
         if gguf.is_some() {
             bail!("--layer_config with --format {}: a GGUF mixture decides each layer's type; drop one of them", a.format);
         }
-        let rules = parse_layer_config(lc)?;
+        let mut rules = parse_layer_config(lc)?;
+        if let Some(k) = rules.iter().position(|r| r.key == "lm_head") {
+            head_rule = Some(rules.remove(k));
+        }
         let mut used = vec![false; rules.len()];
         for b in 0..model.layers.len() {
             for lin in Lin::ALL {
@@ -497,42 +591,27 @@ pub fn tune(a: QuantizeArgs) -> Result<()> {
                 let Some(s) = schemes.get_mut(&(b, lin)) else {
                     continue; // kept in float for its shape
                 };
-                if let Some(bits) = r.bits {
-                    s.bits = bits;
-                }
-                if let Some(g) = r.group_size {
-                    s.group_size = if g < 0 { 0 } else { g as usize };
-                }
-                if let Some(sym) = r.sym {
-                    s.sym = sym;
-                }
-                let packs = p
-                    .formats
-                    .iter()
-                    .any(|f| matches!(f, OutFormat::AutoRound(pk) if *pk != Packing::Fake));
-                if !(2..=8).contains(&s.bits) || (packs && !matches!(s.bits, 2 | 3 | 4 | 8)) {
-                    bail!("--layer_config '{}': {} bits for {name}; the auto_round formats pack 2, 3, 4 or 8 bits (16 keeps a layer in float)", r.key, s.bits);
-                }
-                if p.formats.contains(&OutFormat::AutoRound(Packing::AutoAwq))
-                    && (s.bits != 4 || s.sym)
-                {
-                    bail!("--layer_config '{}': AWQ packing holds 4-bit asymmetric layers only ({name})", r.key);
-                }
-                if p.formats.contains(&OutFormat::AutoRound(Packing::Awq))
-                    && (s.bits, s.group_size, s.sym) != (scheme.bits, scheme.group_size, scheme.sym)
-                {
-                    bail!("--layer_config '{}': the auto_awq format has one scheme for every quantized layer ({name}); use auto_round:auto_awq, or keep the layer in float with bits 16", r.key);
-                }
+                apply_rule(r, s);
+                check_scheme(&r.key, &name, s)?;
             }
         }
         if let Some(k) = used.iter().position(|u| !u) {
             bail!(
-                "--layer_config: '{}' matches no linear layer (names look like {})",
+                "--layer_config: '{}' matches no linear layer (names look like {}, or lm_head)",
                 rules[k].key,
                 module_name(0, Lin::Down)
             );
         }
     }
+    let head_scheme = head_plan(
+        &a,
+        &p,
+        &model,
+        scheme,
+        head_rule.as_ref(),
+        &apply_rule,
+        &check_scheme,
+    )?;
     if let Some(mixture) = gguf {
         let types = gguf_layer_types(&a.model, mixture)?;
         // which llama.cpp types the block linears are tuned for (the base scheme printed below
@@ -659,7 +738,7 @@ pub fn tune(a: QuantizeArgs) -> Result<()> {
         Ok((build_samples(&texts, &tok, &copts)?, tok.special_ids().pad))
     };
     let opt_rtn = p.iters == 0 && a.dataset.is_some() && !a.disable_opt_rtn;
-    let tuned: Vec<TunedLinear> = if opt_rtn {
+    let mut tuned: Vec<TunedLinear> = if opt_rtn {
         let (samples, _) = samples()?;
         eprintln!(
             "optimized round-to-nearest (scale search weighted by {} calibration samples x {} tokens) {}-bit {} group {} of {} blocks, {threads} thread(s)",
@@ -711,7 +790,13 @@ pub fn tune(a: QuantizeArgs) -> Result<()> {
         let acts =
             bt * (12 * sh.d as u64 + 6 * sh.ff as u64 + 4 * (sh.n_head * sh.head_dim) as u64) * 4
                 + (threads as u64) * 2 * (p.seqlen * p.seqlen) as u64 * 4;
-        let need = chains + per_block + acts;
+        // the head is tuned after the blocks' buffers are gone: its weight, V, Ŵ, ∂Ŵ, best V and
+        // gradients, and chunks of logits
+        let head = head_scheme.map_or(0, |_| {
+            let (v, d) = (model.cfg.vocab_size as u64, sh.d as u64);
+            v * d * 4 * 7 + 3 * 256 * v * 4
+        });
+        let need = chains + (per_block + acts).max(head);
         // the model's pages count in the resident size as they are read, but are page cache
         let mapped: u64 = model_files(&a.model)?
             .iter()
@@ -754,8 +839,9 @@ pub fn tune(a: QuantizeArgs) -> Result<()> {
             torch_grads: a.grads == GradMode::Torch,
         };
         eprintln!(
-            "tuning {} blocks: {}-bit {} group {}, {} iters, lr {}, batch {}, {} samples x {} tokens, {threads} thread(s), {}{}, about {:.1} GiB of memory besides the memory-mapped model's {:.1} GiB",
+            "tuning {} blocks{}: {}-bit {} group {}, {} iters, lr {}, batch {}, {} samples x {} tokens, {threads} thread(s), {}{}, about {:.1} GiB of memory besides the memory-mapped model's {:.1} GiB",
             n_blocks,
+            if head_scheme.is_some() { " and lm_head" } else { "" },
             scheme.bits,
             if scheme.sym { "sym" } else { "asym" },
             p.group_size,
@@ -776,7 +862,8 @@ pub fn tune(a: QuantizeArgs) -> Result<()> {
             need as f64 / (1u64 << 30) as f64,
             mapped as f64 / (1u64 << 30) as f64
         );
-        let bar = indicatif::ProgressBar::new((n_blocks * p.iters) as u64);
+        let head_iters = if head_scheme.is_some() { p.iters } else { 0 };
+        let bar = indicatif::ProgressBar::new((n_blocks * p.iters + head_iters) as u64);
         bar.set_style(
             indicatif::ProgressStyle::with_template(
                 "{bar:40} {percent:>3}% {elapsed_precise} ETA {eta_precise} {msg}",
@@ -798,6 +885,9 @@ pub fn tune(a: QuantizeArgs) -> Result<()> {
                 )
             })
             .collect();
+        if let Some(s) = head_scheme {
+            listed.push(format!("lm_head:{}{}{}", s.bits, s.sym, s.group_size));
+        }
         listed.sort();
         let fingerprint = fingerprint(
             &a.model,
@@ -909,10 +999,67 @@ pub fn tune(a: QuantizeArgs) -> Result<()> {
                 Ok(())
             },
         )?;
+        if let Some(s) = head_scheme {
+            // after the last block: the final norm of both chains feeds the head
+            let out = model.output.as_ref().context("an untied LM head")?;
+            let (eps, norm) = (model.cfg.rms_eps, &model.out_norm);
+            let fp_in = final_norm(&std::mem::take(&mut chains.x), norm, eps);
+            let q_in = spec
+                .enable_quanted_input
+                .then(|| final_norm(&std::mem::take(&mut chains.q), norm, eps));
+            let t1 = Instant::now();
+            let (rows, cols) = (model.cfg.vocab_size, model.cfg.n_embd);
+            let mut l = QuantLayer::new(out.to_f32(), rows, cols, s, ScaleDtype::F16);
+            l.torch_grads = spec.torch_grads;
+            bar.set_message("lm_head");
+            let data = HeadData {
+                q_in: q_in.as_deref().unwrap_or(&fp_in),
+                fp_in: &fp_in,
+                mask: &mask,
+                seq_len: p.seqlen,
+            };
+            let mut best_so_far = f64::MAX;
+            let stats = tune_head(
+                &mut l,
+                &data,
+                &spec.opts,
+                spec.prec,
+                a.seed,
+                &mut |_, loss| {
+                    best_so_far = best_so_far.min(loss);
+                    bar.set_message(format!("lm_head best loss {best_so_far:.4e}"));
+                    bar.inc(1);
+                },
+            );
+            if verbose {
+                bar.suspend(|| {
+                    eprintln!(
+                        "lm_head: loss iter 0: {:.6e} -> iter {}: {:.6e} ({:.1} s)",
+                        stats.init_loss,
+                        stats.best_iter,
+                        stats.best_loss,
+                        t1.elapsed().as_secs_f64()
+                    )
+                });
+            }
+            all.push(head_result(&l));
+        }
         bar.finish_and_clear();
         checkpoint = Some(ck);
         all
     };
+    if let (0, Some(s)) = (p.iters, head_scheme) {
+        // round-to-nearest, as the blocks
+        let out = model.output.as_ref().context("an untied LM head")?;
+        let (rows, cols) = (model.cfg.vocab_size, model.cfg.n_embd);
+        tuned.push(head_result(&QuantLayer::new(
+            out.to_f32(),
+            rows,
+            cols,
+            s,
+            ScaleDtype::F16,
+        )));
+    }
     let tune_secs = t0.elapsed().as_secs_f64();
     let settings = RecordedSettings {
         bits: scheme.bits,

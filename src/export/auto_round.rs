@@ -155,8 +155,12 @@ pub fn quantization_config(
     Value::Object(m)
 }
 
-/// The Hugging Face module name of a tuned layer (`model.layers.3.self_attn.q_proj`).
+/// The Hugging Face module name of a tuned layer (`model.layers.3.self_attn.q_proj`, or
+/// `lm_head`).
 pub fn module_name(block: usize, lin: Lin) -> String {
+    if lin == Lin::Head {
+        return lin.hf_module().to_string();
+    }
     format!("model.layers.{block}.{}", lin.hf_module())
 }
 
@@ -231,6 +235,15 @@ pub fn pack_layer(
     Ok(out)
 }
 
+/// A group size as the configs write it: -1 for whole rows.
+fn gs_value(group_size: usize) -> i64 {
+    if group_size == 0 {
+        -1
+    } else {
+        group_size as i64
+    }
+}
+
 /// `^name$` with the regex metacharacters of a module name escaped.
 fn exact_regex(name: &str) -> String {
     format!("^{}$", regex::escape(name))
@@ -242,11 +255,7 @@ fn exact_regex(name: &str) -> String {
 pub fn gptq_config(s: &RecordedSettings, tuned: &[TunedLinear], kept_float: &[String]) -> Value {
     let mut dynamic = Map::new();
     for t in tuned {
-        let gs = if t.scheme.group_size == 0 {
-            -1
-        } else {
-            t.scheme.group_size as i64
-        };
+        let gs = gs_value(t.scheme.group_size);
         if t.scheme.bits != s.bits || gs != s.group_size || t.scheme.sym != s.sym {
             dynamic.insert(
                 format!("+:{}", exact_regex(&module_name(t.block, t.lin))),
@@ -264,7 +273,10 @@ pub fn gptq_config(s: &RecordedSettings, tuned: &[TunedLinear], kept_float: &[St
     m.insert("desc_act".into(), json!(false));
     m.insert("true_sequential".into(), json!(false));
     m.insert("damp_percent".into(), json!(0.01));
-    m.insert("lm_head".into(), json!(false));
+    m.insert(
+        "lm_head".into(),
+        json!(tuned.iter().any(|t| t.lin == Lin::Head)),
+    );
     m.insert("quant_method".into(), json!("gptq"));
     m.insert("checkpoint_format".into(), json!("gptq"));
     m.insert("provider".into(), json!("auto-round"));
@@ -332,14 +344,19 @@ pub fn write_auto_round(
     // Layers whose scheme differs from the global one (--layer_config): the differing keys.
     for t in tuned {
         let mut d = Map::new();
+        if t.lin == Lin::Head {
+            // a layer outside the blocks: all its scheme keys, as the reference writes them
+            d.insert("bits".into(), json!(t.scheme.bits));
+            d.insert("group_size".into(), json!(gs_value(t.scheme.group_size)));
+            d.insert("sym".into(), json!(t.scheme.sym));
+            d.insert("data_type".into(), json!("int"));
+            extra.insert(module_name(t.block, t.lin), Value::Object(d));
+            continue;
+        }
         if t.scheme.bits != settings.bits {
             d.insert("bits".into(), json!(t.scheme.bits));
         }
-        let gs = if t.scheme.group_size == 0 {
-            -1
-        } else {
-            t.scheme.group_size as i64
-        };
+        let gs = gs_value(t.scheme.group_size);
         if gs != settings.group_size {
             d.insert("group_size".into(), json!(gs));
         }
@@ -356,7 +373,7 @@ pub fn write_auto_round(
             if let Some(t) = tuned.iter().find(|t| {
                 t.scheme.bits != settings.bits
                     || t.scheme.sym != settings.sym
-                    || t.scheme.group_size as i64 != settings.group_size
+                    || gs_value(t.scheme.group_size) != settings.group_size
             }) {
                 bail!(
                     "{}: the auto_awq format has one scheme for all layers; use auto_round:auto_awq for mixed schemes",

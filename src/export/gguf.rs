@@ -169,8 +169,10 @@ pub fn write_tuned_gguf(
 ) -> Result<Summary> {
     let src = crate::convert::open_hf_source(model_dir)
         .with_context(|| format!("opening the Hugging Face folder {}", model_dir.display()))?;
+    // a tuned LM head is for the other formats: the mixture quantizes output.weight itself
     let by_name: HashMap<String, &TunedLinear> = tuned
         .iter()
+        .filter(|t| t.lin != Lin::Head)
         .map(|t| (format!("blk.{}.{}.weight", t.block, t.lin.gguf_stem()), t))
         .collect();
     let packed = |name: &str, ty: GgmlType| -> Option<Result<Vec<u8>>> {

@@ -244,7 +244,7 @@ fn load_hf<'a>(
             w_down: mat(&p("mlp.down_proj.weight"), c.n_embd, c.n_ff)?,
         });
     }
-    let output = if !hf.tie_word_embeddings && has("lm_head.weight") {
+    let output = if !hf.tie_word_embeddings && (has("lm_head.weight") || has("lm_head.qweight")) {
         Some(mat("lm_head.weight", c.vocab_size, c.n_embd)?)
     } else {
         None

@@ -13,7 +13,8 @@ use super::ops::{
 };
 use autoround_kernels::gemm::{gemm, Mat, Precision, Threads};
 
-/// The seven linear layers of a block, in a fixed order.
+/// The seven linear layers of a block, in a fixed order, and the LM head after the blocks
+/// (`--quant_lm_head`; not in [`Lin::ALL`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Lin {
     Q,
@@ -23,6 +24,7 @@ pub enum Lin {
     Gate,
     Up,
     Down,
+    Head,
 }
 
 impl Lin {
@@ -46,10 +48,12 @@ impl Lin {
             Lin::Gate => "ffn_gate",
             Lin::Up => "ffn_up",
             Lin::Down => "ffn_down",
+            Lin::Head => "output",
         }
     }
 
-    /// The Hugging Face module name inside a decoder layer (`self_attn.q_proj`, ...).
+    /// The Hugging Face module name inside a decoder layer (`self_attn.q_proj`, ...); the head's
+    /// is the top-level `lm_head`.
     pub fn hf_module(self) -> &'static str {
         match self {
             Lin::Q => "self_attn.q_proj",
@@ -59,6 +63,7 @@ impl Lin {
             Lin::Gate => "mlp.gate_proj",
             Lin::Up => "mlp.up_proj",
             Lin::Down => "mlp.down_proj",
+            Lin::Head => "lm_head",
         }
     }
 }
@@ -77,7 +82,7 @@ pub struct BlockShape {
 }
 
 impl BlockShape {
-    /// `(rows, cols)` of a linear weight (`out × in`).
+    /// `(rows, cols)` of a block linear weight (`out × in`). The head is not a block layer.
     pub fn dims(&self, l: Lin) -> (usize, usize) {
         let (q, kv) = (self.n_head * self.head_dim, self.n_kv * self.head_dim);
         match l {
@@ -86,6 +91,7 @@ impl BlockShape {
             Lin::O => (self.d, q),
             Lin::Gate | Lin::Up => (self.ff, self.d),
             Lin::Down => (self.d, self.ff),
+            Lin::Head => panic!("the LM head is not a block layer"),
         }
     }
 }

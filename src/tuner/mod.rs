@@ -5,6 +5,7 @@
 pub mod block;
 pub mod calib;
 pub mod checkpoint;
+pub mod head;
 pub mod ops;
 pub mod qdq;
 pub mod run;

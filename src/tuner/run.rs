@@ -63,7 +63,12 @@ pub struct TunedLinear {
 }
 
 impl TunedLinear {
-    fn from_layer(block: usize, lin: Lin, l: &QuantLayer, p: GroupParams) -> TunedLinear {
+    pub(crate) fn from_layer(
+        block: usize,
+        lin: Lin,
+        l: &QuantLayer,
+        p: GroupParams,
+    ) -> TunedLinear {
         TunedLinear {
             block,
             lin,
@@ -171,6 +176,7 @@ fn weight_of<'l, 'a>(layer: &'l Layer<'a>, lin: Lin) -> &'l Weight<'a> {
         Lin::Gate => &layer.w_gate,
         Lin::Up => &layer.w_up,
         Lin::Down => &layer.w_down,
+        Lin::Head => panic!("the LM head is not a block layer"),
     }
 }
 
