@@ -229,6 +229,19 @@ fn existing_output_needs_overwrite() {
     ]);
     assert!(err.contains("already exists"), "{err}");
     only(&hf, &["x"]);
+    // --to hf from a folder (it reads GGUF files): named, not an mmap error.
+    let err = fails(&[
+        "-m",
+        m.to_str().unwrap(),
+        "--to",
+        "hf",
+        "-o",
+        dir.join("hf2").to_str().unwrap(),
+    ]);
+    assert!(
+        err.contains("is a folder") && err.contains("--to gguf"),
+        "{err}"
+    );
     only(&dir, &["out.gguf", "hf"]);
     // With --overwrite both are replaced, atomically (nothing else left behind).
     for (src, o, to) in [(&m, &out, "gguf"), (&g, &hf, "hf")] {

@@ -77,6 +77,12 @@ pub fn convert(a: ConvertArgs) -> anyhow::Result<()> {
                 max_shard_bytes: a.max_shard_mib << 20,
                 overwrite: a.overwrite,
             };
+            if a.model.is_dir() {
+                bail!(
+                    "--to hf reads a GGUF file, and {} is a folder; to dequantize an auto_round/GPTQ/AWQ folder, convert it to an F32 GGUF (--to gguf --outtype f32) first",
+                    a.model.display()
+                );
+            }
             let s = gguf_to_hf(&a.model, &a.output, &opts)?;
             eprintln!(
                 "wrote {} ({}: {} tensors, {}, {} shard(s), {:.1} MiB; tokenizer: {}) in {:.1} s",
