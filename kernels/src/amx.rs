@@ -53,8 +53,9 @@ const T: usize = 16;
 const KB: usize = 32;
 /// u16 elements per packed tile.
 const TILE: usize = T * KB;
-/// k blocks per chunk of K walked by one panel before moving on.
-const CHUNK: usize = 16;
+/// At most this many k blocks per chunk of K walked by one panel before moving on (the chunks of
+/// one product are made even: a short last chunk would load and store C for a few steps).
+const CHUNK: usize = 32;
 
 /// Where a packed operand's tiles lie: `tiles` row tiles (A) or column tiles (B), each with
 /// `kbs` k blocks. The order follows the source's memory order so that packing reads it
@@ -274,8 +275,9 @@ fn compute(
         imp::with_tiles(|| {
             // Blocks on the ragged edge of C go through a 32×32 buffer.
             let mut buf = [0f32; 4 * T * T];
-            for kc in (0..kbs).step_by(CHUNK) {
-                let steps = CHUNK.min(kbs - kc);
+            let chunk = kbs.div_ceil(kbs.div_ceil(CHUNK));
+            for kc in (0..kbs).step_by(chunk) {
+                let steps = chunk.min(kbs - kc);
                 let set = kc == 0 && !accumulate;
                 let ta = Operand {
                     data: ap,
