@@ -23,6 +23,21 @@ use rayon::prelude::*;
 /// Tokens per chunk of logits (`chunk × vocab` floats, three buffers).
 const CHUNK_TOKENS: usize = 256;
 
+/// `out = x·wᵀ`: the logits of the rows of `x` for a head `w` of `rows × cols`.
+fn logits(x: &[f32], w: &[f32], (rows, cols): (usize, usize), prec: Precision, out: &mut [f32]) {
+    let w = Mat::new(w, rows, cols).t();
+    let t = x.len() / cols;
+    gemm(
+        Mat::new(x, t, cols),
+        w,
+        out,
+        rows,
+        false,
+        Threads::Pool,
+        prec,
+    );
+}
+
 /// The final RMSNorm of every row of `chain` (`tokens × d`): the head's input.
 pub fn final_norm(chain: &[f32], norm: &[f32], eps: f32) -> Vec<f32> {
     let mut out = vec![0f32; chain.len()];
@@ -81,20 +96,8 @@ pub fn tune_head(
                 scored += mask.iter().filter(|&&m| m != 0.0).count();
                 let target = scratch(&mut target, t * rows);
                 let pred = scratch(&mut pred, t * rows);
-                let product = |x: &[f32], w: &[f32], out: &mut [f32]| {
-                    let w = Mat::new(w, rows, cols).t();
-                    gemm(
-                        Mat::new(x, t, cols),
-                        w,
-                        out,
-                        rows,
-                        false,
-                        Threads::Pool,
-                        prec,
-                    );
-                };
-                product(xf, &layer.w, target);
-                product(xq, &w_hat, pred);
+                logits(xf, &layer.w, (rows, cols), prec, target);
+                logits(xq, &w_hat, (rows, cols), prec, pred);
                 // pred becomes ∂(Σ squared error)/∂pred, row by row with the token's mask
                 sumsq += pred
                     .par_chunks_mut(rows)
@@ -174,16 +177,7 @@ mod tests {
         let t = data.mask.len();
         let (mut y, mut p) = (vec![0f32; t * rows], vec![0f32; t * rows]);
         for (x, w, out) in [(data.fp_in, w, &mut y), (data.q_in, w_hat, &mut p)] {
-            let w = Mat::new(w, rows, cols).t();
-            gemm(
-                Mat::new(x, t, cols),
-                w,
-                out,
-                rows,
-                false,
-                Threads::Pool,
-                Precision::F32,
-            );
+            logits(x, w, (rows, cols), Precision::F32, out);
         }
         let mut e = 0f64;
         for (tok, &m) in data.mask.iter().enumerate() {
