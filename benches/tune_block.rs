@@ -84,6 +84,8 @@ fn bench(c: &mut Criterion) {
         iters: 1,
         lr: 5e-3,
         minmax_lr: 5e-3,
+        lr_by_bits: false,
+        minmax_by_bits: false,
         enable_minmax: true,
         batch_size: n_seq,
         not_use_best_mse: false,

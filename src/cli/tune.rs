@@ -55,6 +55,10 @@ struct Plan {
     iters: usize,
     lr: f32,
     minmax_lr: f32,
+    /// Neither --lr nor a recipe set the lr: each layer's comes from its bits (and the min-max
+    /// lr too when --minmax_lr is not given).
+    lr_by_bits: bool,
+    minmax_by_bits: bool,
     nsamples: usize,
     seqlen: usize,
     batch_size: usize,
@@ -181,13 +185,13 @@ fn plan(a: &QuantizeArgs) -> Result<Plan> {
             a.format
         );
     }
+    let lr_by_bits = a.lr.or(lr).is_none() && iters > 0;
     let lr = a.lr.or(lr).unwrap_or(if iters == 0 {
         5e-3
-    } else if iters >= 1000 && bits <= 3 {
-        // the reference's auto lr for low bits at long recipes (`_lr_for_bits`), --best or not
-        2.0 / iters as f32
     } else {
-        1.0 / iters as f32
+        // the reference's auto lr (`_lr_for_bits`): 2/iters for <= 3 bits at >= 1000 iters,
+        // --best or not; per layer for mixed bits
+        SignRoundOptions::auto_lr(iters, bits)
     });
     if !(lr.is_finite() && lr > 0.0) {
         bail!("--lr {lr}: the learning rate must be a positive number");
@@ -204,6 +208,8 @@ fn plan(a: &QuantizeArgs) -> Result<Plan> {
         iters,
         lr,
         minmax_lr,
+        lr_by_bits,
+        minmax_by_bits: lr_by_bits && a.minmax_lr.is_none(),
         nsamples,
         seqlen: a.seqlen.unwrap_or(2048),
         batch_size,
@@ -446,6 +452,7 @@ fn fingerprint(
         format!("iters {}", o.iters),
         format!("lr {}", o.lr),
         format!("minmax_lr {}", o.minmax_lr),
+        format!("lr by bits {} {}", o.lr_by_bits, o.minmax_by_bits),
         format!("minmax tuning {}", o.enable_minmax),
         format!("batch_size {}", o.batch_size),
         format!("best-loss kept {}", !o.not_use_best_mse),
@@ -828,6 +835,8 @@ pub fn tune(a: QuantizeArgs) -> Result<()> {
                 enable_minmax: !a.disable_minmax_tuning,
                 batch_size: p.batch_size,
                 not_use_best_mse: false,
+                lr_by_bits: p.lr_by_bits,
+                minmax_by_bits: p.minmax_by_bits,
             },
             enable_quanted_input: !a.disable_quanted_input,
             seed: a.seed,

@@ -145,10 +145,11 @@ pub fn tune_head(
         }
         layer.backward(&params, dw, &mut grads);
         let decay = 1.0 - i as f32 / opts.iters as f32;
+        let (lr, minmax_lr) = opts.lrs(layer.scheme.bits);
         layer.sign_step(
             &grads,
-            opts.lr * decay,
-            opts.enable_minmax.then_some(opts.minmax_lr * decay),
+            lr * decay,
+            opts.enable_minmax.then_some(minmax_lr * decay),
         );
     }
     if let Some((v, a, b)) = best {
@@ -233,6 +234,8 @@ mod tests {
             iters: 80,
             lr: 1.0 / 80.0,
             minmax_lr: 1.0 / 80.0,
+            lr_by_bits: false,
+            minmax_by_bits: false,
             enable_minmax: true,
             batch_size: nsamples,
             not_use_best_mse: false,

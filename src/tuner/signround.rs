@@ -30,6 +30,34 @@ pub struct SignRoundOptions {
     pub batch_size: usize,
     /// Keep the last iteration's parameters instead of the best one's [false].
     pub not_use_best_mse: bool,
+    /// The lr was not given: each layer's comes from its own bits, as the reference's
+    /// `compute_lr` (`lr` is then the global scheme's, for display).
+    pub lr_by_bits: bool,
+    /// Neither lr was given: the min-max lr follows the layer's auto lr too.
+    pub minmax_by_bits: bool,
+}
+
+impl SignRoundOptions {
+    /// The reference's automatic lr for `bits`-bit layers (`_lr_for_bits`): 2/iters for 3 bits
+    /// or fewer at 1000 iterations or more, else 1/iters.
+    pub fn auto_lr(iters: usize, bits: u32) -> f32 {
+        let n = if iters >= 1000 && bits <= 3 { 2.0 } else { 1.0 };
+        n / iters.max(1) as f32
+    }
+
+    /// `(lr, min-max lr)` of a layer of `bits` bits (mixed bits differ only when the lr is
+    /// automatic).
+    pub fn lrs(&self, bits: u32) -> (f32, f32) {
+        let auto = Self::auto_lr(self.iters, bits);
+        (
+            if self.lr_by_bits { auto } else { self.lr },
+            if self.minmax_by_bits {
+                auto
+            } else {
+                self.minmax_lr
+            },
+        )
+    }
 }
 
 /// The reference's `IndexSampler`: one shuffled order of the sample indices handed out in
@@ -259,10 +287,11 @@ pub fn tune_block(
         for (k, l) in layers.iter_mut().enumerate() {
             if let (Some(l), Some(p)) = (l.as_mut(), params[k].as_ref()) {
                 l.backward(p, &back.dw[k], &mut grads[k]);
+                let (lr, minmax_lr) = opts.lrs(l.scheme.bits);
                 l.sign_step(
                     &grads[k],
-                    opts.lr * decay,
-                    opts.enable_minmax.then_some(opts.minmax_lr * decay),
+                    lr * decay,
+                    opts.enable_minmax.then_some(minmax_lr * decay),
                 );
             }
         }
@@ -322,6 +351,33 @@ mod tests {
         let mut t = IndexSampler::from_state(rng, idx, pos, 4);
         assert_eq!(s.next_batch(), t.next_batch()); // third batch: reshuffled, same both ways
         assert_eq!(s, t);
+    }
+
+    /// The reference's `_lr_for_bits` / `compute_lr` / `compute_minmax_lr`: per layer only when
+    /// the lr is automatic, and the min-max lr follows it only when it is automatic too.
+    #[test]
+    fn automatic_lr_follows_each_layers_bits() {
+        assert_eq!(SignRoundOptions::auto_lr(1000, 2), 2.0 / 1000.0);
+        assert_eq!(SignRoundOptions::auto_lr(1000, 3), 2.0 / 1000.0);
+        assert_eq!(SignRoundOptions::auto_lr(1000, 4), 1.0 / 1000.0);
+        assert_eq!(SignRoundOptions::auto_lr(999, 2), 1.0 / 999.0);
+        let mut o = SignRoundOptions {
+            iters: 1000,
+            lr: 0.002,
+            minmax_lr: 0.007,
+            enable_minmax: true,
+            batch_size: 8,
+            not_use_best_mse: false,
+            lr_by_bits: true,
+            minmax_by_bits: false,
+        };
+        assert_eq!(o.lrs(2), (0.002, 0.007));
+        assert_eq!(o.lrs(4), (0.001, 0.007));
+        o.minmax_by_bits = true;
+        assert_eq!(o.lrs(4), (0.001, 0.001));
+        o.lr_by_bits = false;
+        o.minmax_by_bits = false;
+        assert_eq!(o.lrs(8), (0.002, 0.007));
     }
 
     #[test]
@@ -385,6 +441,8 @@ mod tests {
             iters: 60,
             lr: 1.0 / 60.0,
             minmax_lr: 1.0 / 60.0,
+            lr_by_bits: false,
+            minmax_by_bits: false,
             enable_minmax: true,
             batch_size: nsamples,
             not_use_best_mse: false,
