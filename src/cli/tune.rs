@@ -676,6 +676,18 @@ pub fn tune(a: QuantizeArgs) -> Result<()> {
         }
     }
     let scheme_of = |b: usize, lin: Lin| schemes.get(&(b, lin)).copied();
+    // the LM head's float weight as a layer to quantize with scheme `s`
+    let head_layer = |s: IntScheme| -> Result<QuantLayer> {
+        let out = model.output.as_ref().context("an untied LM head")?;
+        let (rows, cols) = (model.cfg.vocab_size, model.cfg.n_embd);
+        Ok(QuantLayer::new(
+            out.to_f32(),
+            rows,
+            cols,
+            s,
+            ScaleDtype::F16,
+        ))
+    };
 
     // Output paths, all checked before the long work.
     let stem = a
@@ -929,14 +941,15 @@ pub fn tune(a: QuantizeArgs) -> Result<()> {
             });
         }
         let verbose = a.verbose;
-        let log_block = |b: usize, s: &TuneStats, secs: f64, note: &str| {
+        // "block k/n: loss iter 0: … -> iter i: … (t s)", or "lm_head: …"
+        let log_loss = |what: &str, s: &TuneStats, secs: f64, note: &str| {
             eprintln!(
-                "block {}/{n_blocks}: loss iter 0: {:.6e} -> iter {}: {:.6e} ({secs:.1} s){note}",
-                b + 1,
-                s.init_loss,
-                s.best_iter,
-                s.best_loss,
+                "{what}: loss iter 0: {:.6e} -> iter {}: {:.6e} ({secs:.1} s){note}",
+                s.init_loss, s.best_iter, s.best_loss,
             )
+        };
+        let log_block = |b: usize, s: &TuneStats, secs: f64, note: &str| {
+            log_loss(&format!("block {}/{n_blocks}", b + 1), s, secs, note)
         };
         let mut all = Vec::new();
         let mut chains = match resumed {
@@ -1010,15 +1023,13 @@ pub fn tune(a: QuantizeArgs) -> Result<()> {
         )?;
         if let Some(s) = head_scheme {
             // after the last block: the final norm of both chains feeds the head
-            let out = model.output.as_ref().context("an untied LM head")?;
             let (eps, norm) = (model.cfg.rms_eps, &model.out_norm);
             let fp_in = final_norm(&std::mem::take(&mut chains.x), norm, eps);
             let q_in = spec
                 .enable_quanted_input
                 .then(|| final_norm(&std::mem::take(&mut chains.q), norm, eps));
             let t1 = Instant::now();
-            let (rows, cols) = (model.cfg.vocab_size, model.cfg.n_embd);
-            let mut l = QuantLayer::new(out.to_f32(), rows, cols, s, ScaleDtype::F16);
+            let mut l = head_layer(s)?;
             l.torch_grads = spec.torch_grads;
             bar.set_message("lm_head");
             let data = HeadData {
@@ -1041,15 +1052,7 @@ pub fn tune(a: QuantizeArgs) -> Result<()> {
                 },
             );
             if verbose {
-                bar.suspend(|| {
-                    eprintln!(
-                        "lm_head: loss iter 0: {:.6e} -> iter {}: {:.6e} ({:.1} s)",
-                        stats.init_loss,
-                        stats.best_iter,
-                        stats.best_loss,
-                        t1.elapsed().as_secs_f64()
-                    )
-                });
+                bar.suspend(|| log_loss("lm_head", &stats, t1.elapsed().as_secs_f64(), ""));
             }
             all.push(head_result(&l));
         }
@@ -1059,15 +1062,7 @@ pub fn tune(a: QuantizeArgs) -> Result<()> {
     };
     if let (0, Some(s)) = (p.iters, head_scheme) {
         // round-to-nearest, as the blocks
-        let out = model.output.as_ref().context("an untied LM head")?;
-        let (rows, cols) = (model.cfg.vocab_size, model.cfg.n_embd);
-        tuned.push(head_result(&QuantLayer::new(
-            out.to_f32(),
-            rows,
-            cols,
-            s,
-            ScaleDtype::F16,
-        )));
+        tuned.push(head_result(&head_layer(s)?));
     }
     let tune_secs = t0.elapsed().as_secs_f64();
     let settings = RecordedSettings {
