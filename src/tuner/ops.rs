@@ -10,7 +10,7 @@
 
 use crate::model::config::RopeLayout;
 use autoround_kernels::gemm::{gemm, gemm_prepacked, Mat, PackedB, Precision, Threads};
-use autoround_kernels::vmath::exp_sub_sum;
+use autoround_kernels::vmath::{exp_sub_sum, max_of};
 use rayon::prelude::*;
 
 /// Rows per rayon task in the element-wise loops.
@@ -200,10 +200,12 @@ pub fn attention_forward(
                 let r1 = (r0 + ROW_BLOCK).min(l);
                 let p = &mut p[..(r1 - r0) * r1];
                 scores(sh, q, &k_t, s, h, r0, r1, p);
+                let scale = sh.scale();
                 for (ii, row) in p.chunks_exact_mut(r1).enumerate() {
                     let i = r0 + ii;
-                    let m = row[..=i].iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
-                    let sum = exp_sub_sum(&mut row[..=i], m) as f64;
+                    // softmax(scale·row): the scale goes into the exponential's argument.
+                    let m = scale * max_of(&row[..=i]);
+                    let sum = exp_sub_sum(&mut row[..=i], scale, m) as f64;
                     let inv = (1.0 / sum) as f32;
                     for x in row[..=i].iter_mut() {
                         *x *= inv;
@@ -239,7 +241,8 @@ pub fn attention_forward(
         });
 }
 
-/// Scaled scores `Q_h K_kvhᵀ / √d` of sequence `s`, query rows `r0 .. r1` against keys
+/// Scores `Q_h K_kvhᵀ` (unscaled: the callers' exponentials apply the 1/√d) of sequence `s`,
+/// query rows `r0 .. r1` against keys
 /// `0 .. r1` (`k_t`: the head's keys, transposed and prepared), into `p` (`(r1 − r0) × r1`;
 /// entries above the diagonal are garbage the callers mask).
 #[allow(clippy::too_many_arguments)]
@@ -261,10 +264,6 @@ fn scores(
         sh.q_width(),
     );
     gemm_prepacked(qh, k_t, r1, p, r1, false);
-    let scale = sh.scale();
-    for x in p.iter_mut() {
-        *x *= scale;
-    }
 }
 
 /// Gradients of [`attention_forward`] with respect to `q`, `k` and `v` (overwritten), given
@@ -313,7 +312,7 @@ pub fn attention_backward(
                     scores(sh, q, &k_t, s, h, r0, r1, p);
                     for (ii, row) in p.chunks_exact_mut(r1).enumerate() {
                         let i = r0 + ii;
-                        exp_sub_sum(&mut row[..=i], lse_h[i]);
+                        exp_sub_sum(&mut row[..=i], scale, lse_h[i]);
                         row[i + 1..].fill(0.0);
                     }
                     let off = (s * l + r0) * qw + h * hd;
@@ -366,21 +365,12 @@ pub fn attention_backward(
         });
 }
 
-#[inline]
-fn sigmoid(x: f32) -> f32 {
-    1.0 / (1.0 + (-x).exp())
-}
-
 /// `a = silu(gate) · up`, element-wise.
 pub fn swiglu_forward(gate: &[f32], up: &[f32], a: &mut [f32]) {
     a.par_chunks_mut(4096)
         .zip(gate.par_chunks(4096))
         .zip(up.par_chunks(4096))
-        .for_each(|((a, g), u)| {
-            for ((a, &g), &u) in a.iter_mut().zip(g).zip(u) {
-                *a = g * sigmoid(g) * u;
-            }
-        });
+        .for_each(|((a, g), u)| autoround_kernels::vmath::silu_mul(g, u, a));
 }
 
 /// Gradients of [`swiglu_forward`]: `d_gate` and `d_up` from `d_a`.
@@ -397,11 +387,7 @@ pub fn swiglu_backward(
         .zip(gate.par_chunks(4096).zip(up.par_chunks(4096)))
         .zip(d_a.par_chunks(4096))
         .for_each(|(((dg, du), (g, u)), da)| {
-            for i in 0..dg.len() {
-                let s = sigmoid(g[i]);
-                du[i] = da[i] * g[i] * s;
-                dg[i] = da[i] * u[i] * s * (1.0 + g[i] * (1.0 - s));
-            }
+            autoround_kernels::vmath::silu_mul_backward(g, u, da, dg, du)
         });
 }
 

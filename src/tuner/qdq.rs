@@ -870,12 +870,11 @@ impl QuantLayer {
             p.par_chunks_mut(4096)
                 .zip(g.par_chunks(4096))
                 .for_each(|(p, g)| {
+                    // Branch-free (the signs are close to random): p − lr·(±1) is p ∓ lr
+                    // exactly, and p − 0 is p.
                     for (p, &g) in p.iter_mut().zip(g) {
-                        if g > 0.0 {
-                            *p -= lr;
-                        } else if g < 0.0 {
-                            *p += lr;
-                        }
+                        let sign = (g > 0.0) as u8 as f32 - (g < 0.0) as u8 as f32;
+                        *p -= lr * sign;
                     }
                 });
         }
