@@ -15,7 +15,7 @@ use super::block::{forward, BlockFloat, BlockShape, Lin, Saved, Weights};
 use super::ops::Rope;
 use super::qdq::{GroupParams, IntScheme, QuantLayer, ScaleDtype};
 use super::signround::{
-    block_outputs, tune_block, BlockData, IndexSampler, SignRoundOptions, TuneStats, Workspace,
+    block_outputs_into, tune_block, BlockData, IndexSampler, SignRoundOptions, TuneStats, Workspace,
 };
 use crate::model::llama::{Layer, Model};
 use crate::tensor::Weight;
@@ -278,6 +278,9 @@ pub struct Chains {
     /// Quantized chain `q_k` (empty without `enable_quanted_input`).
     pub q: Vec<f32>,
     pub sampler: IndexSampler,
+    /// The forward pass's buffers and a chain-sized spare, kept from block to block.
+    scratch: Saved,
+    spare: Vec<f32>,
 }
 
 /// The embedded calibration tokens: block 0's input.
@@ -308,7 +311,35 @@ impl Chains {
                 spec.opts.batch_size.min(samples.len()),
                 spec.seed,
             ),
+            scratch: Saved::default(),
+            spare: Vec::new(),
         }
+    }
+
+    /// The float outputs of a block (weights `wf`) over the float chain, into a buffer that
+    /// [`Chains::advance`] hands back.
+    fn float_outputs(
+        &mut self,
+        sh: &BlockShape,
+        fl: &BlockFloat,
+        rope: &Rope,
+        wf: &Weights<'_>,
+        seq_len: usize,
+        batch: usize,
+    ) -> Vec<f32> {
+        let mut out = std::mem::take(&mut self.spare);
+        block_outputs_into(
+            sh,
+            fl,
+            rope,
+            wf,
+            &self.x,
+            seq_len,
+            batch,
+            &mut self.scratch,
+            &mut out,
+        );
+        out
     }
 }
 
@@ -339,9 +370,22 @@ impl Chains {
                     .expect("a block layer")] = t.dequantize();
             }
             let wq: Weights = std::array::from_fn(|k| w_hat[k].as_slice());
-            self.q = block_outputs(sh, fl, rope, &wq, &self.q, seq_len, batch);
+            let mut out = std::mem::take(&mut self.x);
+            block_outputs_into(
+                sh,
+                fl,
+                rope,
+                &wq,
+                &self.q,
+                seq_len,
+                batch,
+                &mut self.scratch,
+                &mut out,
+            );
+            self.x = std::mem::replace(&mut self.q, out);
         }
-        self.x = fp_out;
+        // The old float chain's buffer becomes the next block's float outputs.
+        self.spare = std::mem::replace(&mut self.x, fp_out);
         self.next_block += 1;
     }
 
@@ -374,7 +418,7 @@ impl Chains {
                 .map(|&l| weight_of(layer, l).to_f32())
                 .collect();
             let wf: Weights = std::array::from_fn(|k| floats[k].as_slice());
-            let fp_out = block_outputs(&sh, &fl, &rope, &wf, &ch.x, seq_len, batch);
+            let fp_out = ch.float_outputs(&sh, &fl, &rope, &wf, seq_len, batch);
             let tuned: Vec<TunedLinear> = done.iter().filter(|t| t.block == b).cloned().collect();
             ch.advance(
                 &sh, &fl, &rope, floats, &tuned, fp_out, seq_len, batch, spec,
@@ -433,7 +477,7 @@ pub fn tune_model(
             .map(|&l| weight_of(layer, l).to_f32())
             .collect();
         let wf: Weights = std::array::from_fn(|k| floats[k].as_slice());
-        let fp_out = block_outputs(&sh, &fl, &rope, &wf, &chains.x, seq_len, batch);
+        let fp_out = chains.float_outputs(&sh, &fl, &rope, &wf, seq_len, batch);
         let mut layers: Vec<Option<QuantLayer>> = Lin::ALL
             .iter()
             .enumerate()

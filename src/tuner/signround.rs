@@ -319,14 +319,43 @@ pub fn block_outputs(
     seq_len: usize,
     batch: usize,
 ) -> Vec<f32> {
+    let mut out = Vec::new();
+    block_outputs_into(
+        sh,
+        fl,
+        rope,
+        w,
+        x,
+        seq_len,
+        batch,
+        &mut Saved::default(),
+        &mut out,
+    );
+    out
+}
+
+/// [`block_outputs`] into `out` (overwritten), with the forward pass's buffers in `s`: a run
+/// that keeps both from block to block touches no fresh pages (their faults and zeroing cost
+/// as much as a forward pass for a 150 MB chain).
+#[allow(clippy::too_many_arguments)]
+pub fn block_outputs_into(
+    sh: &BlockShape,
+    fl: &BlockFloat,
+    rope: &Rope,
+    w: &Weights<'_>,
+    x: &[f32],
+    seq_len: usize,
+    batch: usize,
+    s: &mut Saved,
+    out: &mut Vec<f32>,
+) {
     let row = seq_len * sh.d;
-    let mut out = Vec::with_capacity(x.len());
-    let mut s = Saved::default();
+    out.clear();
+    out.reserve(x.len());
     for chunk in x.chunks(row * batch) {
-        forward(sh, fl, rope, w, chunk, chunk.len() / row, &mut s);
+        forward(sh, fl, rope, w, chunk, chunk.len() / row, s);
         out.extend_from_slice(&s.y);
     }
-    out
 }
 
 #[cfg(test)]
