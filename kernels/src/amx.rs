@@ -193,6 +193,62 @@ pub(crate) fn gemm(
     });
 }
 
+/// The products of [`crate::gemm::gemm_shared`] (checked and non-trivial): `shared` is every
+/// product's A (`shared_is_a`) or B, packed once; each entry is (the other operand, C, C's row
+/// stride, accumulate, parallel). The shared operand is packed in parallel when any product is.
+pub(crate) fn gemm_shared(
+    shared: Mat<'_>,
+    shared_is_a: bool,
+    products: &mut [(Mat<'_>, &mut [f32], usize, bool, bool)],
+) {
+    if products.is_empty() {
+        return;
+    }
+    let parallel = products.iter().any(|p| p.4);
+    let ls = if shared_is_a {
+        a_layout(&shared)
+    } else {
+        b_layout(&shared)
+    };
+    let others: Vec<Layout> = products
+        .iter()
+        .map(|p| {
+            if shared_is_a {
+                b_layout(&p.0)
+            } else {
+                a_layout(&p.0)
+            }
+        })
+        .collect();
+    let most = others.iter().map(Layout::len).max().unwrap_or(0);
+    let (na, nb) = if shared_is_a {
+        (ls.len(), most)
+    } else {
+        (most, ls.len())
+    };
+    with_buffers(na, nb, |ap, bp| {
+        if shared_is_a {
+            pack_a(&shared, ls, ap, parallel);
+        } else {
+            pack_b(&shared, ls, bp, parallel);
+        }
+        for (p, &lo) in products.iter_mut().zip(&others) {
+            let (other, c, c_stride, accumulate, par) = (p.0, &mut *p.1, p.2, p.3, p.4);
+            if shared_is_a {
+                let bp = &mut bp[..lo.len()];
+                pack_b(&other, lo, bp, par);
+                let (m, n) = (shared.shape().0, other.shape().1);
+                compute(m, n, (ap, ls), (bp, lo), c, c_stride, accumulate, par);
+            } else {
+                let ap = &mut ap[..lo.len()];
+                pack_a(&other, lo, ap, par);
+                let (m, n) = (other.shape().0, shared.shape().1);
+                compute(m, n, (ap, lo), (bp, ls), c, c_stride, accumulate, par);
+            }
+        }
+    });
+}
+
 /// A B operand (`k × n`) packed once for several products that use its leading rows and
 /// columns: the attention's keys and values, shared by every query row block of their head.
 pub(crate) struct PackedB {

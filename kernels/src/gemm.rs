@@ -321,6 +321,60 @@ pub fn gemm_prepacked(
     }
 }
 
+/// One product of a [`gemm_shared`] call: the operand that differs from product to product and
+/// where its result goes, with [`gemm`]'s contract for `c`, `c_stride` and `accumulate`.
+pub struct Product<'a, 'c> {
+    pub other: Mat<'a>,
+    pub c: &'c mut [f32],
+    pub c_stride: usize,
+    pub accumulate: bool,
+}
+
+/// Which operand the products of a [`gemm_shared`] call have in common.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shared {
+    /// `C_i (+)= shared · other_i` (one layer input times the q, k and v weights).
+    A,
+    /// `C_i (+)= other_i · shared` (the weight gradients `dY_iᵀ · x` of layers with input x).
+    B,
+}
+
+/// Several products with one operand in common. The results are those of separate [`gemm`]
+/// calls, bit for bit; where bf16 runs on AMX tiles the shared operand is packed once.
+pub fn gemm_shared(
+    shared: Mat<'_>,
+    side: Shared,
+    products: &mut [Product<'_, '_>],
+    threads: Threads,
+    prec: Precision,
+) {
+    let pool = threads == Threads::Pool && rayon::current_num_threads() > 1;
+    if prec == Precision::Bf16 && crate::amx::available() {
+        let mut work = Vec::with_capacity(products.len());
+        for p in products.iter_mut() {
+            let (a, b) = match side {
+                Shared::A => (shared, p.other),
+                Shared::B => (p.other, shared),
+            };
+            let ((m, k), (k2, n)) = (a.shape(), b.shape());
+            assert_eq!(k, k2, "gemm: inner dimensions {k} and {k2} differ");
+            if !trivial_product(m, n, k, p.c, p.c_stride, p.accumulate) {
+                let parallel = pool && m * n * k >= 64 * 64 * 64;
+                work.push((p.other, &mut *p.c, p.c_stride, p.accumulate, parallel));
+            }
+        }
+        crate::amx::gemm_shared(shared, side == Shared::A, &mut work);
+        return;
+    }
+    for p in products.iter_mut() {
+        let (a, b) = match side {
+            Shared::A => (shared, p.other),
+            Shared::B => (p.other, shared),
+        };
+        gemm(a, b, p.c, p.c_stride, p.accumulate, threads, prec);
+    }
+}
+
 /// The matrix as the product sees it, dense row-major, each element rounded to bf16.
 fn rounded_copy(x: &Mat<'_>) -> Vec<f32> {
     let (r, c) = x.shape();
@@ -476,6 +530,86 @@ pub(crate) mod tests {
                 assert!((c[r * 5 + 1 + j] - want[r * 2 + j]).abs() < 1e-5);
             }
             assert_eq!(c[r * 5 + 3], 9.0);
+        }
+    }
+
+    /// Products sharing an operand give separate products' results bit for bit, on either side,
+    /// transposed or not, with ragged sizes, strided outputs, accumulation and an empty product.
+    #[test]
+    fn shared_operand_products_equal_separate_ones() {
+        let (m, k) = (70, 65);
+        let x = fill(m * k, 11);
+        let xt = transpose(&x, m, k);
+        for prec in [Precision::F32, Precision::Bf16] {
+            for side in [Shared::A, Shared::B] {
+                for (ts, to) in [(false, false), (true, false), (false, true), (true, true)] {
+                    // Shared A is m × k (the others k × n); shared B is k × m (the others
+                    // n × k).
+                    let sh = match side {
+                        Shared::A => view(&x, &xt, m, k, ts),
+                        Shared::B => view(&xt, &x, k, m, ts),
+                    };
+                    let ns = [33usize, 129, 0, 16];
+                    let others: Vec<(Vec<f32>, Vec<f32>, usize, usize)> = ns
+                        .iter()
+                        .enumerate()
+                        .map(|(i, &n)| {
+                            let (r, c) = match side {
+                                Shared::A => (k, n),
+                                Shared::B => (n, k),
+                            };
+                            let o = fill(r * c, 20 + i as u32);
+                            let ot = transpose(&o, r, c);
+                            (o, ot, r, c)
+                        })
+                        .collect();
+                    let run = |shared: bool| -> Vec<Vec<f32>> {
+                        let mut outs: Vec<Vec<f32>> = ns
+                            .iter()
+                            .map(|&n| vec![0.25f32; m.max(n) * (m.max(n) + 3)])
+                            .collect();
+                        let mut products: Vec<Product> = outs
+                            .iter_mut()
+                            .zip(&others)
+                            .enumerate()
+                            .map(|(i, (c, (o, ot, r, cc)))| {
+                                let width = match side {
+                                    Shared::A => *cc,
+                                    Shared::B => m,
+                                };
+                                Product {
+                                    other: view(o, ot, *r, *cc, to),
+                                    c: &mut c[..],
+                                    c_stride: width + 3,
+                                    accumulate: i % 2 == 1,
+                                }
+                            })
+                            .collect();
+                        if shared {
+                            gemm_shared(sh, side, &mut products, Threads::Pool, prec);
+                        } else {
+                            for p in products.iter_mut() {
+                                let (a, b) = match side {
+                                    Shared::A => (sh, p.other),
+                                    Shared::B => (p.other, sh),
+                                };
+                                gemm(a, b, p.c, p.c_stride, p.accumulate, Threads::Pool, prec);
+                            }
+                        }
+                        outs
+                    };
+                    let (want, got) = (run(false), run(true));
+                    for (i, (w, g)) in want.iter().zip(&got).enumerate() {
+                        let same = w.iter().zip(g).all(|(a, b)| a.to_bits() == b.to_bits());
+                        assert!(
+                            same,
+                            "{prec:?} {side:?} ts={ts} to={to}: product {i} differs"
+                        );
+                    }
+                    // Not a product that left C untouched.
+                    assert!(got[1].iter().any(|&v| v != 0.25));
+                }
+            }
         }
     }
 }

@@ -11,7 +11,7 @@ use super::ops::{
     attention_backward, attention_forward, rmsnorm_backward, rmsnorm_forward, swiglu_backward,
     swiglu_forward, AttnShape, Rope,
 };
-use autoround_kernels::gemm::{gemm, Mat, Precision, Threads};
+use autoround_kernels::gemm::{gemm, gemm_shared, Mat, Precision, Product, Shared, Threads};
 
 /// The seven linear layers of a block, in a fixed order, and the LM head after the blocks
 /// (`--quant_lm_head`; not in [`Lin::ALL`]).
@@ -165,30 +165,37 @@ pub(crate) fn par_copy(dst: &mut [f32], src: &[f32]) {
         .for_each(|(d, s)| d.copy_from_slice(s));
 }
 
-/// `y = x·Wᵀ (+ bias)` into `y` (`t × rows`), overwriting it.
-#[allow(clippy::too_many_arguments)]
-fn linear(
+/// One linear layer of [`linear_shared`]: its weight, its rows, its bias and its output.
+type LinearOut<'a> = (&'a [f32], usize, Option<&'a [f32]>, &'a mut Vec<f32>);
+
+/// `y_i = x·W_iᵀ (+ bias_i)` for layers sharing the input `x` (`t × cols`); `x` is prepared for
+/// the products once.
+fn linear_shared(
     x: &[f32],
     t: usize,
-    w: &[f32],
-    rows: usize,
     cols: usize,
-    bias: Option<&[f32]>,
+    layers: Vec<LinearOut<'_>>,
     prec: Precision,
-    y: &mut Vec<f32>,
 ) {
-    let y = scratch(y, t * rows);
-    if let Some(b) = bias {
-        for r in y.chunks_mut(rows) {
-            r.copy_from_slice(b);
+    let mut products = Vec::with_capacity(layers.len());
+    for (w, rows, bias, y) in layers {
+        let y = scratch(y, t * rows);
+        if let Some(b) = bias {
+            for r in y.chunks_mut(rows) {
+                r.copy_from_slice(b);
+            }
         }
+        products.push(Product {
+            other: Mat::new(w, rows, cols).t(),
+            c: y,
+            c_stride: rows,
+            accumulate: bias.is_some(),
+        });
     }
-    gemm(
+    gemm_shared(
         Mat::new(x, t, cols),
-        Mat::new(w, rows, cols).t(),
-        y,
-        rows,
-        bias.is_some(),
+        Shared::A,
+        &mut products,
         Threads::Pool,
         prec,
     );
@@ -217,9 +224,17 @@ pub fn forward(
         scratch(&mut s.xn1, t * d),
         scratch(&mut s.rstd1, t),
     );
-    linear(&s.xn1, t, w[0], qw, d, fl.bq.as_deref(), sh.prec, &mut s.q);
-    linear(&s.xn1, t, w[1], kvw, d, fl.bk.as_deref(), sh.prec, &mut s.k);
-    linear(&s.xn1, t, w[2], kvw, d, fl.bv.as_deref(), sh.prec, &mut s.v);
+    linear_shared(
+        &s.xn1,
+        t,
+        d,
+        vec![
+            (w[0], qw, fl.bq.as_deref(), &mut s.q),
+            (w[1], kvw, fl.bk.as_deref(), &mut s.k),
+            (w[2], kvw, fl.bv.as_deref(), &mut s.v),
+        ],
+        sh.prec,
+    );
     if let (Some(qn), Some(kn)) = (&fl.q_norm, &fl.k_norm) {
         // The projections are the norms' inputs: keep them, the normed values go on.
         std::mem::swap(&mut s.q, &mut s.q_pre);
@@ -275,8 +290,16 @@ pub fn forward(
         scratch(&mut s.xn2, t * d),
         scratch(&mut s.rstd2, t),
     );
-    linear(&s.xn2, t, w[4], sh.ff, d, None, sh.prec, &mut s.gate);
-    linear(&s.xn2, t, w[5], sh.ff, d, None, sh.prec, &mut s.up);
+    linear_shared(
+        &s.xn2,
+        t,
+        d,
+        vec![
+            (w[4], sh.ff, None, &mut s.gate),
+            (w[5], sh.ff, None, &mut s.up),
+        ],
+        sh.prec,
+    );
     swiglu_forward(&s.gate, &s.up, scratch(&mut s.a, t * sh.ff));
     let y = scratch(&mut s.y, t * d);
     par_copy(y, &s.h);
@@ -309,6 +332,33 @@ fn weight_grad(
         scratch(dw, rows * cols),
         cols,
         false,
+        Threads::Pool,
+        prec,
+    );
+}
+
+/// `dW_i = dy_iᵀ · x` into `dw_i` for layers sharing the input `x` (`t × cols`), each entry
+/// being (dy_i, its width = W_i's rows, dw_i); `x` is prepared for the products once.
+fn weight_grads_shared(
+    x: &[f32],
+    t: usize,
+    cols: usize,
+    layers: Vec<(&[f32], usize, &mut Vec<f32>)>,
+    prec: Precision,
+) {
+    let mut products: Vec<Product> = layers
+        .into_iter()
+        .map(|(dy, rows, dw)| Product {
+            other: Mat::new(dy, t, rows).t(),
+            c: scratch(dw, rows * cols),
+            c_stride: cols,
+            accumulate: false,
+        })
+        .collect();
+    gemm_shared(
+        Mat::new(x, t, cols),
+        Shared::B,
+        &mut products,
         Threads::Pool,
         prec,
     );
@@ -383,8 +433,13 @@ pub fn backward(
     weight_grad(dy, &s.a, t, d, ff, sh.prec, d_down);
     input_grad(dy, w[6], t, d, ff, scratch(da, t * ff), false, sh.prec);
     swiglu_backward(&s.gate, &s.up, da, scratch(dg, t * ff), scratch(du, t * ff));
-    weight_grad(dg, &s.xn2, t, ff, d, sh.prec, d_gate);
-    weight_grad(du, &s.xn2, t, ff, d, sh.prec, d_up);
+    weight_grads_shared(
+        &s.xn2,
+        t,
+        d,
+        vec![(&dg[..], ff, d_gate), (&du[..], ff, d_up)],
+        sh.prec,
+    );
     let dxn2 = scratch(dxn2, t * d);
     input_grad(dg, w[4], t, ff, d, dxn2, false, sh.prec);
     input_grad(du, w[5], t, ff, d, dxn2, true, sh.prec);
@@ -424,9 +479,13 @@ pub fn backward(
     } else {
         (&dq[..], &dk[..])
     };
-    weight_grad(dq, &s.xn1, t, qw, d, sh.prec, d_q);
-    weight_grad(dk, &s.xn1, t, kvw, d, sh.prec, d_k);
-    weight_grad(dv, &s.xn1, t, kvw, d, sh.prec, d_v);
+    weight_grads_shared(
+        &s.xn1,
+        t,
+        d,
+        vec![(dq, qw, d_q), (dk, kvw, d_k), (&dv[..], kvw, d_v)],
+        sh.prec,
+    );
 }
 
 #[cfg(test)]
