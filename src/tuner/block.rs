@@ -170,13 +170,7 @@ type LinearOut<'a> = (&'a [f32], usize, Option<&'a [f32]>, &'a mut Vec<f32>);
 
 /// `y_i = x·W_iᵀ (+ bias_i)` for layers sharing the input `x` (`t × cols`); `x` is prepared for
 /// the products once.
-fn linear_shared(
-    x: &[f32],
-    t: usize,
-    cols: usize,
-    layers: Vec<LinearOut<'_>>,
-    prec: Precision,
-) {
+fn linear_shared(x: &[f32], t: usize, cols: usize, layers: Vec<LinearOut<'_>>, prec: Precision) {
     let mut products = Vec::with_capacity(layers.len());
     for (w, rows, bias, y) in layers {
         let y = scratch(y, t * rows);

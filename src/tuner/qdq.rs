@@ -93,20 +93,8 @@ pub enum Rounding {
     Identity,
 }
 
-/// `x.round_ties_even()` without the libm call that `rintf` is on a baseline x86-64 build (the
-/// qdq loops spend most of their time there otherwise). Below 2²², adding and subtracting
-/// 1.5·2²³ rounds |x| to an integer in the default rounding mode (ties to even); larger
-/// magnitudes, infinities and NaN take the library path. The sign is put back, so −0.3 → −0.
-#[inline]
-pub(crate) fn round_half_even(x: f32) -> f32 {
-    const MAGIC: f32 = 12_582_912.0; // 1.5 · 2^23
-    let a = x.abs();
-    if a < 4_194_304.0 {
-        ((a + MAGIC) - MAGIC).copysign(x)
-    } else {
-        x.round_ties_even()
-    }
-}
+pub(crate) use autoround_kernels::fakequant::round_half_even;
+use autoround_kernels::fakequant::{qdq_group, qdq_group_backward, Grid};
 
 impl Rounding {
     #[inline]
@@ -475,7 +463,13 @@ impl QuantLayer {
                 let gi = r * ng + g;
                 let s = scale[gi];
                 let z = if sym { 0.0 } else { zp[gi] };
-                for c in g * self.gs..((g + 1) * self.gs).min(cols) {
+                let span = g * self.gs..((g + 1) * self.gs).min(cols);
+                if self.rounding == Rounding::HalfEven {
+                    let grid = Grid { s, z, qmin, qmax };
+                    qdq_group(&w[span.clone()], &v[span.clone()], grid, &mut out[span]);
+                    continue;
+                }
+                for c in span {
                     let q = (self.rounding.round(w[c] / s + v[c]) + z).clamp(qmin, qmax);
                     out[c] = s * (q - z);
                 }
@@ -521,16 +515,28 @@ impl QuantLayer {
                     // w/s, and (asym) z = round(−wmin/s); and (asym) Σ ∂L/∂ŵ · ∂ŵ/∂wmin
                     // through the zero point
                     let (mut g_mul, mut g_div, mut gzp_acc) = (0f64, 0f64, 0f64);
-                    for c in gr * self.gs..((gr + 1) * self.gs).min(cols) {
-                        let pre = self.rounding.round(w[c] / s + v[c]) + z;
-                        let inside = self.within(pre, qmin, qmax);
-                        let q = pre.clamp(qmin, qmax);
-                        let m = if inside { 1.0 } else { 0.0 };
-                        gv[c] = dw[c] * s * m;
-                        g_mul += (dw[c] * (q - z)) as f64;
-                        g_div -= (dw[c] * m * w[c] / s) as f64;
+                    let span = gr * self.gs..((gr + 1) * self.gs).min(cols);
+                    if self.rounding == Rounding::HalfEven {
+                        let grid = Grid { s, z, qmin, qmax };
+                        let (w, v, dw) = (&w[span.clone()], &v[span.clone()], &dw[span.clone()]);
+                        let sums =
+                            qdq_group_backward(w, v, dw, grid, self.torch_grads, &mut gv[span]);
+                        (g_mul, g_div) = (sums.mul, sums.div);
                         if !sym {
-                            gzp_acc += (dw[c] * (1.0 - m)) as f64;
+                            gzp_acc = sums.zp;
+                        }
+                    } else {
+                        for c in span {
+                            let pre = self.rounding.round(w[c] / s + v[c]) + z;
+                            let inside = self.within(pre, qmin, qmax);
+                            let q = pre.clamp(qmin, qmax);
+                            let m = if inside { 1.0 } else { 0.0 };
+                            gv[c] = dw[c] * s * m;
+                            g_mul += (dw[c] * (q - z)) as f64;
+                            g_div -= (dw[c] * m * w[c] / s) as f64;
+                            if !sym {
+                                gzp_acc += (dw[c] * (1.0 - m)) as f64;
+                            }
                         }
                     }
                     let g_s =
@@ -893,55 +899,6 @@ impl QuantLayer {
 mod tests {
     use super::*;
     use crate::tuner::ops::tests::{check_directional, dot, rand_vec};
-
-    #[test]
-    fn round_half_even_is_the_library_rounding() {
-        let same = |x: f32| {
-            let (a, b) = (round_half_even(x), x.round_ties_even());
-            assert!(
-                a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()),
-                "{x}: {a} vs {b}"
-            );
-        };
-        // every tie and its neighbours up to 2^12, both signs
-        for i in -8192i32..=8192 {
-            let t = i as f32 * 0.5;
-            for x in [
-                t,
-                f32::from_bits(t.to_bits() + 1),
-                f32::from_bits(t.to_bits().max(1) - 1),
-            ] {
-                same(x);
-                same(-x);
-            }
-        }
-        // around the switch to the library path, and the odd cases
-        for e in [
-            4_194_303.5f32,
-            4_194_304.0,
-            4_194_304.5,
-            8_388_607.5,
-            8_388_608.0,
-            1e30,
-        ] {
-            same(e);
-            same(-e);
-        }
-        for x in [
-            0.0,
-            -0.0,
-            0.49999997,
-            f32::MIN_POSITIVE,
-            f32::INFINITY,
-            f32::NAN,
-        ] {
-            same(x);
-            same(-x);
-        }
-        for x in rand_vec(100_000, 9, 300.0) {
-            same(x);
-        }
-    }
 
     fn layer(scheme: IntScheme, rounding: Rounding, seed: u64) -> QuantLayer {
         let (rows, cols) = (6, 40);
