@@ -24,7 +24,7 @@ pub fn rmsnorm_forward(x: &[f32], w: &[f32], eps: f32, out: &mut [f32], rstd: &m
         .zip(rstd.par_chunks_mut(ROWS_PER_TASK))
         .for_each(|((o, x), r)| {
             for ((o, x), r) in o.chunks_mut(d).zip(x.chunks(d)).zip(r.iter_mut()) {
-                let ss: f64 = x.iter().map(|&v| (v as f64) * (v as f64)).sum();
+                let ss = dot_f64(d, |i| (x[i], x[i]));
                 let s = (1.0 / (ss / d as f64 + eps as f64).sqrt()) as f32;
                 *r = s;
                 for ((o, &x), &w) in o.iter_mut().zip(x).zip(w) {
@@ -32,6 +32,26 @@ pub fn rmsnorm_forward(x: &[f32], w: &[f32], eps: f32, out: &mut [f32], rstd: &m
                 }
             }
         });
+}
+
+/// `Σ_{i<n} u_i·v_i` for `(u_i, v_i) = f(i)` (f32 factors, products summed in f64), over eight
+/// interleaved partial sums: independent dependency chains the compiler keeps in vector
+/// registers (one running sum waits on each addition's latency).
+#[inline]
+fn dot_f64(n: usize, f: impl Fn(usize) -> (f32, f32)) -> f64 {
+    let mut acc = [0f64; 8];
+    let whole = n - n % 8;
+    for i0 in (0..whole).step_by(8) {
+        for (j, acc) in acc.iter_mut().enumerate() {
+            let (u, v) = f(i0 + j);
+            *acc += u as f64 * v as f64;
+        }
+    }
+    for i in whole..n {
+        let (u, v) = f(i);
+        acc[i % 8] += u as f64 * v as f64;
+    }
+    acc.iter().sum()
 }
 
 /// The input gradient of [`rmsnorm_forward`]: `dx (+)= ∂L/∂x` given `dy = ∂L/∂out`. With
@@ -52,10 +72,7 @@ pub fn rmsnorm_backward(
         .for_each(|(((dx, x), dy), r)| {
             for (((dx, x), dy), &s) in dx.chunks_mut(d).zip(x.chunks(d)).zip(dy.chunks(d)).zip(r) {
                 // y = x̂·w with x̂ = x·s; ∂L/∂x = s·(g − x̂·mean(g·x̂)) where g = dy·w.
-                let mut dot = 0f64;
-                for i in 0..d {
-                    dot += (dy[i] * w[i]) as f64 * (x[i] * s) as f64;
-                }
+                let dot = dot_f64(d, |i| (dy[i] * w[i], x[i] * s));
                 let m = (dot / d as f64) as f32;
                 for i in 0..d {
                     let g = dy[i] * w[i];
@@ -118,23 +135,40 @@ impl Rope {
         let width = n_head * head_dim;
         let half = self.dims / 2;
         let sign = if inverse { -1.0f32 } else { 1.0 };
-        x.par_chunks_mut(width).enumerate().for_each(|(t, row)| {
-            let pos = t % self.seq_len;
-            let cos = &self.cos[pos * half..(pos + 1) * half];
-            let sin = &self.sin[pos * half..(pos + 1) * half];
-            for head in row.chunks_mut(head_dim) {
-                for i in 0..half {
-                    let (a, b) = match self.layout {
-                        RopeLayout::Normal => (2 * i, 2 * i + 1),
-                        RopeLayout::Neox => (i, i + half),
-                    };
-                    let (c, s) = (cos[i], sign * sin[i]);
-                    let (x0, x1) = (head[a], head[b]);
-                    head[a] = x0 * c - x1 * s;
-                    head[b] = x0 * s + x1 * c;
+        // Tasks of ROWS_PER_TASK token rows; the layout is matched once per head so that the
+        // pair loops are plain slices the compiler vectorizes.
+        x.par_chunks_mut(width * ROWS_PER_TASK)
+            .enumerate()
+            .for_each(|(task, rows)| {
+                for (r, row) in rows.chunks_mut(width).enumerate() {
+                    let pos = (task * ROWS_PER_TASK + r) % self.seq_len;
+                    let cos = &self.cos[pos * half..(pos + 1) * half];
+                    let sin = &self.sin[pos * half..(pos + 1) * half];
+                    for head in row.chunks_mut(head_dim) {
+                        match self.layout {
+                            RopeLayout::Normal => {
+                                for ((p, &c), &s) in
+                                    head[..2 * half].chunks_exact_mut(2).zip(cos).zip(sin)
+                                {
+                                    let (x0, x1, s) = (p[0], p[1], sign * s);
+                                    p[0] = x0 * c - x1 * s;
+                                    p[1] = x0 * s + x1 * c;
+                                }
+                            }
+                            RopeLayout::Neox => {
+                                let (lo, hi) = head[..2 * half].split_at_mut(half);
+                                for (((x0, x1), &c), &s) in
+                                    lo.iter_mut().zip(hi.iter_mut()).zip(cos).zip(sin)
+                                {
+                                    let (a, b, s) = (*x0, *x1, sign * s);
+                                    *x0 = a * c - b * s;
+                                    *x1 = a * s + b * c;
+                                }
+                            }
+                        }
+                    }
                 }
-            }
-        });
+            });
     }
 }
 
@@ -474,8 +508,10 @@ pub(crate) mod tests {
             let x = rand_vec(2 * 6 * 3 * 8, 4, 1.0);
             let mut y = x.clone();
             rope.apply(&mut y, 3, 8, false);
-            // position 0 is the identity; norms are kept
+            // position 0 (of both sequences: rows 0 and 6) is the identity; norms are kept
             assert_eq!(&y[..24], &x[..24]);
+            assert_eq!(&y[6 * 24..7 * 24], &x[6 * 24..7 * 24]);
+            assert_ne!(&y[7 * 24..8 * 24], &x[7 * 24..8 * 24]);
             for (a, b) in x.chunks(8).zip(y.chunks(8)) {
                 assert!((dot(a, a) - dot(b, b)).abs() < 1e-4);
             }
@@ -507,6 +543,15 @@ pub(crate) mod tests {
         rope.apply(&mut x, 1, 4, false);
         let angle = 2.0f64 * 0.5 * 100f64.powf(-0.5) / 2.0;
         assert!((x[2 * 4 + 1] as f64 - angle.cos()).abs() < 1e-6);
+        assert!((x[2 * 4 + 3] as f64 - angle.sin()).abs() < 1e-6);
+        // Normal (interleaved) layout: pair 1 is (2, 3).
+        let rope = Rope::new(RopeLayout::Normal, 4, 100.0, 0.5, Some(&[1.0, 2.0]), 3);
+        let mut x = vec![0f32; 3 * 4];
+        for t in 0..3 {
+            x[t * 4 + 2] = 1.0;
+        }
+        rope.apply(&mut x, 1, 4, false);
+        assert!((x[2 * 4 + 2] as f64 - angle.cos()).abs() < 1e-6);
         assert!((x[2 * 4 + 3] as f64 - angle.sin()).abs() < 1e-6);
     }
 
