@@ -249,6 +249,44 @@ pub(crate) fn gemm_shared(
     });
 }
 
+/// Operands for [`tile_loop_probe`]: `sets` sets of `2·steps` bf16 tiles of ones.
+#[doc(hidden)]
+pub fn tile_probe_data(steps: usize, sets: usize) -> Vec<u16> {
+    vec![bf16_bits(1.0); 2 * steps * TILE * sets]
+}
+
+/// The bare tile loop on this thread, for the gemm bench: `reps` calls of the 2×2 micro-kernel
+/// over `steps` k blocks each (both sides read the same tiles), cycling through the operand
+/// sets of `data` ([`tile_probe_data`]). One set stays in L1/L2; many sets stream from L3 or
+/// memory. No packing, no C traffic beyond the kernel's tile stores. Returns the FLOPs done;
+/// `None` without AMX.
+#[doc(hidden)]
+pub fn tile_loop_probe(data: &[u16], steps: usize, reps: usize) -> Option<u64> {
+    let per = 2 * steps * TILE;
+    if !available() || steps == 0 || data.len() < per {
+        return None;
+    }
+    let sets = data.len() / per;
+    let mut c = vec![0f32; 4 * T * T];
+    imp::with_tiles(|| {
+        for r in 0..reps {
+            let o = (r % sets) * per;
+            let op = Operand {
+                data,
+                first: o,
+                second: o + steps * TILE,
+                step: TILE,
+            };
+            imp::kernel_2x2(&op, &op, steps, &mut c, 2 * T, false);
+        }
+    });
+    if reps > 0 {
+        // every output sums 32·steps products of ones
+        assert_eq!(c[0], (KB * steps) as f32, "the tile loop's result");
+    }
+    Some(reps as u64 * steps as u64 * 4 * (T * T * KB) as u64 * 2)
+}
+
 /// A B operand (`k × n`) packed once for several products that use its leading rows and
 /// columns: the attention's keys and values, shared by every query row block of their head.
 pub(crate) struct PackedB {

@@ -110,17 +110,8 @@ fn qdq_group_backward_scalar(
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
     use super::{Grid, GroupSums};
+    use crate::vmath::avx512::lanes;
     use std::arch::x86_64::*;
-
-    /// Lanes `i .. i+16` that lie below `n`.
-    #[inline]
-    fn lanes(n: usize, i: usize) -> __mmask16 {
-        if n - i >= 16 {
-            0xffff
-        } else {
-            ((1u32 << (n - i)) - 1) as __mmask16
-        }
-    }
 
     /// round(w/s + v) + z of 16 lanes, before the clamp.
     #[target_feature(enable = "avx512f")]
@@ -224,15 +215,11 @@ mod avx512 {
 mod tests {
     use super::*;
 
-    fn data(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..n)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                ((s >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0) as f32
-            })
+    /// `n` values in [−1, 1).
+    fn data(n: usize, seed: u32) -> Vec<f32> {
+        crate::gemm::tests::fill(n, seed)
+            .iter()
+            .map(|x| 2.0 * x)
             .collect()
     }
 
@@ -294,9 +281,9 @@ mod tests {
             eprintln!("no AVX-512 here: the scalar loops are the only ones");
         }
         for n in [1usize, 15, 16, 17, 32, 100, 128] {
-            let w: Vec<f32> = data(n, n as u64).iter().map(|x| x * 0.1).collect();
-            let mut v: Vec<f32> = data(n, 99 + n as u64).iter().map(|x| x * 0.6).collect();
-            let dw = data(n, 7 + n as u64);
+            let w: Vec<f32> = data(n, n as u32).iter().map(|x| x * 0.1).collect();
+            let mut v: Vec<f32> = data(n, 99 + n as u32).iter().map(|x| x * 0.6).collect();
+            let dw = data(n, 7 + n as u32);
             // Ties and exact ends: w/s + v = k + 0.5 and = qmax.
             v[0] = 0.5 - w[0] / 0.01;
             if n > 2 {

@@ -91,7 +91,7 @@ fn silu_mul_backward_scalar(
 }
 
 #[cfg(target_arch = "x86_64")]
-mod avx512 {
+pub(crate) mod avx512 {
     use std::arch::x86_64::*;
 
     /// exp of 16 lanes (inputs below −104 give 0, above 89 give +∞; NaN stays NaN).
@@ -130,10 +130,15 @@ mod avx512 {
         _mm512_div_ps(one, _mm512_add_ps(one, e))
     }
 
-    /// Lane mask of the first `n` (< 16) lanes.
+    /// The mask of lanes `i .. i+16` that lie below `n` (`i < n`): the loops over a slice of `n`
+    /// f32 step 16 lanes at a time and mask the tail.
     #[inline]
-    fn head(n: usize) -> __mmask16 {
-        ((1u32 << n) - 1) as __mmask16
+    pub(crate) fn lanes(n: usize, i: usize) -> __mmask16 {
+        if n - i >= 16 {
+            0xffff
+        } else {
+            ((1u32 << (n - i)) - 1) as __mmask16
+        }
     }
 
     #[target_feature(enable = "avx512f")]
@@ -141,7 +146,7 @@ mod avx512 {
         let n = a.len();
         let mut i = 0;
         while i < n {
-            let m = if n - i >= 16 { 0xffff } else { head(n - i) };
+            let m = lanes(n, i);
             // SAFETY: the masked loads and stores touch lanes i..i+16 below n only; the caller
             // checked that the three slices are n long.
             unsafe {
@@ -166,7 +171,7 @@ mod avx512 {
         let one = _mm512_set1_ps(1.0);
         let mut i = 0;
         while i < n {
-            let m = if n - i >= 16 { 0xffff } else { head(n - i) };
+            let m = lanes(n, i);
             // SAFETY: as in `silu_mul`: lanes below n of five slices checked to be n long.
             unsafe {
                 let g = _mm512_maskz_loadu_ps(m, gate.as_ptr().add(i));
