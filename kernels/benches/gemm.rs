@@ -62,27 +62,6 @@ fn bench(c: &mut Criterion) {
         }
     }
     g.finish();
-
-    // The AMX tile loop alone on one core (no packing): the ceiling the products above work
-    // under. A set is 2×18 tiles (K = 576) read as both A and B: 1 set (36 KiB) stays in L1,
-    // 32 sets (1.1 MiB) come from L2, 2048 sets (72 MiB) from L3 and memory.
-    if autoround_kernels::amx::available() {
-        use autoround_kernels::amx::{tile_loop_probe, tile_probe_data};
-        let mut g = c.benchmark_group("amx_tile_loop_one_core");
-        g.sample_size(10);
-        let reps = 2000;
-        for (name, steps, sets) in [
-            ("k576_l1", 18, 1),
-            ("k576_l2", 18, 32),
-            ("k576_mem", 18, 2048),
-        ] {
-            let data = tile_probe_data(steps, sets);
-            let flops = tile_loop_probe(&data, steps, reps).expect("AMX is available");
-            g.throughput(Throughput::Elements(flops));
-            g.bench_function(name, |bch| bch.iter(|| tile_loop_probe(&data, steps, reps)));
-        }
-        g.finish();
-    }
 }
 
 criterion_group!(benches, bench);

@@ -164,13 +164,25 @@ thread_local! {
 fn with_buffers<R>(na: usize, nb: usize, f: impl FnOnce(&mut [u16], &mut [u16]) -> R) -> R {
     let (mut ap, mut bp) = PACKED.with(|p| std::mem::take(&mut *p.borrow_mut()));
     for (buf, len) in [(&mut ap, na), (&mut bp, nb)] {
-        if buf.len() < len {
-            buf.resize(len, 0);
+        if buf.len() < len + ALIGN_SLACK {
+            buf.resize(len + ALIGN_SLACK, 0);
         }
     }
-    let r = f(&mut ap[..na], &mut bp[..nb]);
+    let r = f(aligned(&mut ap, na), aligned(&mut bp, nb));
     PACKED.with(|p| *p.borrow_mut() = (ap, bp));
     r
+}
+
+/// u16 elements of slack that let a buffer start a packed operand on a 64-byte boundary.
+const ALIGN_SLACK: usize = 32;
+
+/// The `len` elements of `buf` from its first 64-byte boundary on (`buf` holds `len` plus
+/// [`ALIGN_SLACK`]). Tile loads that straddle cache lines run at a third of the speed: every
+/// packed tile (1 KiB) must start on a cache line.
+fn aligned(buf: &mut [u16], len: usize) -> &mut [u16] {
+    let off = buf.as_ptr().align_offset(64);
+    assert!(off < ALIGN_SLACK && off + len <= buf.len());
+    &mut buf[off..off + len]
 }
 
 /// `C (+)= A·B` on AMX tiles. `c` is `m × n` with rows `c_stride` apart (checked by the
@@ -249,48 +261,12 @@ pub(crate) fn gemm_shared(
     });
 }
 
-/// Operands for [`tile_loop_probe`]: `sets` sets of `2·steps` bf16 tiles of ones.
-#[doc(hidden)]
-pub fn tile_probe_data(steps: usize, sets: usize) -> Vec<u16> {
-    vec![bf16_bits(1.0); 2 * steps * TILE * sets]
-}
-
-/// The bare tile loop on this thread, for the gemm bench: `reps` calls of the 2×2 micro-kernel
-/// over `steps` k blocks each (both sides read the same tiles), cycling through the operand
-/// sets of `data` ([`tile_probe_data`]). One set stays in L1/L2; many sets stream from L3 or
-/// memory. No packing, no C traffic beyond the kernel's tile stores. Returns the FLOPs done;
-/// `None` without AMX.
-#[doc(hidden)]
-pub fn tile_loop_probe(data: &[u16], steps: usize, reps: usize) -> Option<u64> {
-    let per = 2 * steps * TILE;
-    if !available() || steps == 0 || data.len() < per {
-        return None;
-    }
-    let sets = data.len() / per;
-    let mut c = vec![0f32; 4 * T * T];
-    imp::with_tiles(|| {
-        for r in 0..reps {
-            let o = (r % sets) * per;
-            let op = Operand {
-                data,
-                first: o,
-                second: o + steps * TILE,
-                step: TILE,
-            };
-            imp::kernel_2x2(&op, &op, steps, &mut c, 2 * T, false);
-        }
-    });
-    if reps > 0 {
-        // every output sums 32·steps products of ones
-        assert_eq!(c[0], (KB * steps) as f32, "the tile loop's result");
-    }
-    Some(reps as u64 * steps as u64 * 4 * (T * T * KB) as u64 * 2)
-}
-
 /// A B operand (`k × n`) packed once for several products that use its leading rows and
 /// columns: the attention's keys and values, shared by every query row block of their head.
 pub(crate) struct PackedB {
     data: Vec<u16>,
+    /// Where the 64-byte-aligned packed tiles begin in `data`.
+    start: usize,
     layout: Layout,
     k: usize,
     n: usize,
@@ -300,11 +276,13 @@ impl PackedB {
     /// Pack `b` on the calling thread. Must only be called when [`available`] returned true.
     pub(crate) fn new(b: Mat<'_>) -> PackedB {
         let lb = b_layout(&b);
-        let mut data = vec![0u16; lb.len()];
-        pack_b(&b, lb, &mut data, false);
+        let mut data = vec![0u16; lb.len() + ALIGN_SLACK];
+        let start = data.as_ptr().align_offset(64);
+        pack_b(&b, lb, aligned(&mut data, lb.len()), false);
         let (k, n) = b.shape();
         PackedB {
             data,
+            start,
             layout: lb,
             k,
             n,
@@ -336,7 +314,7 @@ pub(crate) fn gemm_prepacked(
             m,
             n,
             (ap, la),
-            (&b.data, b.layout),
+            (&b.data[b.start..], b.layout),
             c,
             c_stride,
             accumulate,
@@ -950,6 +928,24 @@ mod tests {
     use super::*;
     use crate::gemm::tests::{fill, transpose, view};
     use crate::gemm::{gemm as product, Precision, Threads};
+
+    /// Packed operands start on cache lines whatever the allocator hands out (tile loads that
+    /// straddle lines run at a third of the speed).
+    #[test]
+    fn packed_buffers_start_on_cache_lines() {
+        for (na, nb) in [(1, 1), (512, 4096), (100_003, 7), (0, 3)] {
+            with_buffers(na, nb, |a, b| {
+                assert_eq!((a.len(), b.len()), (na, nb));
+                assert_eq!(a.as_ptr() as usize % 64, 0);
+                assert_eq!(b.as_ptr() as usize % 64, 0);
+            });
+        }
+        let b = fill(70 * 40, 3);
+        if available() {
+            let p = PackedB::new(Mat::new(&b, 70, 40));
+            assert_eq!(p.data[p.start..].as_ptr() as usize % 64, 0);
+        }
+    }
 
     #[test]
     fn rounding_is_to_nearest_even() {
