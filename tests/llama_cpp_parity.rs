@@ -9,7 +9,7 @@
 mod common;
 
 use autoround_cpu::engine::{perplexity, PerplexityOptions, Sampler, SamplingParams};
-use autoround_cpu::model::llama::{KvCache, Logits};
+use autoround_cpu::model::llama::{KvCache, Logits, Numerics};
 use autoround_cpu::model::ModelSource;
 
 fn ids(v: &serde_json::Value) -> Vec<u32> {
@@ -30,7 +30,9 @@ fn check_greedy(variant: &str) {
         .unwrap_or_else(|| panic!("no golden greedy data for {variant}"));
     let src = ModelSource::open(&path).unwrap();
     let tok = src.tokenizer().unwrap();
-    let model = src.load().unwrap();
+    let mut model = src.load().unwrap();
+    // compared with llama.cpp's own tokens and perplexity: its arithmetic
+    model.numerics = Numerics::LlamaCpp;
     let known_path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/llama_cpp/known-divergences.json");
     let known: serde_json::Value =
@@ -114,7 +116,9 @@ fn check_perplexity(variant: &str) {
         std::fs::read_to_string(common::shared_data("eval.txt")).expect("../shared/data/eval.txt");
     let src = ModelSource::open(&path).unwrap();
     let tok = src.tokenizer().unwrap();
-    let model = src.load().unwrap();
+    let mut model = src.load().unwrap();
+    // compared with llama.cpp's own tokens and perplexity: its arithmetic
+    model.numerics = Numerics::LlamaCpp;
     let tokens = tok.encode(&text, true, false).unwrap();
     let bos = if tok.add_bos() { tok.bos_id() } else { None };
     let r = perplexity(

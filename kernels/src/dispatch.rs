@@ -1,5 +1,6 @@
-//! Runtime CPU feature detection. The SIMD tiers (a later issue) hang their fn tables off this;
-//! for now it reports what the CPU has and which tier each type would use (the scalar reference).
+//! Runtime CPU feature detection and the kernel tier: detected once, or pinned with
+//! `AUTOROUND_ISA=scalar|avx2|avx512|amx|neon` (a tier the CPU lacks is an error, never a
+//! SIGILL).
 
 use std::sync::OnceLock;
 
@@ -11,6 +12,7 @@ pub struct Features {
     pub f16c: bool,
     pub avx512f: bool,
     pub avx512bw: bool,
+    pub avx512vl: bool,
     pub avx512vnni: bool,
     pub amx_tile: bool,
     pub amx_int8: bool,
@@ -37,6 +39,7 @@ impl Features {
             f.f16c = std::arch::is_x86_feature_detected!("f16c");
             f.avx512f = std::arch::is_x86_feature_detected!("avx512f");
             f.avx512bw = std::arch::is_x86_feature_detected!("avx512bw");
+            f.avx512vl = std::arch::is_x86_feature_detected!("avx512vl");
             f.avx512vnni = std::arch::is_x86_feature_detected!("avx512vnni");
             f.avx512bf16 = std::arch::is_x86_feature_detected!("avx512bf16");
             // `is_x86_feature_detected!("amx-tile")` is unstable: read CPUID leaf 7 (EDX bits
@@ -66,6 +69,7 @@ impl Features {
             ("f16c", self.f16c),
             ("avx512f", self.avx512f),
             ("avx512bw", self.avx512bw),
+            ("avx512vl", self.avx512vl),
             ("avx512vnni", self.avx512vnni),
             ("amx-tile", self.amx_tile),
             ("amx-int8", self.amx_int8),
@@ -75,13 +79,18 @@ impl Features {
     }
 }
 
-/// A kernel tier.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A kernel tier, ordered: each x86 tier includes the ones below it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Tier {
     /// The scalar reference, as written.
     Scalar,
-    /// The reference compiled with AVX2/FMA/F16C enabled (x86-64).
+    /// AVX2/FMA/F16C (x86-64): the exact path's reference compiled with them, and the fast
+    /// path's hand-written kernels ([`crate::dot`]).
     Avx2,
+    /// AVX-512 F/BW/VL with VNNI: `vpdpbusd` in the fast path's 32-element block kernels.
+    Avx512,
+    /// AVX-512 plus AMX tiles: prefill products on bf16 tiles ([`crate::amx`]).
+    Amx,
 }
 
 /// `AUTOROUND_ISA` asked for a tier this build or CPU cannot run.
@@ -108,36 +117,72 @@ impl Tier {
 
     /// The choice for a given request and CPU (pure, for tests).
     pub fn choose(request: Option<&str>, f: &Features) -> Result<Tier, TierError> {
-        let has_avx2 = f.avx2 && f.fma && f.f16c;
         let err = |why: &str| TierError {
             requested: request.unwrap_or("").into(),
             why: why.into(),
         };
-        match request.map(|s| s.trim().to_ascii_lowercase()).as_deref() {
-            None | Some("") => Ok(if has_avx2 { Tier::Avx2 } else { Tier::Scalar }),
-            Some("scalar") => Ok(Tier::Scalar),
-            Some("avx2") if has_avx2 => Ok(Tier::Avx2),
-            Some("avx2") => Err(err("this CPU lacks AVX2/FMA/F16C")),
-            Some("avx512" | "amx" | "neon") => {
-                Err(err("this tier is not built yet (scalar and avx2 are)"))
+        let best = [Tier::Amx, Tier::Avx512, Tier::Avx2]
+            .into_iter()
+            .find(|&t| Tier::has(t, f))
+            .unwrap_or(Tier::Scalar);
+        let want = |t: Tier, lacks: &str| {
+            if Tier::has(t, f) {
+                Ok(t)
+            } else {
+                Err(err(lacks))
             }
+        };
+        match request.map(|s| s.trim().to_ascii_lowercase()).as_deref() {
+            None | Some("") => Ok(best),
+            Some("scalar") => Ok(Tier::Scalar),
+            Some("avx2") => want(Tier::Avx2, "this CPU lacks AVX2/FMA/F16C"),
+            Some("avx512") => want(
+                Tier::Avx512,
+                "this CPU lacks AVX-512 F/BW/VL with VNNI (or AVX2/FMA/F16C)",
+            ),
+            Some("amx") => want(
+                Tier::Amx,
+                "this CPU lacks AMX tiles with bf16 (or the AVX-512 tier, or the OS refuses tile state)",
+            ),
+            Some("neon") => Err(err("this tier is not built yet (scalar, avx2, avx512 and amx are)")),
             Some(_) => Err(err(
                 "unknown tier (expected scalar, avx2, avx512, amx or neon)",
             )),
         }
     }
 
+    /// Whether a CPU with features `f` runs tier `t`.
+    pub fn has(t: Tier, f: &Features) -> bool {
+        let avx2 = f.avx2 && f.fma && f.f16c;
+        let avx512 = avx2 && f.avx512f && f.avx512bw && f.avx512vl && f.avx512vnni;
+        match t {
+            Tier::Scalar => true,
+            Tier::Avx2 => avx2,
+            Tier::Avx512 => avx512,
+            Tier::Amx => avx512 && f.amx_tile && f.amx_bf16 && crate::amx::available(),
+        }
+    }
+
+    /// Whether this CPU runs tier `t`.
+    pub fn supported(t: Tier) -> bool {
+        Tier::has(t, &Features::get())
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Tier::Scalar => "scalar",
-            Tier::Avx2 => "avx2 (reference, auto-vectorized)",
+            Tier::Avx2 => "avx2",
+            Tier::Avx512 => "avx512 (vnni)",
+            Tier::Amx => "amx (bf16 tiles for prefill, avx512 vnni for decode)",
         }
     }
 }
 
-/// The kernel tier that serves a weight type's matrix products.
-pub fn tier_for(_ty: crate::GgmlType) -> &'static str {
+/// The kernel tier that serves a weight type's decode products (the fast path).
+pub fn tier_for(ty: crate::GgmlType) -> &'static str {
     match Tier::selected() {
+        Ok(Tier::Scalar) => "scalar",
+        Ok(_) if !crate::dot::has_simd(ty) => "scalar (no SIMD kernel for this type yet)",
         Ok(t) => t.name(),
         Err(_) => "invalid AUTOROUND_ISA",
     }
@@ -164,6 +209,23 @@ mod tests {
             .to_string()
             .contains("lacks AVX2"));
         assert!(Tier::choose(Some("amx"), &avx2)
+            .unwrap_err()
+            .to_string()
+            .contains("lacks AMX"));
+        assert!(Tier::choose(Some("avx512"), &avx2)
+            .unwrap_err()
+            .to_string()
+            .contains("lacks AVX-512"));
+        let avx512 = Features {
+            avx512f: true,
+            avx512bw: true,
+            avx512vl: true,
+            avx512vnni: true,
+            ..avx2
+        };
+        assert_eq!(Tier::choose(None, &avx512).unwrap(), Tier::Avx512);
+        assert_eq!(Tier::choose(Some("avx2"), &avx512).unwrap(), Tier::Avx2);
+        assert!(Tier::choose(Some("neon"), &avx512)
             .unwrap_err()
             .to_string()
             .contains("not built"));

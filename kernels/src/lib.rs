@@ -4,6 +4,7 @@
 pub mod amx;
 pub mod blocks;
 pub mod dispatch;
+pub mod dot;
 pub mod fakequant;
 pub mod gemm;
 pub mod matmul;

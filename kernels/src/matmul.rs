@@ -45,7 +45,7 @@ pub fn vec_dot_rows_tier(
     out: &mut [f32],
 ) {
     #[cfg(target_arch = "x86_64")]
-    if tier == Tier::Avx2 && Tier::choose(Some("avx2"), &crate::dispatch::Features::get()).is_ok() {
+    if tier >= Tier::Avx2 && Tier::supported(Tier::Avx2) {
         // SAFETY: the CPU reports AVX2, FMA and F16C (checked just above).
         unsafe { vec_dot_rows_avx2(ty, cols, w, acts, n_tok, out) };
         return;
@@ -205,8 +205,8 @@ fn f16_rows(
 /// when the AVX2 tier is selected. Converts `min(dst.len(), src.len() / 2)` values.
 pub fn f16_to_f32_row(src: &[u8], dst: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if matches!(tier(), Ok(Tier::Avx2)) {
-        // SAFETY: the Avx2 tier is selected only when the CPU has AVX2 and F16C.
+    if matches!(tier(), Ok(t) if t >= Tier::Avx2) {
+        // SAFETY: tiers from Avx2 up are selected only when the CPU has AVX2 and F16C.
         unsafe { widen_f16_avx2(src, dst) };
         return;
     }

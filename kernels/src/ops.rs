@@ -44,7 +44,7 @@ impl<'a> HeadRows<'a> {
 }
 
 fn fast() -> bool {
-    cfg!(target_arch = "x86_64") && matches!(Tier::selected(), Ok(Tier::Avx2))
+    cfg!(target_arch = "x86_64") && matches!(Tier::selected(), Ok(t) if t >= Tier::Avx2)
 }
 
 /// Attention of one query row `q` over keys/values `0..n_kv` (all visible), written to `out`.

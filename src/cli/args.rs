@@ -30,6 +30,47 @@ pub enum Command {
     Convert(ConvertArgs),
     /// Compute an importance matrix from calibration text (llama-imatrix's method and file format).
     Imatrix(ImatrixArgs),
+    /// Prompt-processing and generation speed (llama-bench's tests and table).
+    Bench(BenchArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Model: a .gguf file or a Hugging Face folder.
+    #[arg(short = 'm', long)]
+    pub model: PathBuf,
+    /// Prompt lengths to test (pp<N>: N random tokens in one batch, fresh cache); 0 skips.
+    #[arg(
+        short = 'p',
+        long = "n-prompt",
+        value_delimiter = ',',
+        default_value = "512"
+    )]
+    pub n_prompt: Vec<usize>,
+    /// Generation lengths to test (tg<N>: N tokens one at a time, fresh cache); 0 skips.
+    #[arg(
+        short = 'n',
+        long = "n-gen",
+        value_delimiter = ',',
+        default_value = "128"
+    )]
+    pub n_gen: Vec<usize>,
+    /// Worker threads, one or more (comma-separated): each is a separate test.
+    #[arg(short = 't', long, value_delimiter = ',')]
+    pub threads: Vec<usize>,
+    /// Repetitions of each test (after one warm-up run).
+    #[arg(short = 'r', long = "repetitions", default_value_t = 5)]
+    pub repetitions: usize,
+    /// Output: md (llama-bench's table) or jsonl (one object per test, llama-bench's keys).
+    #[arg(short = 'o', long, default_value = "md")]
+    pub output: String,
+    /// Skip the warm-up run before each test.
+    #[arg(long = "no-warmup")]
+    pub no_warmup: bool,
+    /// Arithmetic of the matrix products: fast (SIMD kernels, AMX/f32 GEMM for prompts) or
+    /// llama-cpp (llama.cpp's x86 arithmetic bit for bit, for comparisons with it).
+    #[arg(long, value_parser = ["fast", "llama-cpp"], default_value = "fast")]
+    pub numerics: String,
 }
 
 #[derive(Args, Debug)]
@@ -79,6 +120,10 @@ pub struct RunArgs {
     /// Print the generated token ids to stderr at the end.
     #[arg(long = "print-ids")]
     pub print_ids: bool,
+    /// Arithmetic of the matrix products: fast (SIMD kernels, AMX/f32 GEMM for prompts) or
+    /// llama-cpp (llama.cpp's x86 arithmetic bit for bit, for comparisons with it).
+    #[arg(long, value_parser = ["fast", "llama-cpp"], default_value = "fast")]
+    pub numerics: String,
 }
 
 #[derive(Args, Debug)]
@@ -107,6 +152,10 @@ pub struct PerplexityArgs {
     /// Worker threads (default: all cores).
     #[arg(short = 't', long)]
     pub threads: Option<usize>,
+    /// Arithmetic of the matrix products: fast (SIMD kernels, AMX/f32 GEMM for prompts) or
+    /// llama-cpp (llama.cpp's x86 arithmetic bit for bit, for comparisons with it).
+    #[arg(long, value_parser = ["fast", "llama-cpp"], default_value = "fast")]
+    pub numerics: String,
 }
 
 #[derive(Args, Debug)]

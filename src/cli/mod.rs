@@ -1,6 +1,7 @@
 //! The `autoround-cpu` command line: argument definitions live in [`args`], one module per command.
 
 pub mod args;
+mod bench;
 mod convert;
 mod doctor;
 mod imatrix;
@@ -24,6 +25,7 @@ pub fn main() -> ExitCode {
         args::Command::Quantize(a) => quantize::quantize(a),
         args::Command::Convert(a) => convert::convert(a),
         args::Command::Imatrix(a) => imatrix::imatrix(a),
+        args::Command::Bench(a) => bench::bench(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -31,6 +33,14 @@ pub fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The `--numerics` value (checked by clap).
+pub(crate) fn numerics(s: &str) -> crate::model::llama::Numerics {
+    match s {
+        "llama-cpp" => crate::model::llama::Numerics::LlamaCpp,
+        _ => crate::model::llama::Numerics::Fast,
     }
 }
 

@@ -18,7 +18,8 @@ pub fn perplexity(a: PerplexityArgs) -> anyhow::Result<()> {
     let t0 = Instant::now();
     let src =
         ModelSource::open(&a.model).with_context(|| format!("opening {}", a.model.display()))?;
-    let model = src.load()?;
+    let mut model = src.load()?;
+    model.numerics = super::numerics(&a.numerics);
     let tok = src.tokenizer()?;
     if a.ctx_size > model.cfg.n_ctx_train {
         eprintln!(

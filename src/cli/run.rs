@@ -71,9 +71,10 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
     let t0 = Instant::now();
     let src =
         ModelSource::open(&a.model).with_context(|| format!("opening {}", a.model.display()))?;
-    let model = src
+    let mut model = src
         .load()
         .with_context(|| format!("loading {}", a.model.display()))?;
+    model.numerics = super::numerics(&a.numerics);
     let tok = src
         .tokenizer()
         .with_context(|| format!("tokenizer of {}", a.model.display()))?;

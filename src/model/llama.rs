@@ -11,7 +11,7 @@
 
 use super::config::{ModelConfig, RopeLayout};
 use super::trace;
-use crate::tensor::{matmul, matmul_quantized, QuantizedActivations, Weight};
+use crate::tensor::{fast, matmul, matmul_quantized, QuantizedActivations, Weight};
 use autoround_kernels::ops::{flash_attn_row, swiglu, HeadRows, FA_TILE_Q};
 use half::f16;
 use rayon::prelude::*;
@@ -34,8 +34,22 @@ pub struct Layer<'a> {
     pub w_down: Weight<'a>,
 }
 
+/// Which arithmetic the matrix products use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Numerics {
+    /// The fast path ([`crate::tensor::fast`]): SIMD dot products for decode, dequantized slabs
+    /// on AMX/f32 GEMM for prefill. Same results as `LlamaCpp` up to rounding.
+    #[default]
+    Fast,
+    /// llama.cpp's x86 arithmetic, bit for bit ([`crate::tensor::matmul`]): for comparisons
+    /// with llama.cpp (greedy tokens, perplexity, imatrix).
+    LlamaCpp,
+}
+
 /// A whole model: embeddings, blocks, final norm and output projection.
 pub struct Model<'a> {
+    /// The matrix products' arithmetic (default [`Numerics::Fast`]).
+    pub numerics: Numerics,
     pub cfg: ModelConfig,
     pub tok_embd: Weight<'a>,
     pub layers: Vec<Layer<'a>>,
@@ -290,7 +304,7 @@ impl<'a> Model<'a> {
             );
         }
         let mut logits = vec![0f32; n_out * out_w.rows];
-        matmul(out_w, &normed, n_out, &mut logits);
+        self.matmul(out_w, &normed, n_out, &mut logits);
         trace::dump("result_norm", None, &normed, d);
         trace::dump("result_output", None, &logits, out_w.rows);
         logits
@@ -371,15 +385,21 @@ impl<'a> Model<'a> {
             see(MatmulSite::AttnQ(il), &xn, n);
             see(MatmulSite::AttnK(il), &xn, n);
             see(MatmulSite::AttnV(il), &xn, n);
-            let qa = QuantizedActivations::new(l.wq.ty, &xn, n, d);
-            matmul_quantized(&l.wq, &qa, n, &mut q);
-            let same = |w: &Weight| w.ty == l.wq.ty;
-            if same(&l.wk) && same(&l.wv) {
-                matmul_quantized(&l.wk, &qa, n, &mut k);
-                matmul_quantized(&l.wv, &qa, n, &mut v);
+            if self.numerics == Numerics::Fast {
+                fast::matmul(&l.wq, &xn, n, &mut q);
+                fast::matmul(&l.wk, &xn, n, &mut k);
+                fast::matmul(&l.wv, &xn, n, &mut v);
             } else {
-                matmul(&l.wk, &xn, n, &mut k);
-                matmul(&l.wv, &xn, n, &mut v);
+                let qa = QuantizedActivations::new(l.wq.ty, &xn, n, d);
+                matmul_quantized(&l.wq, &qa, n, &mut q);
+                let same = |w: &Weight| w.ty == l.wq.ty;
+                if same(&l.wk) && same(&l.wv) {
+                    matmul_quantized(&l.wk, &qa, n, &mut k);
+                    matmul_quantized(&l.wv, &qa, n, &mut v);
+                } else {
+                    matmul(&l.wk, &xn, n, &mut k);
+                    matmul(&l.wv, &xn, n, &mut v);
+                }
             }
             trace::dump("Qmm", Some(il), &q, q_dim);
             trace::dump("Kmm", Some(il), &k, kv_dim);
@@ -415,10 +435,14 @@ impl<'a> Model<'a> {
             trace::dump("Qcur", Some(il), &q, q_dim);
             trace::dump("Kcur", Some(il), &k, kv_dim);
             trace::dump("Vcur", Some(il), &v, kv_dim);
-            self.attention(&q, &cache.k[il], &cache.v[il], pos0, n, &mut attn);
+            if self.numerics == Numerics::Fast && n >= fast::PREFILL_ROWS {
+                self.attention_blocks(&q, &cache.k[il], &cache.v[il], pos0, n, &mut attn);
+            } else {
+                self.attention(&q, &cache.k[il], &cache.v[il], pos0, n, &mut attn);
+            }
             trace::dump("kqv_out", Some(il), &attn, q_dim);
             see(MatmulSite::AttnOutput(il), &attn, n);
-            matmul(&l.wo, &attn, n, &mut proj);
+            self.matmul(&l.wo, &attn, n, &mut proj);
             trace::dump("attn_out", Some(il), &proj, d);
             if il + 1 == self.layers.len() && keep_from > 0 {
                 // Like llama.cpp, run the last feed-forward only on the rows whose output is
@@ -448,12 +472,17 @@ impl<'a> Model<'a> {
             trace::dump("ffn_norm", Some(il), &xn, d);
             see(MatmulSite::FfnGate(il), &xn, m);
             see(MatmulSite::FfnUp(il), &xn, m);
-            let qa = QuantizedActivations::new(l.w_gate.ty, &xn, m, d);
-            matmul_quantized(&l.w_gate, &qa, m, &mut gate);
-            if l.w_up.ty == l.w_gate.ty {
-                matmul_quantized(&l.w_up, &qa, m, &mut up);
+            if self.numerics == Numerics::Fast {
+                fast::matmul(&l.w_gate, &xn, m, &mut gate);
+                fast::matmul(&l.w_up, &xn, m, &mut up);
             } else {
-                matmul(&l.w_up, &xn, m, &mut up);
+                let qa = QuantizedActivations::new(l.w_gate.ty, &xn, m, d);
+                matmul_quantized(&l.w_gate, &qa, m, &mut gate);
+                if l.w_up.ty == l.w_gate.ty {
+                    matmul_quantized(&l.w_up, &qa, m, &mut up);
+                } else {
+                    matmul(&l.w_up, &xn, m, &mut up);
+                }
             }
             trace::dump("ffn_gate", Some(il), &gate, c.n_ff);
             trace::dump("ffn_up", Some(il), &up, c.n_ff);
@@ -466,7 +495,7 @@ impl<'a> Model<'a> {
             }
             trace::dump("ffn_swiglu", Some(il), &act, c.n_ff);
             see(MatmulSite::FfnDown(il), &act, m);
-            matmul(&l.w_down, &act, m, &mut proj);
+            self.matmul(&l.w_down, &act, m, &mut proj);
             trace::dump("ffn_out", Some(il), &proj, d);
             for (xi, pi) in x.iter_mut().zip(&proj) {
                 *xi += pi;
@@ -475,6 +504,14 @@ impl<'a> Model<'a> {
         }
         cache.len += n;
         Ok(x)
+    }
+
+    /// One matrix product with this model's [`Numerics`].
+    fn matmul(&self, w: &Weight, x: &[f32], n: usize, out: &mut [f32]) {
+        match self.numerics {
+            Numerics::Fast => fast::matmul(w, x, n, out),
+            Numerics::LlamaCpp => matmul(w, x, n, out),
+        }
     }
 
     /// Causal grouped-query attention of `n` new queries over cached positions `0..pos0+n`,
@@ -488,7 +525,7 @@ impl<'a> Model<'a> {
         let group = c.n_head / c.n_head_kv;
         let scale = 1.0 / (hd as f32).sqrt();
         let tiled = n >= FA_TILE_Q;
-        out.par_chunks_mut(hd).enumerate().for_each(|(idx, o)| {
+        let one = |idx: usize, o: &mut [f32]| {
             let t = idx / c.n_head;
             let h = idx % c.n_head;
             let kvh = h / group;
@@ -501,9 +538,86 @@ impl<'a> Model<'a> {
                 len: hd,
             };
             flash_attn_row(tiled, qh, rows(kc), rows(vc), n_kv, scale, o);
-        });
+        };
+        out.par_chunks_mut(hd)
+            .enumerate()
+            .for_each(|(idx, o)| one(idx, o));
     }
 }
+
+impl Model<'_> {
+    /// The fast path's attention for a batch of queries: per head and block of [`ATT_BLOCK`]
+    /// queries, `S = Q·Kᵀ` over the keys the block's last query sees, the causal softmax row by
+    /// row (vector exp), then `O = P·V`, both products in f32 through
+    /// [`autoround_kernels::gemm`]. Same result as [`Self::attention`] up to rounding.
+    fn attention_blocks(
+        &self,
+        q: &[f32],
+        kc: &[f32],
+        vc: &[f32],
+        pos0: usize,
+        n: usize,
+        out: &mut [f32],
+    ) {
+        use autoround_kernels::gemm::{gemm, Mat, Precision, Threads};
+        use autoround_kernels::vmath::{exp_sub_sum, max_of};
+        let c = &self.cfg;
+        let hd = c.head_dim;
+        let q_dim = c.n_head * hd;
+        let kv_dim = c.n_head_kv * hd;
+        let group = c.n_head / c.n_head_kv;
+        let scale = 1.0 / (hd as f32).sqrt();
+        let blocks = n.div_ceil(ATT_BLOCK);
+        let results: Vec<(usize, usize, Vec<f32>)> = (0..c.n_head * blocks)
+            .into_par_iter()
+            .map(|task| {
+                let (h, blk) = (task % c.n_head, task / c.n_head);
+                let kvh = h / group;
+                let (t0, t1) = (blk * ATT_BLOCK, ((blk + 1) * ATT_BLOCK).min(n));
+                let (bq, keys) = (t1 - t0, pos0 + t1);
+                let mut s = vec![0f32; bq * keys];
+                gemm(
+                    Mat::strided(&q[t0 * q_dim + h * hd..], bq, hd, q_dim),
+                    Mat::strided(&kc[kvh * hd..], keys, hd, kv_dim).t(),
+                    &mut s,
+                    keys,
+                    false,
+                    Threads::One,
+                    Precision::F32,
+                );
+                for (i, row) in s.chunks_exact_mut(keys).enumerate() {
+                    let seen = pos0 + t0 + i + 1;
+                    let (vis, hidden) = row.split_at_mut(seen);
+                    let m = max_of(vis);
+                    let sum = exp_sub_sum(vis, scale, scale * m);
+                    let inv = 1.0 / sum;
+                    vis.iter_mut().for_each(|p| *p *= inv);
+                    hidden.fill(0.0);
+                }
+                let mut o = vec![0f32; bq * hd];
+                gemm(
+                    Mat::new(&s, bq, keys),
+                    Mat::strided(&vc[kvh * hd..], keys, hd, kv_dim),
+                    &mut o,
+                    hd,
+                    false,
+                    Threads::One,
+                    Precision::F32,
+                );
+                (h, t0, o)
+            })
+            .collect();
+        for (h, t0, o) in results {
+            for (i, row) in o.chunks_exact(hd).enumerate() {
+                let at = (t0 + i) * q_dim + h * hd;
+                out[at..at + hd].copy_from_slice(row);
+            }
+        }
+    }
+}
+
+/// Queries per block of [`Model::attention_blocks`].
+const ATT_BLOCK: usize = 64;
 
 fn add_bias(x: &mut [f32], b: Option<&[f32]>) {
     if let Some(b) = b {

@@ -162,6 +162,7 @@ fn load_gguf(f: &GgufFile) -> Result<Model<'_>, LoadError> {
         None
     };
     Ok(Model {
+        numerics: Default::default(),
         tok_embd: mat("token_embd.weight", c.vocab_size, c.n_embd)?,
         layers,
         out_norm: vec("output_norm.weight", c.n_embd)?,
@@ -250,6 +251,7 @@ fn load_hf<'a>(
         None
     };
     Ok(Model {
+        numerics: Default::default(),
         tok_embd: mat("model.embed_tokens.weight", c.vocab_size, c.n_embd)?,
         layers,
         out_norm: vec("model.norm.weight", c.n_embd)?,

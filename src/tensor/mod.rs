@@ -11,6 +11,8 @@
 //! llamafile's tinyBLAS, the repacked Q4_K GEMM/GEMV, the tiled K-quant matmul). The fast SIMD
 //! kernels (a later issue) must agree with this path.
 
+pub mod fast;
+
 use autoround_kernels::reference;
 use autoround_kernels::GgmlType;
 use rayon::prelude::*;

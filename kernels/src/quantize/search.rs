@@ -54,7 +54,7 @@ fn avx2() -> bool {
         cfg!(target_arch = "x86_64")
             && matches!(
                 crate::dispatch::Tier::selected(),
-                Ok(crate::dispatch::Tier::Avx2)
+                Ok(t) if t >= crate::dispatch::Tier::Avx2
             )
     })
 }

@@ -1,0 +1,106 @@
+//! Dot products of quantized weight rows with one activation row: the engine's fast path for
+//! decode (one token, a matrix-vector product bound by the bytes of weights it reads).
+//!
+//! The activation row is quantized on the fly to the weight type's vec-dot type, as llama.cpp
+//! does (Q8_0 for Q4_0/Q5_0/Q8_0, Q8_1 for Q4_1/Q5_1, Q8_K for the K-quants), except for F16
+//! weights, which meet f32 activations. The scalar reference ([`crate::reference::vec_dot`]) is
+//! the spec: every tier forms the same exact integer sum per block and differs from it only in
+//! the order of the float additions (tests bound the difference as llama.cpp's
+//! test-quantize-fns does).
+//!
+//! | tier | where | what |
+//! |---|---|---|
+//! | scalar | everywhere | the reference, row by row |
+//! | avx2 | x86-64 with AVX2+FMA+F16C | [`x86`]: 32-byte blocks through `maddubs`/`madd` |
+//! | avx512 | x86-64 with AVX-512 VL/BW + VNNI | [`x86`] with `vpdpbusd` for the 32-element types |
+//!
+//! Find the Q4_K dot product in [`x86`] (`q4_k_rows`) and its spec in
+//! [`crate::reference::vec_dot_q4_k_q8_k`].
+
+use crate::dispatch::Tier;
+use crate::reference;
+use crate::GgmlType;
+
+#[cfg(target_arch = "x86_64")]
+pub mod x86;
+
+/// The activation row of a [`dot_rows`] call.
+#[derive(Clone, Copy)]
+pub enum Act<'a> {
+    /// Packed blocks of the weight type's [`reference::vec_dot_type`].
+    Quant(&'a [u8]),
+    /// Plain floats (F16 weights).
+    F32(&'a [f32]),
+}
+
+/// Whether the activations for weights of `ty` stay f32 ([`Act::F32`]) in the fast path.
+pub fn takes_f32(ty: GgmlType) -> bool {
+    ty == GgmlType::F16
+}
+
+/// Whether a tier above scalar has a kernel for `ty` (others run the reference row by row).
+pub fn has_simd(ty: GgmlType) -> bool {
+    use GgmlType as T;
+    matches!(
+        ty,
+        T::Q4_0 | T::Q4_1 | T::Q5_0 | T::Q5_1 | T::Q8_0 | T::Q4_K | T::Q5_K | T::Q6_K | T::F16
+    )
+}
+
+/// `out[r] = dot(weight row r, act)` for `r < out.len()`, on `tier`.
+///
+/// `w` holds `out.len()` whole rows of `cols` elements of type `ty`. Panics if the buffers do
+/// not fit or the type has no dot product (callers check types and shapes at load).
+pub fn dot_rows(tier: Tier, ty: GgmlType, cols: usize, w: &[u8], act: Act<'_>, out: &mut [f32]) {
+    let rb = ty.row_bytes(cols as u64).expect("whole blocks") as usize;
+    assert_eq!(w.len(), rb * out.len(), "{ty}: weight rows");
+    match act {
+        Act::F32(a) => {
+            assert!(takes_f32(ty), "{ty}: f32 activations");
+            assert_eq!(a.len(), cols, "activation row");
+        }
+        Act::Quant(a) => {
+            let vt = reference::vec_dot_type(ty);
+            assert_eq!(
+                a.len(),
+                vt.row_bytes(cols as u64).expect("whole blocks") as usize,
+                "activation row"
+            );
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    if tier >= Tier::Avx2 && has_simd(ty) && Tier::supported(tier) {
+        // SAFETY: `Tier::supported` checked that the CPU has the tier's features; the buffer
+        // sizes were checked above.
+        unsafe { x86::dot_rows(tier >= Tier::Avx512, ty, cols, w, act, out) };
+        return;
+    }
+    let _ = tier;
+    scalar_rows(ty, cols, w, act, out)
+}
+
+/// The reference, row by row (F16 rows against f32 activations in f64, as ggml's scalar code).
+pub fn scalar_rows(ty: GgmlType, cols: usize, w: &[u8], act: Act<'_>, out: &mut [f32]) {
+    let rb = ty.row_bytes(cols as u64).expect("whole blocks") as usize;
+    match act {
+        Act::F32(a) => {
+            for (row, o) in w.chunks_exact(rb).zip(out.iter_mut()) {
+                let mut s = 0f64;
+                for (c, x) in row.chunks_exact(2).zip(a) {
+                    let v = half::f16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f32();
+                    s += (v * x) as f64;
+                }
+                *o = s as f32;
+            }
+        }
+        Act::Quant(a) => {
+            let f = reference::vec_dot_fn(ty).unwrap_or_else(|| panic!("no dot product for {ty}"));
+            for (row, o) in w.chunks_exact(rb).zip(out.iter_mut()) {
+                *o = f(cols, row, a);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,455 @@
+//! x86-64 row kernels for [`super::dot_rows`]: AVX2+FMA+F16C, and the same code with AVX-512
+//! VNNI's `vpdpbusd` (on 256-bit vectors) for the 32-element block types.
+//!
+//! Every kernel forms, per block, the exact integer sum the reference forms, then adds
+//! `scale × sum` into eight f32 lanes with fused multiply-adds; one horizontal sum ends the row.
+//!
+//! Integer tricks, and why they are exact:
+//! - signed weights × signed activations (`dot_s8`): `|w|` × `sign(a, w)`, llama.cpp's trick,
+//!   exact while no activation is -128 (our Q8_0/Q8_1/Q8_K quantizers stay within ±127);
+//! - unsigned weights × signed activations (`dot_u8`): `maddubs` pairs stay below 2¹⁵ because the
+//!   unsigned values are at most 63 (2·63·128 < 32767); `vpdpbusd` does not saturate at all;
+//! - Q6_K's 6-bit values are used unsigned and `32 × Σ scale·Σa` (from Q8_K's block sums) is
+//!   taken off the integer sum, which needs no assumption about the activations at all.
+
+use super::Act;
+use crate::GgmlType;
+use std::arch::x86_64::*;
+
+/// # Safety
+/// The CPU must have AVX2, FMA and F16C, and with `vnni` also AVX-512 F/BW/VL/VNNI. The buffers
+/// must have the sizes [`super::dot_rows`] checks.
+pub unsafe fn dot_rows(
+    vnni: bool,
+    ty: GgmlType,
+    cols: usize,
+    w: &[u8],
+    act: Act<'_>,
+    out: &mut [f32],
+) {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        if vnni {
+            rows_avx512(ty, cols, w, act, out)
+        } else {
+            rows_avx2(ty, cols, w, act, out)
+        }
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn rows_avx2(ty: GgmlType, cols: usize, w: &[u8], act: Act<'_>, out: &mut [f32]) {
+    // SAFETY: the features are enabled; sizes are the caller's contract.
+    unsafe { rows::<false>(ty, cols, w, act, out) }
+}
+
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn rows_avx512(ty: GgmlType, cols: usize, w: &[u8], act: Act<'_>, out: &mut [f32]) {
+    // SAFETY: the features are enabled; sizes are the caller's contract.
+    unsafe { rows::<true>(ty, cols, w, act, out) }
+}
+
+#[inline(always)]
+unsafe fn rows<const VNNI: bool>(
+    ty: GgmlType,
+    cols: usize,
+    w: &[u8],
+    act: Act<'_>,
+    out: &mut [f32],
+) {
+    use GgmlType as T;
+    // SAFETY (all arms): `dot_rows` checked that `w` holds `out.len()` rows of `cols` elements
+    // of `ty` and that the activation row has the bytes (or floats) of `cols` elements; every
+    // kernel reads only inside those.
+    unsafe {
+        match (ty, act) {
+            (T::F16, Act::F32(a)) => f16_rows(cols, w, a, out),
+            (T::Q4_0, Act::Quant(a)) => legacy_rows::<VNNI, Q4_0>(cols, w, a, out),
+            (T::Q4_1, Act::Quant(a)) => legacy_rows::<VNNI, Q4_1>(cols, w, a, out),
+            (T::Q5_0, Act::Quant(a)) => legacy_rows::<VNNI, Q5_0>(cols, w, a, out),
+            (T::Q5_1, Act::Quant(a)) => legacy_rows::<VNNI, Q5_1>(cols, w, a, out),
+            (T::Q8_0, Act::Quant(a)) => legacy_rows::<VNNI, Q8_0>(cols, w, a, out),
+            (T::Q4_K, Act::Quant(a)) => q45_k_rows::<false>(cols, w, a, out),
+            (T::Q5_K, Act::Quant(a)) => q45_k_rows::<true>(cols, w, a, out),
+            (T::Q6_K, Act::Quant(a)) => q6_k_rows(cols, w, a, out),
+            _ => unreachable!("{ty}: no x86 kernel (has_simd)"),
+        }
+    }
+}
+
+#[inline(always)]
+unsafe fn f16_at(p: *const u8) -> f32 {
+    // SAFETY: the caller points at two readable bytes.
+    let bits = unsafe { (p as *const u16).read_unaligned() };
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
+}
+
+/// Prefetch the `len` bytes starting `PREFETCH` bytes after `p` (a hint: never faults).
+#[inline(always)]
+unsafe fn prefetch_ahead(p: *const u8, len: usize) {
+    let ahead = p.wrapping_add(PREFETCH);
+    for l in 0..len.div_ceil(64) {
+        _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * l) as *const i8);
+    }
+}
+
+#[inline(always)]
+unsafe fn hsum(v: __m256) -> f32 {
+    let h = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    let h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+    let h = _mm_add_ss(h, _mm_movehdup_ps(h));
+    _mm_cvtss_f32(h)
+}
+
+#[inline(always)]
+unsafe fn load32(p: *const u8) -> __m256i {
+    // SAFETY: the caller points at 32 readable bytes.
+    unsafe { _mm256_loadu_si256(p as *const __m256i) }
+}
+
+/// Unsigned bytes (at most 63, or any with VNNI) times signed bytes: eight i32 sums of four.
+#[inline(always)]
+unsafe fn dot_u8<const VNNI: bool>(u: __m256i, a: __m256i) -> __m256i {
+    if VNNI {
+        _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, a)
+    } else {
+        _mm256_madd_epi16(_mm256_maddubs_epi16(u, a), _mm256_set1_epi16(1))
+    }
+}
+
+/// Signed bytes times signed bytes (no activation -128): eight i32 sums of four.
+#[inline(always)]
+unsafe fn dot_s8<const VNNI: bool>(w: __m256i, a: __m256i) -> __m256i {
+    // SAFETY: same features as the caller.
+    unsafe { dot_u8::<VNNI>(_mm256_sign_epi8(w, w), _mm256_sign_epi8(a, w)) }
+}
+
+/// The 4-bit halves of 16 bytes as 32 bytes: low nibbles (elements 0..16), then high (16..32).
+#[inline(always)]
+unsafe fn nibbles16(p: *const u8) -> __m256i {
+    // SAFETY: the caller points at 16 readable bytes.
+    let q = unsafe { _mm_loadu_si128(p as *const __m128i) };
+    let m4 = _mm_set1_epi8(0x0F);
+    _mm256_set_m128i(
+        _mm_and_si128(_mm_srli_epi16(q, 4), m4),
+        _mm_and_si128(q, m4),
+    )
+}
+
+/// Byte `k` is 0xFF where bit `k` of `x` is set, else 0.
+#[inline(always)]
+unsafe fn bytes_from_bits(x: u32) -> __m256i {
+    let shuf = _mm256_set_epi64x(
+        0x0303_0303_0303_0303,
+        0x0202_0202_0202_0202,
+        0x0101_0101_0101_0101,
+        0,
+    );
+    let bytes = _mm256_shuffle_epi8(_mm256_set1_epi32(x as i32), shuf);
+    let bytes = _mm256_or_si256(bytes, _mm256_set1_epi64x(0x7fbf_dfef_f7fb_fdfe));
+    _mm256_cmpeq_epi8(bytes, _mm256_set1_epi64x(-1))
+}
+
+#[inline(always)]
+unsafe fn read_u32(p: *const u8) -> u32 {
+    // SAFETY: the caller points at four readable bytes.
+    unsafe { (p as *const u32).read_unaligned() }
+}
+
+/// f16 at `p` converted and broadcast to eight lanes.
+#[inline(always)]
+unsafe fn f16_splat(p: *const u8) -> __m256 {
+    // SAFETY: the caller points at two readable bytes.
+    let bits = unsafe { (p as *const i16).read_unaligned() };
+    _mm256_cvtph_ps(_mm_set1_epi16(bits))
+}
+
+/// Rows taken together by the 32-element kernels: they share each activation block's load and
+/// scale, and their independent accumulators hide the fused multiply-add latency.
+const ROWS: usize = 4;
+
+/// How far ahead of the bytes being read the kernels prefetch. Without it the hardware prefetchers
+/// leave the decode path at about 60% of the memory's bandwidth (measured on SmolLM2).
+const PREFETCH: usize = 8192;
+
+/// The 32-element block types, as the const parameter of [`legacy_rows`].
+const Q4_0: u8 = 0;
+const Q4_1: u8 = 1;
+const Q5_0: u8 = 2;
+const Q5_1: u8 = 3;
+const Q8_0: u8 = 4;
+
+/// Bytes per weight block and per activation block (Q8_0, or Q8_1 for the types with a min).
+const fn block_bytes(kind: u8) -> (usize, usize) {
+    match kind {
+        Q4_0 => (18, 34),
+        Q4_1 => (20, 36),
+        Q5_0 => (22, 34),
+        Q5_1 => (24, 36),
+        _ => (34, 34),
+    }
+}
+
+/// The i32 lanes of one weight block at `x` against the activation block at `y`.
+#[inline(always)]
+unsafe fn block_lanes<const VNNI: bool, const KIND: u8>(x: *const u8, y: *const u8) -> __m256i {
+    // SAFETY: `x` and `y` point at whole blocks of the kind's sizes.
+    unsafe {
+        match KIND {
+            Q4_0 => {
+                let wv = _mm256_sub_epi8(nibbles16(x.add(2)), _mm256_set1_epi8(8));
+                dot_s8::<VNNI>(wv, load32(y.add(2)))
+            }
+            Q4_1 => dot_u8::<VNNI>(nibbles16(x.add(4)), load32(y.add(4))),
+            Q5_0 => {
+                // (nibble | h << 4) - 16: the nibble itself where h = 1, nibble - 16 where h = 0
+                let hb = bytes_from_bits(read_u32(x.add(2)));
+                let wv = _mm256_or_si256(
+                    nibbles16(x.add(6)),
+                    _mm256_andnot_si256(hb, _mm256_set1_epi8(0xF0u8 as i8)),
+                );
+                dot_s8::<VNNI>(wv, load32(y.add(2)))
+            }
+            Q5_1 => {
+                let hb = bytes_from_bits(read_u32(x.add(4)));
+                let wv = _mm256_or_si256(
+                    nibbles16(x.add(8)),
+                    _mm256_and_si256(hb, _mm256_set1_epi8(0x10)),
+                );
+                dot_u8::<VNNI>(wv, load32(y.add(4)))
+            }
+            _ => dot_s8::<VNNI>(load32(x.add(2)), load32(y.add(2))),
+        }
+    }
+}
+
+/// Rows of a 32-element block type against Q8_0/Q8_1 activations: per block, the exact i32
+/// lanes times `f16(x.d) · f16(y.d)` into eight f32 lanes; Q4_1/Q5_1 add `m · s` (weight min
+/// times the activation block's `d · Σa`) outside the lanes.
+#[inline(always)]
+unsafe fn legacy_rows<const VNNI: bool, const KIND: u8>(
+    cols: usize,
+    w: &[u8],
+    a: &[u8],
+    out: &mut [f32],
+) {
+    let (wb, ab) = block_bytes(KIND);
+    let has_min = KIND == Q4_1 || KIND == Q5_1;
+    let nb = cols / 32;
+    let mut groups = out.chunks_exact_mut(ROWS);
+    let mut r0 = 0;
+    for o in &mut groups {
+        // SAFETY: rows r0..r0+ROWS and their blocks lie inside `w`, block b of the activations
+        // inside `a`.
+        unsafe {
+            let rows: [*const u8; ROWS] =
+                std::array::from_fn(|i| w.as_ptr().add((r0 + i) * nb * wb));
+            let mut acc = [_mm256_setzero_ps(); ROWS];
+            let mut more = [0f32; ROWS];
+            for b in 0..nb {
+                // the group's bytes are contiguous: fetch ahead of where the four rows read
+                prefetch_ahead(rows[0].wrapping_add(b * ROWS * wb), ROWS * wb);
+                let y = a.as_ptr().add(b * ab);
+                let dy = f16_splat(y);
+                for i in 0..ROWS {
+                    let x = rows[i].add(b * wb);
+                    let d = _mm256_mul_ps(f16_splat(x), dy);
+                    let lanes = block_lanes::<VNNI, KIND>(x, y);
+                    acc[i] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(lanes), acc[i]);
+                    if has_min {
+                        more[i] += f16_at(x.add(2)) * f16_at(y.add(2));
+                    }
+                }
+            }
+            for i in 0..ROWS {
+                o[i] = hsum(acc[i]) + more[i];
+            }
+        }
+        r0 += ROWS;
+    }
+    for o in groups.into_remainder() {
+        // SAFETY: as above, one row.
+        unsafe {
+            let row = w.as_ptr().add(r0 * nb * wb);
+            let mut acc = _mm256_setzero_ps();
+            let mut more = 0f32;
+            for b in 0..nb {
+                let (x, y) = (row.add(b * wb), a.as_ptr().add(b * ab));
+                prefetch_ahead(x, wb);
+                let d = _mm256_mul_ps(f16_splat(x), f16_splat(y));
+                let lanes = block_lanes::<VNNI, KIND>(x, y);
+                acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(lanes), acc);
+                if has_min {
+                    more += f16_at(x.add(2)) * f16_at(y.add(2));
+                }
+            }
+            *o = hsum(acc) + more;
+        }
+        r0 += 1;
+    }
+}
+
+/// Q8_K's fields at `y`: scale, and the 16 block sums.
+#[inline(always)]
+unsafe fn q8_k_head(y: *const u8) -> (f32, [i32; 16]) {
+    let mut bsums = [0i32; 16];
+    // SAFETY: a Q8_K block is 292 bytes: f32 scale, 256 quants, 16 i16 sums at 260.
+    unsafe {
+        for (j, s) in bsums.iter_mut().enumerate() {
+            *s = (y.add(260 + 2 * j) as *const i16).read_unaligned() as i32;
+        }
+        ((y as *const f32).read_unaligned(), bsums)
+    }
+}
+
+/// Q4_K (`HIGH == false`) and Q5_K (`HIGH == true`) rows against Q8_K activations.
+#[inline(always)]
+unsafe fn q45_k_rows<const HIGH: bool>(cols: usize, w: &[u8], a: &[u8], out: &mut [f32]) {
+    let nb = cols / 256;
+    let wb = if HIGH { 176 } else { 144 };
+    let qs_off = if HIGH { 48 } else { 16 };
+    let m4 = _mm256_set1_epi8(0x0F);
+    let one = _mm256_set1_epi8(1);
+    for (r, o) in out.iter_mut().enumerate() {
+        // SAFETY: super-block b of row r lies inside `w` (wb bytes each), activation super-block
+        // b inside `a` (292 bytes each).
+        unsafe {
+            let row = w.as_ptr().add(r * nb * wb);
+            let mut acc = _mm256_setzero_ps();
+            let mut accm = 0f32;
+            for b in 0..nb {
+                let x = row.add(b * wb);
+                let y = a.as_ptr().add(b * 292);
+                prefetch_ahead(x, wb);
+                let packed = std::slice::from_raw_parts(x.add(4), 12);
+                let mut sc = [0i16; 8];
+                let mut mn = [0i32; 8];
+                for j in 0..8 {
+                    let (s, m) = crate::reference::kquants::get_scale_min_k4(j, packed);
+                    sc[j] = s as i16;
+                    mn[j] = m as i32;
+                }
+                let (d8, bsums) = q8_k_head(y);
+                let qh = if HIGH {
+                    load32(x.add(16))
+                } else {
+                    _mm256_setzero_si256()
+                };
+                let mut sumi = _mm256_setzero_si256();
+                for c in 0..4 {
+                    let q = load32(x.add(qs_off + 32 * c));
+                    let mut lo = _mm256_and_si256(q, m4);
+                    let mut hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+                    if HIGH {
+                        let bit = |k: usize| {
+                            let s = _mm256_srl_epi16(qh, _mm_cvtsi32_si128(k as i32));
+                            _mm256_slli_epi16(_mm256_and_si256(s, one), 4)
+                        };
+                        lo = _mm256_or_si256(lo, bit(2 * c));
+                        hi = _mm256_or_si256(hi, bit(2 * c + 1));
+                    }
+                    let p0 = _mm256_maddubs_epi16(lo, load32(y.add(4 + 64 * c)));
+                    let p1 = _mm256_maddubs_epi16(hi, load32(y.add(4 + 64 * c + 32)));
+                    sumi =
+                        _mm256_add_epi32(sumi, _mm256_madd_epi16(p0, _mm256_set1_epi16(sc[2 * c])));
+                    sumi = _mm256_add_epi32(
+                        sumi,
+                        _mm256_madd_epi16(p1, _mm256_set1_epi16(sc[2 * c + 1])),
+                    );
+                }
+                let d = f16_at(x) * d8;
+                acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+                let mins: i32 = (0..8)
+                    .map(|j| mn[j] * (bsums[2 * j] + bsums[2 * j + 1]))
+                    .sum();
+                accm += f16_at(x.add(2)) * d8 * mins as f32;
+            }
+            *o = hsum(acc) - accm;
+        }
+    }
+}
+
+/// Q6_K rows against Q8_K activations.
+#[inline(always)]
+unsafe fn q6_k_rows(cols: usize, w: &[u8], a: &[u8], out: &mut [f32]) {
+    let nb = cols / 256;
+    let m4 = _mm256_set1_epi8(0x0F);
+    let m2 = _mm256_set1_epi8(3);
+    for (r, o) in out.iter_mut().enumerate() {
+        // SAFETY: super-block b of row r lies inside `w` (210 bytes each), activation
+        // super-block b inside `a` (292 bytes each).
+        unsafe {
+            let row = w.as_ptr().add(r * nb * 210);
+            let mut acc = _mm256_setzero_ps();
+            for b in 0..nb {
+                let x = row.add(b * 210);
+                let y = a.as_ptr().add(b * 292);
+                prefetch_ahead(x, 210);
+                let sc = |j: usize| *x.add(192 + j) as i8 as i16;
+                let (d8, bsums) = q8_k_head(y);
+                let mut sumi = _mm256_setzero_si256();
+                for n in 0..2 {
+                    let qa = load32(x.add(64 * n));
+                    let qb = load32(x.add(64 * n + 32));
+                    let qh = load32(x.add(128 + 32 * n));
+                    let high = |k: i32| {
+                        let s = _mm256_srl_epi16(qh, _mm_cvtsi32_si128(k));
+                        _mm256_slli_epi16(_mm256_and_si256(s, m2), 4)
+                    };
+                    let v = [
+                        _mm256_or_si256(_mm256_and_si256(qa, m4), high(0)),
+                        _mm256_or_si256(_mm256_and_si256(qb, m4), high(2)),
+                        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(qa, 4), m4), high(4)),
+                        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(qb, 4), m4), high(6)),
+                    ];
+                    for (k, vk) in v.iter().enumerate() {
+                        let p = _mm256_maddubs_epi16(*vk, load32(y.add(4 + 128 * n + 32 * k)));
+                        let j = 8 * n + 2 * k;
+                        let s = _mm256_set_m128i(_mm_set1_epi16(sc(j + 1)), _mm_set1_epi16(sc(j)));
+                        sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, s));
+                    }
+                }
+                // the values are q - 32: take 32 × Σ scale × block sum off, exactly
+                let corr: i32 = (0..16).map(|j| sc(j) as i32 * bsums[j]).sum::<i32>() * 32;
+                sumi = _mm256_sub_epi32(sumi, _mm256_set_epi32(0, 0, 0, 0, 0, 0, 0, corr));
+                let d = f16_at(x.add(208)) * d8;
+                acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+            }
+            *o = hsum(acc);
+        }
+    }
+}
+
+/// F16 rows against f32 activations: four 8-lane fused multiply-add accumulators.
+#[inline(always)]
+unsafe fn f16_rows(cols: usize, w: &[u8], a: &[f32], out: &mut [f32]) {
+    let c32 = cols / 32 * 32;
+    let c8 = cols / 8 * 8;
+    for (r, o) in out.iter_mut().enumerate() {
+        // SAFETY: row r (2·cols bytes) lies inside `w`, `a` holds `cols` floats.
+        unsafe {
+            let row = w.as_ptr().add(r * cols * 2);
+            let ap = a.as_ptr();
+            let wl = |i: usize| _mm256_cvtph_ps(_mm_loadu_si128(row.add(2 * i) as *const __m128i));
+            let al = |i: usize| _mm256_loadu_ps(ap.add(i));
+            let mut s = [_mm256_setzero_ps(); 4];
+            for i in (0..c32).step_by(32) {
+                prefetch_ahead(row.add(2 * i), 64);
+                for (k, sk) in s.iter_mut().enumerate() {
+                    *sk = _mm256_fmadd_ps(wl(i + 8 * k), al(i + 8 * k), *sk);
+                }
+            }
+            for i in (c32..c8).step_by(8) {
+                s[0] = _mm256_fmadd_ps(wl(i), al(i), s[0]);
+            }
+            let mut t = hsum(_mm256_add_ps(
+                _mm256_add_ps(s[0], s[1]),
+                _mm256_add_ps(s[2], s[3]),
+            ));
+            for i in c8..cols {
+                t += f16_at(row.add(2 * i)) * a[i];
+            }
+            *o = t;
+        }
+    }
+}

@@ -1,0 +1,234 @@
+//! `autoround-cpu bench`: llama-bench's two tests on our engine, in its table or jsonl format.
+//!
+//! - `pp<N>`: N random tokens (the first one BOS) in one forward pass over an empty cache,
+//!   logits of the last token only.
+//! - `tg<N>`: N tokens one at a time over an empty cache (BOS, then random tokens), logits each.
+//!
+//! As llama-bench does, each test runs once to warm up, then `-r` timed repetitions, each on a
+//! cleared cache; the rate is tokens ÷ seconds per repetition, reported as mean ± sample
+//! standard deviation. Only the forward passes are timed.
+
+use super::args::BenchArgs;
+use crate::model::llama::{KvCache, Logits, Model};
+use crate::model::ModelSource;
+use crate::quantize::mixture::Mixture;
+use anyhow::{bail, Context, Result};
+use std::time::Instant;
+
+/// One test's result.
+struct Row {
+    test: String,
+    n_prompt: usize,
+    n_gen: usize,
+    threads: usize,
+    /// Seconds per repetition.
+    secs: Vec<f64>,
+}
+
+impl Row {
+    fn rates(&self) -> Vec<f64> {
+        let n = (self.n_prompt + self.n_gen) as f64;
+        self.secs.iter().map(|s| n / s).collect()
+    }
+}
+
+fn mean_sd(x: &[f64]) -> (f64, f64) {
+    let n = x.len() as f64;
+    let mean = x.iter().sum::<f64>() / n;
+    if x.len() < 2 {
+        return (mean, 0.0);
+    }
+    let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / (n - 1.0);
+    (mean, var.sqrt())
+}
+
+/// A xorshift generator for the random token ids (llama-bench uses `std::rand`; any ids do).
+struct Ids(u64);
+
+impl Ids {
+    fn next(&mut self, vocab: usize) -> u32 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % vocab as u64) as u32
+    }
+}
+
+/// Seconds of one repetition of the test (`n_prompt` in one batch, then `n_gen` one by one).
+fn run_once(
+    model: &Model<'_>,
+    bos: u32,
+    n_prompt: usize,
+    n_gen: usize,
+    ids: &mut Ids,
+) -> Result<f64> {
+    let vocab = model.cfg.vocab_size;
+    let mut cache = KvCache::new(&model.cfg, n_prompt + n_gen + 1);
+    let mut prompt = vec![bos];
+    while prompt.len() < n_prompt {
+        prompt.push(ids.next(vocab));
+    }
+    let gen: Vec<u32> = (0..n_gen)
+        .map(|i| if i == 0 { bos } else { ids.next(vocab) })
+        .collect();
+    let t0 = Instant::now();
+    if n_prompt > 0 {
+        std::hint::black_box(model.forward(&prompt, &mut cache, Logits::Last)?);
+    }
+    for &t in &gen {
+        std::hint::black_box(model.forward(&[t], &mut cache, Logits::Last)?);
+    }
+    Ok(t0.elapsed().as_secs_f64())
+}
+
+/// "135M", "1.10B": llama-bench's way of writing a parameter count.
+fn params_str(n: u64) -> String {
+    if n >= 1_000_000_000 {
+        format!("{:.2} B", n as f64 / 1e9)
+    } else {
+        format!("{:.2} M", n as f64 / 1e6)
+    }
+}
+
+pub fn bench(a: BenchArgs) -> Result<()> {
+    let json = match a.output.as_str() {
+        "md" => false,
+        "jsonl" => true,
+        o => bail!("-o {o}: unknown output format (md or jsonl)"),
+    };
+    if a.repetitions == 0 {
+        bail!("-r must be at least 1");
+    }
+    let threads = if a.threads.is_empty() {
+        vec![std::thread::available_parallelism().map_or(1, |n| n.get())]
+    } else {
+        a.threads.clone()
+    };
+    if threads.contains(&0) {
+        bail!("-t: thread counts must be at least 1");
+    }
+    let src =
+        ModelSource::open(&a.model).with_context(|| format!("opening {}", a.model.display()))?;
+    let mut model = src
+        .load()
+        .with_context(|| format!("loading {}", a.model.display()))?;
+    model.numerics = super::numerics(&a.numerics);
+    let tok = src
+        .tokenizer()
+        .with_context(|| format!("tokenizer of {}", a.model.display()))?;
+    let bos = tok.special_ids().bos.unwrap_or(0);
+    let (size, params, ftype) = match &src {
+        ModelSource::Gguf(f) => {
+            let size: u64 = f.tensors().iter().map(|t| t.size).sum();
+            let params: u64 = f.tensors().iter().map(|t| t.n_elements()).sum();
+            let ftype = match f.get("general.file_type") {
+                Some(autoround_formats::gguf::GgufValue::U32(v)) => Mixture::ALL
+                    .iter()
+                    .find(|m| m.ftype() == *v)
+                    .map_or(format!("ftype {v}"), |m| m.llama_name()),
+                _ => "?".into(),
+            };
+            (size, params, ftype)
+        }
+        ModelSource::Hf { .. } => (0, 0, "safetensors".into()),
+    };
+    let desc = format!(
+        "{} {} {}",
+        model.cfg.arch.gguf_name(),
+        params_str(params).replace(' ', "").replace(".00", ""),
+        ftype
+    );
+    let mut tests = Vec::new();
+    for &t in &threads {
+        for &p in &a.n_prompt {
+            if p > 0 {
+                tests.push((format!("pp{p}"), p, 0, t));
+            }
+        }
+        for &n in &a.n_gen {
+            if n > 0 {
+                tests.push((format!("tg{n}"), 0, n, t));
+            }
+        }
+    }
+    if tests.is_empty() {
+        bail!("nothing to run: every -p and -n is 0");
+    }
+    if !json {
+        println!("| model                          |       size |     params | backend    | threads |            test |                  t/s |");
+        println!("| ------------------------------ | ---------: | ---------: | ---------- | ------: | --------------: | -------------------: |");
+    }
+    let mut ids = Ids(0x9E37_79B9_7F4A_7C15);
+    for (name, p, n, t) in tests {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(t)
+            .build()
+            .context("starting the worker threads")?;
+        let secs = pool.install(|| -> Result<Vec<f64>> {
+            if !a.no_warmup {
+                run_once(&model, bos, p, n, &mut ids)?;
+            }
+            (0..a.repetitions)
+                .map(|_| run_once(&model, bos, p, n, &mut ids))
+                .collect()
+        })?;
+        let row = Row {
+            test: name,
+            n_prompt: p,
+            n_gen: n,
+            threads: t,
+            secs,
+        };
+        let rates = row.rates();
+        let (m, sd) = mean_sd(&rates);
+        if json {
+            let ns: Vec<u64> = row.secs.iter().map(|s| (s * 1e9) as u64).collect();
+            let (avg_ns, sd_ns) = mean_sd(&row.secs);
+            println!(
+                "{}",
+                serde_json::json!({
+                    "model_filename": a.model.display().to_string(),
+                    "model_type": desc,
+                    "model_size": size,
+                    "model_n_params": params,
+                    "n_threads": row.threads,
+                    "n_prompt": row.n_prompt,
+                    "n_gen": row.n_gen,
+                    "test": row.test,
+                    "avg_ns": (avg_ns * 1e9) as u64,
+                    "stddev_ns": (sd_ns * 1e9) as u64,
+                    "avg_ts": m,
+                    "stddev_ts": sd,
+                    "samples_ns": ns,
+                    "samples_ts": rates,
+                    "engine": "autoround-cpu",
+                })
+            );
+        } else {
+            println!(
+                "| {:<30} | {:>10} | {:>10} | {:<10} | {:>7} | {:>15} | {:>20} |",
+                desc,
+                format!("{:.2} MiB", size as f64 / (1u64 << 20) as f64),
+                params_str(params),
+                "CPU",
+                row.threads,
+                row.test,
+                format!("{m:.2} ± {sd:.2}")
+            );
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mean_and_sample_standard_deviation() {
+        let (m, sd) = mean_sd(&[2.0, 4.0, 4.0, 4.0, 5.0, 5.0, 7.0, 9.0]);
+        assert_eq!(m, 5.0);
+        assert!((sd - (32.0f64 / 7.0).sqrt()).abs() < 1e-12, "{sd}");
+        assert_eq!(mean_sd(&[3.0]), (3.0, 0.0));
+    }
+}

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Speed of our engine against llama.cpp on the same GGUF files and thread counts, alternating
+# runs (llama-bench, then `autoround-cpu bench`, REPS times), medians per test, ratio ours/llama.
+#
+# Usage: tools/bench-vs-llama-cpp.sh FILE.gguf [FILE.gguf ...]
+# Env:   THREADS="2 1"  REPS=5  P=512  N=128   (pp<P> and tg<N>, llama-bench's tests)
+#        LLAMA_BENCH    llama-bench to use (default: tools/peer-llama-cpp-noamx.sh's build: the
+#                       native build crashes in its AMX path here unless repacking is off)
+#        AR_BIN         our binary (default: target/release/autoround-cpu, built if missing)
+#        OUT            folder for the raw jsonl (default: a temporary folder)
+# Prints one markdown table; the raw runs stay in $OUT.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/.." && pwd)
+[ $# -ge 1 ] || { echo "usage: $0 FILE.gguf [FILE.gguf ...]" >&2; exit 2; }
+THREADS="${THREADS:-2 1}"; REPS="${REPS:-5}"; P="${P:-512}"; N="${N:-128}"
+LB="${LLAMA_BENCH:-$("$here/peer-llama-cpp-noamx.sh" | tail -n1)/llama-bench}"
+AR="${AR_BIN:-$root/target/release/autoround-cpu}"
+if [ -z "${AR_BIN:-}" ]; then (cd "$root" && cargo build --release --quiet); fi
+OUT="${OUT:-$(mktemp -d)}"; mkdir -p "$OUT"
+for f in "$@"; do [ -f "$f" ] || { echo "no such file: $f" >&2; exit 2; }; done
+for f in "$@"; do
+  for t in $THREADS; do
+    tag="$(basename "$f" .gguf).t$t"
+    for i in $(seq "$REPS"); do
+      echo "[bench] $tag run $i/$REPS" >&2
+      "$LB" -m "$f" -p "$P" -n "$N" -t "$t" -r 1 -o jsonl 2>/dev/null >> "$OUT/$tag.llama.jsonl"
+      "$AR" bench -m "$f" -p "$P" -n "$N" -t "$t" -r 1 -o jsonl >> "$OUT/$tag.ours.jsonl"
+    done
+  done
+done
+python3 - "$OUT" "$@" <<'PY'
+import json, os, statistics, sys
+out, files = sys.argv[1], sys.argv[2:]
+print("| model | threads | test | llama.cpp t/s | ours t/s | ours / llama.cpp |")
+print("|---|---:|---|---:|---:|---:|")
+for f in files:
+    base = os.path.basename(f)[:-5]
+    for name in sorted(os.listdir(out)):
+        if not (name.startswith(base + ".t") and name.endswith(".llama.jsonl")):
+            continue
+        tag = name[: -len(".llama.jsonl")]
+        t = tag.rsplit(".t", 1)[1]
+        def runs(path):
+            r = {}
+            for line in open(path):
+                line = line.strip()
+                if not line.startswith("{"):
+                    continue
+                j = json.loads(line)
+                test = f"pp{j['n_prompt']}" if j["n_gen"] == 0 else f"tg{j['n_gen']}"
+                r.setdefault(test, []).append(j["avg_ts"])
+            return r
+        ll, us = runs(os.path.join(out, name)), runs(os.path.join(out, tag + ".ours.jsonl"))
+        for test in sorted(ll, key=lambda s: (s[:2] != "pp", s)):
+            a, b = statistics.median(ll[test]), statistics.median(us.get(test, [float("nan")]))
+            print(f"| {base} | {t} | {test} | {a:.2f} ({len(ll[test])} runs) | {b:.2f} ({len(us.get(test, []))} runs) | {b / a:.3f} |")
+PY
+echo "raw runs: $OUT" >&2
