@@ -45,7 +45,7 @@ fn weight_rows(ty: GgmlType, cols: usize, rows: usize, rng: &mut Rng) -> Vec<u8>
     let special = [0.0f32, 6.0e-8, 65504.0, -65504.0, 1.0e-3];
     for blk in w.chunks_exact_mut(ty.type_size()) {
         for &off in scale_offsets(ty) {
-            let v = if rng.next() % 8 == 0 {
+            let v = if rng.next() & 7 == 0 {
                 special[(rng.next() % special.len() as u64) as usize]
             } else {
                 rng.unit() * 0.05

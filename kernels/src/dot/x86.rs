@@ -446,8 +446,8 @@ unsafe fn f16_rows(cols: usize, w: &[u8], a: &[f32], out: &mut [f32]) {
                 _mm256_add_ps(s[0], s[1]),
                 _mm256_add_ps(s[2], s[3]),
             ));
-            for i in c8..cols {
-                t += f16_at(row.add(2 * i)) * a[i];
+            for (i, ai) in a.iter().enumerate().take(cols).skip(c8) {
+                t += f16_at(row.add(2 * i)) * ai;
             }
             *o = t;
         }
