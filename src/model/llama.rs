@@ -1,6 +1,9 @@
 //! The decoder itself: weights, KV cache and the batched forward pass.
 //!
-//! Numerics are those of llama.cpp's CPU backend on an AVX2+FMA machine, bit for bit (checked
+//! Two arithmetics ([`Numerics`]). `Fast`, the default, runs the matrix products through
+//! [`crate::tensor::fast`] and a batch's attention as blocked GEMMs ([`Model::attention_blocks`]);
+//! the rest is shared. With `LlamaCpp`, numerics are those of llama.cpp's CPU backend on an
+//! AVX2+FMA machine, bit for bit (checked
 //! against llama.cpp's own intermediate tensors with `tools/compare-dumps.py`): RMSNorm sums
 //! squares in f64; RoPE angles are built by repeated multiplication in f32 as ggml's cache does,
 //! and the rotation uses the fused multiply-adds GCC makes of ggml's scalar code; K and V are

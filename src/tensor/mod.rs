@@ -8,8 +8,8 @@
 //! activation row is first converted to the weight type's "vec-dot type" (Q8_0, Q8_1, Q8_K, F16,
 //! ...) as llama.cpp does, and [`autoround_kernels::matmul`] forms every dot product in the float
 //! order of the kernel llama.cpp picks for that type and batch size (its AVX2 dot products,
-//! llamafile's tinyBLAS, the repacked Q4_K GEMM/GEMV, the tiled K-quant matmul). The fast SIMD
-//! kernels (a later issue) must agree with this path.
+//! llamafile's tinyBLAS, the repacked Q4_K GEMM/GEMV, the tiled K-quant matmul). The engine's
+//! default products are [`fast`]'s, which agree with this path up to rounding.
 
 pub mod fast;
 
