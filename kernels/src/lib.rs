@@ -10,6 +10,8 @@ pub mod gemm;
 pub mod matmul;
 pub mod memory;
 pub mod ops;
+pub mod pool;
+pub mod qgemm;
 pub mod quantize;
 pub mod reference;
 pub mod vmath;

@@ -17,7 +17,10 @@ use super::Weight;
 use autoround_kernels::dispatch::Tier;
 use autoround_kernels::dot::{self, Act};
 use autoround_kernels::gemm::{gemm, Mat, Precision, Threads};
+use autoround_kernels::pool::Pool;
+use autoround_kernels::qgemm;
 use autoround_kernels::reference;
+use autoround_kernels::GgmlType;
 use rayon::prelude::*;
 use std::cell::RefCell;
 
@@ -28,55 +31,103 @@ pub const PREFILL_ROWS: usize = 16;
 const SLAB_ELEMENTS: usize = 4 << 20;
 
 thread_local! {
-    /// Quantized activations of the decode path (one row).
-    static ACT: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    /// Quantized activations of the decode path: one row per vec-dot type in use.
+    static ACT: RefCell<Vec<(GgmlType, Vec<u8>)>> = const { RefCell::new(Vec::new()) };
     /// Dequantized weight slab of the prefill path.
     static SLAB: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
+/// The decode steps' spinning worker pool, with as many threads as rayon's pool (which `-t`
+/// sets); see [`autoround_kernels::pool`].
+pub fn pool() -> &'static Pool {
+    Pool::global(rayon::current_num_threads())
+}
+
 /// `out[t][r] = Σ_c w[r][c] · x[t][c]` for `n` tokens (`x` is `n × w.cols`, `out` `n × w.rows`).
 pub fn matmul(w: &Weight, x: &[f32], n: usize, out: &mut [f32]) {
-    assert_eq!(x.len(), n * w.cols, "matmul input of {}", w.name);
-    assert_eq!(out.len(), n * w.rows, "matmul output of {}", w.name);
+    matmul_many(&[w], x, n, &mut [out]);
+}
+
+/// Several products of one input (`outs[i] = ws[i] · x`, as [`matmul`]): the activations are
+/// quantized once per vec-dot type, and in decode all rows of all the products run in one
+/// parallel region (q/k/v, gate/up).
+pub fn matmul_many(ws: &[&Weight], x: &[f32], n: usize, outs: &mut [&mut [f32]]) {
+    assert_eq!(ws.len(), outs.len(), "one output per weight");
+    let Some(cols) = ws.first().map(|w| w.cols) else {
+        return;
+    };
+    for (w, o) in ws.iter().zip(outs.iter()) {
+        assert_eq!(
+            w.cols, cols,
+            "matmul_many: {} has another input width",
+            w.name
+        );
+        assert_eq!(x.len(), n * w.cols, "matmul input of {}", w.name);
+        assert_eq!(o.len(), n * w.rows, "matmul output of {}", w.name);
+    }
     if n >= PREFILL_ROWS {
-        prefill(w, x, n, out);
+        prefill(ws, x, n, outs);
     } else {
-        for (xt, ot) in x.chunks_exact(w.cols).zip(out.chunks_exact_mut(w.rows)) {
-            gemv(w, xt, ot);
+        for t in 0..n {
+            gemv(ws, &x[t * cols..(t + 1) * cols], t, outs);
         }
     }
 }
 
-/// One token: quantize the activations, then the rows in parallel.
-fn gemv(w: &Weight, x: &[f32], out: &mut [f32]) {
+/// Token `t`: quantize its activations (once per vec-dot type), then the rows of every weight
+/// in parallel on the decode pool.
+fn gemv(ws: &[&Weight], x: &[f32], t: usize, outs: &mut [&mut [f32]]) {
     let tier = Tier::selected().unwrap_or(Tier::Scalar);
-    let rb = w.row_bytes();
-    let threads = rayon::current_num_threads();
-    // a few tasks per thread, but not so small that scheduling costs more than the rows
-    let min_rows = (65536 / rb.max(1)).max(8);
-    let per_task = w.rows.div_ceil(threads * 4).max(min_rows);
-    let mut run = |act: Act<'_>| {
-        if w.rows <= per_task || threads == 1 {
-            dot::dot_rows(tier, w.ty, w.cols, &w.data, act, out);
-            return;
+    let pool = pool();
+    let threads = pool.threads();
+    ACT.with(|bufs| {
+        let mut bufs = bufs.borrow_mut();
+        let mut used = 0;
+        for w in ws.iter().filter(|w| !dot::takes_f32(w.ty)) {
+            let vt = reference::vec_dot_type(w.ty);
+            if bufs[..used].iter().any(|(t, _)| *t == vt) {
+                continue;
+            }
+            if bufs.len() == used {
+                bufs.push((vt, Vec::new()));
+            }
+            let (bt, buf) = &mut bufs[used];
+            *bt = vt;
+            buf.resize(
+                vt.row_bytes(x.len() as u64).expect("whole blocks") as usize,
+                0,
+            );
+            dot::act::quantize(vt, x, buf);
+            used += 1;
         }
-        out.par_chunks_mut(per_task).enumerate().for_each(|(i, o)| {
-            let r0 = i * per_task;
-            let rows = &w.data[r0 * rb..(r0 + o.len()) * rb];
-            dot::dot_rows(tier, w.ty, w.cols, rows, act, o);
+        let bufs = &bufs[..used];
+        let mut tasks: Vec<(&Weight, usize, Act<'_>, &mut [f32])> = Vec::new();
+        for (w, o) in ws.iter().zip(outs.iter_mut()) {
+            let act = if dot::takes_f32(w.ty) {
+                Act::F32(x)
+            } else {
+                let vt = reference::vec_dot_type(w.ty);
+                Act::Quant(
+                    &bufs
+                        .iter()
+                        .find(|(t, _)| *t == vt)
+                        .expect("quantized above")
+                        .1,
+                )
+            };
+            // a few tasks per thread, but not so small that scheduling costs more than the rows
+            let min_rows = (65536 / w.row_bytes().max(1)).max(8);
+            let per_task = w.rows.div_ceil(threads * 4).max(min_rows);
+            let ot = &mut o[t * w.rows..(t + 1) * w.rows];
+            for (i, chunk) in ot.chunks_mut(per_task).enumerate() {
+                tasks.push((w, i * per_task, act, chunk));
+            }
+        }
+        pool.for_each(&mut tasks, &|(w, r0, act, out)| {
+            let rb = w.row_bytes();
+            let rows = &w.data[*r0 * rb..(*r0 + out.len()) * rb];
+            dot::dot_rows(tier, w.ty, w.cols, rows, *act, out);
         });
-    };
-    if dot::takes_f32(w.ty) {
-        return run(Act::F32(x));
-    }
-    let vt = reference::vec_dot_type(w.ty);
-    let quantize = reference::engine_quantize_fn(vt).expect("vec-dot types are quantizable");
-    let bytes = vt.row_bytes(w.cols as u64).expect("whole blocks") as usize;
-    ACT.with(|buf| {
-        let mut buf = buf.borrow_mut();
-        buf.resize(bytes, 0);
-        quantize(x, &mut buf);
-        run(Act::Quant(&buf));
     });
 }
 
@@ -90,25 +141,53 @@ pub fn prefill_precision() -> Precision {
     })
 }
 
-/// A batch: dequantized slabs of rows times all tokens.
-fn prefill(w: &Weight, x: &[f32], n: usize, out: &mut [f32]) {
-    let dq = reference::dequantize_fn(w.ty).expect("weights are dequantizable (checked at load)");
-    // The activations rounded as llama.cpp (and the llama-cpp path) rounds them: to the vec-dot
-    // type and back. Unrounded activations move perplexity by 0.2-0.3% on SmolLM2 (measured).
-    let vt = reference::vec_dot_type(w.ty);
-    let xq: Vec<f32> = match reference::dequantize_fn(vt) {
-        Some(d) if vt != autoround_kernels::GgmlType::F32 => {
-            let qa = super::QuantizedActivations::new(w.ty, x, n, w.cols);
+/// A batch. Where the CPU has AMX-INT8 and the type a kernel there
+/// ([`autoround_kernels::qgemm`]): the activations quantized as llama.cpp quantizes them, then
+/// exact integer block sums against the weights in place. Otherwise dequantized slabs of rows
+/// times all tokens through the f32/bf16 GEMM.
+fn prefill(ws: &[&Weight], x: &[f32], n: usize, outs: &mut [&mut [f32]]) {
+    let cols = x.len() / n;
+    // Quantized activations, once per quantizer (Q4_K's differs: llama.cpp's 4-row form).
+    let mut quantized: Vec<((GgmlType, bool), super::QuantizedActivations)> = Vec::new();
+    // Activations rounded as llama.cpp rounds them: to the vec-dot type and back, once per type.
+    // Unrounded activations move perplexity by 0.2-0.3% on SmolLM2 (measured).
+    let mut rounded: Vec<(GgmlType, Vec<f32>)> = Vec::new();
+    let int8 = qgemm::available();
+    for (w, out) in ws.iter().zip(outs.iter_mut()) {
+        let vt = reference::vec_dot_type(w.ty);
+        if int8 && qgemm::supports(w.ty) {
+            let key = (vt, w.ty == GgmlType::Q4_K);
+            let at = match quantized.iter().position(|(k, _)| *k == key) {
+                Some(i) => i,
+                None => {
+                    quantized.push((key, super::QuantizedActivations::new(w.ty, x, n, cols)));
+                    quantized.len() - 1
+                }
+            };
+            let qa = &quantized[at].1.data;
+            qgemm::matmul(w.ty, cols, &w.data, w.rows, qa, n, out, w.rows);
+            continue;
+        }
+        if vt != GgmlType::F32 && !rounded.iter().any(|(t, _)| *t == vt) {
+            let d = reference::dequantize_fn(vt).expect("vec-dot types are dequantizable");
+            let qa = super::QuantizedActivations::new(w.ty, x, n, cols);
             let bytes = qa.data.len() / n;
             let mut xq = vec![0f32; x.len()];
-            xq.par_chunks_mut(w.cols)
+            xq.par_chunks_mut(cols)
                 .zip(qa.data.par_chunks(bytes))
                 .for_each(|(dst, src)| d(src, dst));
-            xq
+            rounded.push((vt, xq));
         }
-        _ => x.to_vec(),
-    };
-    let x = &xq[..];
+        let xw = rounded
+            .iter()
+            .find(|(t, _)| *t == vt)
+            .map_or(x, |(_, v)| &v[..]);
+        prefill_one(w, xw, n, out);
+    }
+}
+
+fn prefill_one(w: &Weight, x: &[f32], n: usize, out: &mut [f32]) {
+    let dq = reference::dequantize_fn(w.ty).expect("weights are dequantizable (checked at load)");
     let rb = w.row_bytes();
     let slab_rows = (SLAB_ELEMENTS / w.cols).clamp(32, w.rows.max(32)) / 32 * 32;
     let prec = prefill_precision();
@@ -138,7 +217,6 @@ fn prefill(w: &Weight, x: &[f32], n: usize, out: &mut [f32]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use autoround_kernels::GgmlType;
     use std::borrow::Cow;
 
     /// Both fast paths (decode and prefill) against the llama.cpp path on the same weights and
@@ -179,9 +257,11 @@ mod tests {
                 matmul(&w, &x, n, &mut got);
                 // The same quantized activations on both sides, so only rounding differs: float
                 // summation order, the f16 rounding of the llama.cpp path's F16 activations in
-                // decode (2^-11 relative), bf16 inputs where AMX runs the prefill (2^-9 each).
+                // decode (2^-11 relative), bf16 inputs where AMX bf16 runs the prefill (2^-9 each; the
+                // AMX int8 prefill forms the llama.cpp path's exact block sums).
                 // Bounds relative to Σ|w·x| of each output.
-                let bf16 = n >= PREFILL_ROWS && prefill_precision() == Precision::Bf16;
+                let int8 = qgemm::available() && qgemm::supports(ty);
+                let bf16 = n >= PREFILL_ROWS && prefill_precision() == Precision::Bf16 && !int8;
                 let rel = if bf16 { 1.0 / 128.0 } else { 1e-3 };
                 let wd = w.to_f32();
                 for (i, (g, r)) in got.iter().zip(&want).enumerate() {

@@ -156,7 +156,6 @@ impl QuantizedActivations {
             .row_bytes(cols as u64)
             .expect("cols checked against the weight") as usize;
         let mut data = vec![0u8; row_bytes * n];
-        let quantize = reference::engine_quantize_fn(ty).expect("vec-dot types are quantizable");
         // llama.cpp quantizes the activations of its repacked Q4_K matrices four rows at a time
         // with a slightly different sign rule (see `quantize_row_q8_k_x86_mat`).
         let mat_rows = if wty == GgmlType::Q4_K {
@@ -169,9 +168,9 @@ impl QuantizedActivations {
             .enumerate()
             .for_each(|(i, (dst, src))| {
                 if i < mat_rows {
-                    reference::kquants::quantize_row_q8_k_x86_mat(src, dst)
+                    autoround_kernels::dot::act::quantize_q8_k_mat(src, dst)
                 } else {
-                    quantize(src, dst)
+                    autoround_kernels::dot::act::quantize(ty, src, dst)
                 }
             });
         QuantizedActivations { ty, data }

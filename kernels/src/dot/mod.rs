@@ -21,6 +21,7 @@ use crate::dispatch::Tier;
 use crate::reference;
 use crate::GgmlType;
 
+pub mod act;
 #[cfg(target_arch = "x86_64")]
 pub mod x86;
 

@@ -289,20 +289,35 @@ unsafe fn legacy_rows<const VNNI: bool, const KIND: u8>(
     }
 }
 
-/// Q8_K's fields at `y`: scale, and the 16 block sums.
+/// Q4_K/Q5_K's eight 6-bit scales and eight 6-bit mins, unpacked from their 12 bytes at `p`:
+/// bytes 0..4 hold scales 0..4 (low 6 bits), 4..8 mins 0..4; bytes 8..12 hold the low 4 bits of
+/// scales 4..8 (low nibbles) and mins 4..8 (high nibbles), whose top 2 bits are the top bits of
+/// bytes 0..8. Returns (scales, mins) as eight bytes each.
 #[inline(always)]
-unsafe fn q8_k_head(y: *const u8) -> (f32, [i32; 16]) {
-    let mut bsums = [0i32; 16];
-    // SAFETY: a Q8_K block is 292 bytes: f32 scale, 256 quants, 16 i16 sums at 260.
-    unsafe {
-        for (j, s) in bsums.iter_mut().enumerate() {
-            *s = (y.add(260 + 2 * j) as *const i16).read_unaligned() as i32;
-        }
-        ((y as *const f32).read_unaligned(), bsums)
-    }
+unsafe fn scales_mins_k4(p: *const u8) -> (u64, u64) {
+    // SAFETY: the caller points at 12 readable bytes.
+    let (w0, w1, w2) = unsafe { (read_u32(p), read_u32(p.add(4)), read_u32(p.add(8))) };
+    let (low6, low4, top2) = (0x3f3f_3f3fu32, 0x0f0f_0f0fu32, 0x0303_0303u32);
+    let sc_hi = (w2 & low4) | ((w0 >> 6) & top2) << 4;
+    let mn_hi = ((w2 >> 4) & low4) | ((w1 >> 6) & top2) << 4;
+    let sc = (w0 & low6) as u64 | (sc_hi as u64) << 32;
+    let mn = (w1 & low6) as u64 | (mn_hi as u64) << 32;
+    (sc, mn)
+}
+
+/// Shuffle masks that broadcast 16-bit word `k` of a 128-bit lane to all its eight words.
+#[inline(always)]
+unsafe fn word_splat_mask(k: i8) -> __m128i {
+    let (lo, hi) = (2 * k, 2 * k + 1);
+    _mm_setr_epi8(
+        lo, hi, lo, hi, lo, hi, lo, hi, lo, hi, lo, hi, lo, hi, lo, hi,
+    )
 }
 
 /// Q4_K (`HIGH == false`) and Q5_K (`HIGH == true`) rows against Q8_K activations.
+///
+/// Per super-block: `d·d8·Σ_j sc_j·Σ(q·a) − dmin·d8·Σ_j m_j·Σa`, the second sum from Q8_K's
+/// block sums (each 16-element sum appears once per 32-element sub-block pair of mins).
 #[inline(always)]
 unsafe fn q45_k_rows<const HIGH: bool>(cols: usize, w: &[u8], a: &[u8], out: &mut [f32]) {
     let nb = cols / 256;
@@ -310,26 +325,31 @@ unsafe fn q45_k_rows<const HIGH: bool>(cols: usize, w: &[u8], a: &[u8], out: &mu
     let qs_off = if HIGH { 48 } else { 16 };
     let m4 = _mm256_set1_epi8(0x0F);
     let one = _mm256_set1_epi8(1);
+    // SAFETY: constant shuffles only.
+    let splat: [__m256i; 8] =
+        unsafe { std::array::from_fn(|k| _mm256_broadcastsi128_si256(word_splat_mask(k as i8))) };
     for (r, o) in out.iter_mut().enumerate() {
         // SAFETY: super-block b of row r lies inside `w` (wb bytes each), activation super-block
-        // b inside `a` (292 bytes each).
+        // b inside `a` (292 bytes each: f32 scale, 256 quants, 16 i16 sums at 260).
         unsafe {
             let row = w.as_ptr().add(r * nb * wb);
             let mut acc = _mm256_setzero_ps();
-            let mut accm = 0f32;
+            let mut accm = _mm256_setzero_ps();
             for b in 0..nb {
                 let x = row.add(b * wb);
                 let y = a.as_ptr().add(b * 292);
                 prefetch_ahead(x, wb);
-                let packed = std::slice::from_raw_parts(x.add(4), 12);
-                let mut sc = [0i16; 8];
-                let mut mn = [0i32; 8];
-                for j in 0..8 {
-                    let (s, m) = crate::reference::kquants::get_scale_min_k4(j, packed);
-                    sc[j] = s as i16;
-                    mn[j] = m as i32;
-                }
-                let (d8, bsums) = q8_k_head(y);
+                let (sc, mn) = scales_mins_k4(x.add(4));
+                let d8 = (y as *const f32).read_unaligned();
+                // mins: each repeated for the two 16-element sums of its sub-block
+                let mn = _mm_cvtsi64_si128(mn as i64);
+                let mn16 = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(mn, mn));
+                let bsums = _mm256_loadu_si256(y.add(260) as *const __m256i);
+                let msum = _mm256_madd_epi16(mn16, bsums);
+                let dmin = _mm256_set1_ps(f16_at(x.add(2)) * d8);
+                accm = _mm256_fmadd_ps(dmin, _mm256_cvtepi32_ps(msum), accm);
+                let sc16 =
+                    _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(_mm_cvtsi64_si128(sc as i64)));
                 let qh = if HIGH {
                     load32(x.add(16))
                 } else {
@@ -350,21 +370,15 @@ unsafe fn q45_k_rows<const HIGH: bool>(cols: usize, w: &[u8], a: &[u8], out: &mu
                     }
                     let p0 = _mm256_maddubs_epi16(lo, load32(y.add(4 + 64 * c)));
                     let p1 = _mm256_maddubs_epi16(hi, load32(y.add(4 + 64 * c + 32)));
-                    sumi =
-                        _mm256_add_epi32(sumi, _mm256_madd_epi16(p0, _mm256_set1_epi16(sc[2 * c])));
-                    sumi = _mm256_add_epi32(
-                        sumi,
-                        _mm256_madd_epi16(p1, _mm256_set1_epi16(sc[2 * c + 1])),
-                    );
+                    let s0 = _mm256_shuffle_epi8(sc16, splat[2 * c]);
+                    let s1 = _mm256_shuffle_epi8(sc16, splat[2 * c + 1]);
+                    sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p0, s0));
+                    sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p1, s1));
                 }
                 let d = f16_at(x) * d8;
                 acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
-                let mins: i32 = (0..8)
-                    .map(|j| mn[j] * (bsums[2 * j] + bsums[2 * j + 1]))
-                    .sum();
-                accm += f16_at(x.add(2)) * d8 * mins as f32;
             }
-            *o = hsum(acc) - accm;
+            *o = hsum(acc) - hsum(accm);
         }
     }
 }
@@ -375,6 +389,16 @@ unsafe fn q6_k_rows(cols: usize, w: &[u8], a: &[u8], out: &mut [f32]) {
     let nb = cols / 256;
     let m4 = _mm256_set1_epi8(0x0F);
     let m2 = _mm256_set1_epi8(3);
+    // Mask `k` puts word `2k` of a lane in the low half and word `2k + 1` in the high half.
+    // SAFETY: constant shuffles only.
+    let pair: [__m256i; 4] = unsafe {
+        std::array::from_fn(|k| {
+            _mm256_set_m128i(
+                word_splat_mask(2 * k as i8 + 1),
+                word_splat_mask(2 * k as i8),
+            )
+        })
+    };
     for (r, o) in out.iter_mut().enumerate() {
         // SAFETY: super-block b of row r lies inside `w` (210 bytes each), activation
         // super-block b inside `a` (292 bytes each).
@@ -385,10 +409,21 @@ unsafe fn q6_k_rows(cols: usize, w: &[u8], a: &[u8], out: &mut [f32]) {
                 let x = row.add(b * 210);
                 let y = a.as_ptr().add(b * 292);
                 prefetch_ahead(x, 210);
-                let sc = |j: usize| *x.add(192 + j) as i8 as i16;
-                let (d8, bsums) = q8_k_head(y);
-                let mut sumi = _mm256_setzero_si256();
-                for n in 0..2 {
+                let d8 = (y as *const f32).read_unaligned();
+                let sc8 = _mm_loadu_si128(x.add(192) as *const __m128i);
+                let sc_all = _mm256_cvtepi8_epi16(sc8);
+                // the values are q - 32: take 32 × Σ scale × block sum off, exactly
+                let bsums = _mm256_loadu_si256(y.add(260) as *const __m256i);
+                let mut sumi = _mm256_sub_epi32(
+                    _mm256_setzero_si256(),
+                    _mm256_slli_epi32(_mm256_madd_epi16(sc_all, bsums), 5),
+                );
+                // scales 0..8 and 8..16, each in both lanes
+                let halves = [
+                    _mm256_broadcastsi128_si256(_mm256_castsi256_si128(sc_all)),
+                    _mm256_broadcastsi128_si256(_mm256_extracti128_si256(sc_all, 1)),
+                ];
+                for (n, half) in halves.iter().enumerate() {
                     let qa = load32(x.add(64 * n));
                     let qb = load32(x.add(64 * n + 32));
                     let qh = load32(x.add(128 + 32 * n));
@@ -404,14 +439,11 @@ unsafe fn q6_k_rows(cols: usize, w: &[u8], a: &[u8], out: &mut [f32]) {
                     ];
                     for (k, vk) in v.iter().enumerate() {
                         let p = _mm256_maddubs_epi16(*vk, load32(y.add(4 + 128 * n + 32 * k)));
-                        let j = 8 * n + 2 * k;
-                        let s = _mm256_set_m128i(_mm_set1_epi16(sc(j + 1)), _mm_set1_epi16(sc(j)));
+                        // scales j = 8n + 2k (low 16 elements) and j + 1 (high 16)
+                        let s = _mm256_shuffle_epi8(*half, pair[k]);
                         sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, s));
                     }
                 }
-                // the values are q - 32: take 32 × Σ scale × block sum off, exactly
-                let corr: i32 = (0..16).map(|j| sc(j) as i32 * bsums[j]).sum::<i32>() * 32;
-                sumi = _mm256_sub_epi32(sumi, _mm256_set_epi32(0, 0, 0, 0, 0, 0, 0, corr));
                 let d = f16_at(x.add(208)) * d8;
                 acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
             }
