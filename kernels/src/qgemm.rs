@@ -560,7 +560,7 @@ mod imp {
 
 #[cfg(not(target_arch = "x86_64"))]
 mod imp {
-    use super::{Packed, T};
+    use super::Packed;
     pub(super) fn with_tiles(_len: usize, _f: impl FnOnce()) {
         unreachable!("int8 AMX products are only dispatched on x86-64")
     }

@@ -5,7 +5,6 @@
 //! call per element: before this, quantizing the activations took a quarter of a 512-token
 //! prefill on SmolLM2 (perf).
 
-use crate::dispatch::Features;
 use crate::reference;
 use crate::GgmlType;
 
@@ -54,7 +53,7 @@ pub fn quantize_q8_k_mat(x: &[f32], out: &mut [u8]) {
 
 #[cfg(target_arch = "x86_64")]
 fn simd_ok() -> bool {
-    use crate::dispatch::Tier;
+    use crate::dispatch::{Features, Tier};
     let f = Features::get();
     f.avx2 && f.fma && f.f16c && Tier::selected().is_ok_and(|t| t >= Tier::Avx2)
 }

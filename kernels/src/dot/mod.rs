@@ -13,6 +13,7 @@
 //! | scalar | everywhere | the reference, row by row |
 //! | avx2 | x86-64 with AVX2+FMA+F16C | [`x86`]: 32-byte blocks through `maddubs`/`madd` |
 //! | avx512 | x86-64 with AVX-512 VL/BW + VNNI | [`x86`] with `vpdpbusd` for the 32-element types |
+//! | neon | AArch64 | `neon`: `sdot` (dot-product extension) or `smull`/`sadalp`; not F16 yet |
 //!
 //! Find the Q4_K dot product in [`x86`] (`q4_k_rows`) and its spec in
 //! [`crate::reference::vec_dot_q4_k_q8_k`].
@@ -22,6 +23,8 @@ use crate::reference;
 use crate::GgmlType;
 
 pub mod act;
+#[cfg(target_arch = "aarch64")]
+pub mod neon;
 #[cfg(target_arch = "x86_64")]
 pub mod x86;
 
@@ -39,7 +42,25 @@ pub fn takes_f32(ty: GgmlType) -> bool {
     ty == GgmlType::F16
 }
 
-/// Whether a tier above scalar has a kernel for `ty` (others run the reference row by row).
+/// Whether tier `tier` has a kernel for `ty` (others run the reference row by row).
+pub fn has_simd_on(tier: Tier, ty: GgmlType) -> bool {
+    match tier {
+        Tier::Scalar => false,
+        Tier::Neon => cfg!(target_arch = "aarch64") && neon_handles(ty),
+        _ => has_simd(ty),
+    }
+}
+
+/// Whether the NEON tier has a kernel for `ty`.
+pub fn neon_handles(ty: GgmlType) -> bool {
+    use GgmlType as T;
+    matches!(
+        ty,
+        T::Q4_0 | T::Q4_1 | T::Q5_0 | T::Q5_1 | T::Q8_0 | T::Q4_K | T::Q5_K | T::Q6_K
+    )
+}
+
+/// Whether the x86 tiers have a kernel for `ty` (others run the reference row by row).
 pub fn has_simd(ty: GgmlType) -> bool {
     use GgmlType as T;
     matches!(
@@ -74,6 +95,14 @@ pub fn dot_rows(tier: Tier, ty: GgmlType, cols: usize, w: &[u8], act: Act<'_>, o
         // SAFETY: `Tier::supported` checked that the CPU has the tier's features; the buffer
         // sizes were checked above.
         unsafe { x86::dot_rows(tier >= Tier::Avx512, ty, cols, w, act, out) };
+        return;
+    }
+    #[cfg(target_arch = "aarch64")]
+    if tier == Tier::Neon && neon_handles(ty) && Tier::supported(tier) {
+        // SAFETY: `Tier::supported` checked NEON (and `dotprod` is passed as detected); the
+        // buffer sizes were checked above.
+        let dotprod = crate::dispatch::Features::get().dotprod;
+        unsafe { neon::dot_rows(dotprod, ty, cols, w, act, out) };
         return;
     }
     let _ = tier;

@@ -75,7 +75,7 @@ fn magnitude(ty: GgmlType, cols: usize, row: &[u8], act: Act<'_>) -> f64 {
 }
 
 fn tiers() -> Vec<Tier> {
-    let all = [Tier::Scalar, Tier::Avx2, Tier::Avx512];
+    let all = [Tier::Scalar, Tier::Neon, Tier::Avx2, Tier::Avx512];
     let (run, skip): (Vec<Tier>, Vec<Tier>) = all.into_iter().partition(|&t| Tier::supported(t));
     for t in skip {
         eprintln!("skipped: tier {} (this CPU lacks it)", t.name());
