@@ -180,18 +180,33 @@ impl Tier {
             Tier::Neon => "neon",
             Tier::Avx2 => "avx2",
             Tier::Avx512 => "avx512 (vnni)",
-            Tier::Amx => "amx (bf16 tiles for prefill, avx512 vnni for decode)",
+            Tier::Amx => "amx (tiles for prefill, avx512 vnni for decode)",
         }
     }
 }
 
-/// The kernel tier that serves a weight type's decode products (the fast path).
+/// The kernel that serves a weight type's decode products (the fast path).
 pub fn tier_for(ty: crate::GgmlType) -> &'static str {
     match Tier::selected() {
         Ok(Tier::Scalar) => "scalar",
         Ok(t) if !crate::dot::has_simd_on(t, ty) => "scalar (no SIMD kernel for this type yet)",
+        Ok(Tier::Amx) => "avx512 (vnni)",
         Ok(t) => t.name(),
         Err(_) => "invalid AUTOROUND_ISA",
+    }
+}
+
+/// The kernel that serves a weight type's prefill products (batches of 16 tokens or more) in
+/// the fast path.
+pub fn prefill_for(ty: crate::GgmlType) -> &'static str {
+    if crate::qgemm::available() && crate::qgemm::supports(ty) {
+        "amx int8 (exact block sums)"
+    } else if !crate::reference::can_dequantize(ty) {
+        "none"
+    } else if crate::amx::available() {
+        "dequantized slabs, amx bf16"
+    } else {
+        "dequantized slabs, f32 gemm"
     }
 }
 

@@ -1,7 +1,7 @@
 //! `autoround-cpu doctor`: what this CPU offers and what the engine would use.
 
 use super::args::DoctorArgs;
-use autoround_kernels::dispatch::{tier_for, Features};
+use autoround_kernels::dispatch::{prefill_for, tier_for, Features};
 use autoround_kernels::{reference, GgmlType};
 
 pub fn doctor(a: DoctorArgs) -> anyhow::Result<()> {
@@ -26,14 +26,15 @@ pub fn doctor(a: DoctorArgs) -> anyhow::Result<()> {
             .map(|n| n.get())
             .unwrap_or(1)
     );
-    println!("\n{:<8} {:<10} {:<8}", "type", "vec-dot", "tier");
+    println!("\n{:<8} {:<10} {:<42} prefill", "type", "vec-dot", "decode");
     for &t in GgmlType::ALL {
         if reference::can_dequantize(t) && t != GgmlType::Q8_K && t != GgmlType::Q8_1 {
             println!(
-                "{:<8} {:<10} {:<8}",
+                "{:<8} {:<10} {:<42} {}",
                 t.to_string(),
                 reference::vec_dot_type(t).to_string(),
-                tier_for(t)
+                tier_for(t),
+                prefill_for(t)
             );
         }
     }
