@@ -1,17 +1,21 @@
 //! The engine's fast matrix products (the default; [`super::matmul`] is llama.cpp's arithmetic).
 //!
 //! - **Decode** (fewer than [`PREFILL_ROWS`] tokens): each token's activations are quantized once
-//!   to the weight type's vec-dot type (Q8_0/Q8_1/Q8_K; F16 weights take f32), then the weight
-//!   rows are split over the threads and [`autoround_kernels::dot::dot_rows`] reads each row once,
-//!   in place in the memory map, with the CPU's best tier (AVX-512 VNNI, AVX2).
-//! - **Prefill** (a batch of tokens): the weights are dequantized a slab of rows at a time into a
+//!   per vec-dot type (Q8_0/Q8_1/Q8_K; F16 weights take f32), then the rows of every product of
+//!   that input (q/k/v, or gate/up, via [`matmul_many`]) are split over the spinning decode pool
+//!   ([`autoround_kernels::pool`]) and [`autoround_kernels::dot::dot_rows`] reads each row once,
+//!   in place in the memory map, with the CPU's best tier (AVX-512 VNNI, AVX2, NEON).
+//! - **Prefill** (a batch of tokens), where the CPU has AMX-INT8 and the type a kernel there:
+//!   [`autoround_kernels::qgemm`], the activations quantized as llama.cpp quantizes them and the
+//!   exact integer block sums against the weights in place (unpacked per task into tile order).
+//! - **Prefill**, other types or CPUs: the weights are dequantized a slab of rows at a time into a
 //!   per-thread f32 buffer, and the slab is multiplied with every token at once by
 //!   [`autoround_kernels::gemm::gemm`] at its fastest precision (bf16 on AMX tiles where the CPU
 //!   has them, f32 otherwise), written straight into the output's columns.
 //!
-//! Results differ from the llama.cpp path only in rounding: the decode path's integer block sums
-//! are the same, its float additions come in another order; the prefill path multiplies the
-//! dequantized weights with unquantized (f32, or bf16 on AMX) activations.
+//! Results differ from the llama.cpp path only in rounding: the integer block sums are the same,
+//! the float additions come in another order; the slab path multiplies the dequantized weights
+//! with the activations rounded through the vec-dot type (in bf16 on AMX).
 
 use super::Weight;
 use autoround_kernels::dispatch::Tier;
