@@ -523,11 +523,14 @@ fn pack_b_kblock(b: &Mat<'_>, kb: usize, dst: &mut [u16]) {
 }
 
 #[cfg(target_arch = "x86_64")]
+pub(crate) use imp::with_config;
+
+#[cfg(target_arch = "x86_64")]
 mod imp {
     use super::{Operand, KB, T, TILE};
     use std::arch::asm;
 
-    /// `ldtilecfg`'s 64-byte operand: palette 1, every tile 16 rows of 64 bytes.
+    /// `ldtilecfg`'s 64-byte operand (palette 1).
     #[repr(C, align(64))]
     struct TileConfig {
         palette: u8,
@@ -773,17 +776,31 @@ mod imp {
         }
     }
 
-    /// Runs `f` with the tile configuration loaded on this thread, releasing the tiles after.
+    /// Runs `f` with this module's tile configuration loaded on this thread (every tile 16 rows
+    /// of 64 bytes), releasing the tiles after.
     pub(super) fn with_tiles(f: impl FnOnce()) {
+        with_config(
+            [64, 64, 64, 64, 64, 64, 64, 64, 0, 0, 0, 0, 0, 0, 0, 0],
+            [16, 16, 16, 16, 16, 16, 16, 16, 0, 0, 0, 0, 0, 0, 0, 0],
+            f,
+        )
+    }
+
+    /// Runs `f` with tiles `i` configured as `rows[i]` rows of `colsb[i]` bytes (palette 1) on
+    /// this thread, releasing the tiles after. Must only be called where [`super::available`]
+    /// holds (AMX, and the OS granted the tile state); the shapes must be valid (at most 16
+    /// rows of 64 bytes).
+    pub(crate) fn with_config(colsb: [u16; 16], rows: [u8; 16], f: impl FnOnce()) {
+        assert!(colsb.iter().all(|&c| c <= 64) && rows.iter().all(|&r| r <= 16));
         let cfg = TileConfig {
             palette: 1,
             start_row: 0,
             reserved: [0; 14],
-            colsb: [64, 64, 64, 64, 64, 64, 64, 64, 0, 0, 0, 0, 0, 0, 0, 0],
-            rows: [16, 16, 16, 16, 16, 16, 16, 16, 0, 0, 0, 0, 0, 0, 0, 0],
+            colsb,
+            rows,
         };
         // SAFETY: only reached after `available()` confirmed AMX and the OS permission; the
-        // operand is a valid 64-byte palette-1 configuration.
+        // operand is a valid 64-byte palette-1 configuration (shapes checked above).
         unsafe {
             asm!("ldtilecfg [{0}]", in(reg) &cfg as *const TileConfig, options(nostack, readonly));
         }

@@ -369,34 +369,16 @@ mod imp {
     use std::arch::asm;
     use std::arch::x86_64::*;
 
-    #[repr(C, align(64))]
-    struct TileConfig {
-        palette: u8,
-        start_row: u8,
-        reserved: [u8; 14],
-        colsb: [u16; 16],
-        rows: [u8; 16],
-    }
-
     /// Runs `f` with this module's tiles configured for blocks of `len` (16 or 32) values:
     /// tmm0/tmm6 A (16 tokens × `len` bytes), tmm1/tmm7 B (`len/4` rows × 64 bytes), tmm2-5 C.
     pub(super) fn with_tiles(len: usize, f: impl FnOnce()) {
+        // callers run only where `available()` holds (AMX-TILE/INT8, tile state granted)
         let (a, b) = (len as u16, (len / 4) as u8);
-        let cfg = TileConfig {
-            palette: 1,
-            start_row: 0,
-            reserved: [0; 14],
-            colsb: [a, 64, 64, 64, 64, 64, a, 64, 0, 0, 0, 0, 0, 0, 0, 0],
-            rows: [16, b, 16, 16, 16, 16, 16, b, 0, 0, 0, 0, 0, 0, 0, 0],
-        };
-        // SAFETY: callers run only where `available()` holds (AMX-TILE/INT8, tile state granted);
-        // the operand is a valid palette-1 configuration.
-        unsafe {
-            asm!("ldtilecfg [{0}]", in(reg) &cfg as *const TileConfig, options(nostack, readonly));
-        }
-        f();
-        // SAFETY: as above.
-        unsafe { asm!("tilerelease", options(nostack, nomem)) };
+        crate::amx::with_config(
+            [a, 64, 64, 64, 64, 64, a, 64, 0, 0, 0, 0, 0, 0, 0, 0],
+            [16, b, 16, 16, 16, 16, 16, b, 0, 0, 0, 0, 0, 0, 0, 0],
+            f,
+        )
     }
 
     /// Token tile `tt` of `p` times one row tile (`b`, `dw`, `mw` as in `Rows`): writes

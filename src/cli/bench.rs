@@ -109,13 +109,7 @@ pub fn bench(a: BenchArgs) -> Result<()> {
     }
     let src =
         ModelSource::open(&a.model).with_context(|| format!("opening {}", a.model.display()))?;
-    let mut model = src
-        .load()
-        .with_context(|| format!("loading {}", a.model.display()))?;
-    model.numerics = super::numerics(&a.numerics);
-    let tok = src
-        .tokenizer()
-        .with_context(|| format!("tokenizer of {}", a.model.display()))?;
+    let (model, tok) = super::load_model(&src, &a.model, super::numerics(&a.numerics))?;
     let bos = tok.special_ids().bos.unwrap_or(0);
     let (size, params, ftype) = match &src {
         ModelSource::Gguf(f) => {

@@ -111,14 +111,8 @@ pub fn imatrix(a: ImatrixArgs) -> anyhow::Result<()> {
     let t0 = Instant::now();
     let src =
         ModelSource::open(&a.model).with_context(|| format!("opening {}", a.model.display()))?;
-    let mut model = src
-        .load()
-        .with_context(|| format!("loading {}", a.model.display()))?;
     // the statistics are llama-imatrix's: its activations, from its arithmetic
-    model.numerics = crate::model::llama::Numerics::LlamaCpp;
-    let tok = src
-        .tokenizer()
-        .with_context(|| format!("loading the tokenizer of {}", a.model.display()))?;
+    let (model, tok) = super::load_model(&src, &a.model, crate::model::llama::Numerics::LlamaCpp)?;
     eprintln!(
         "loaded {} in {:.2} s, {} threads",
         a.model.display(),

@@ -44,6 +44,27 @@ pub(crate) fn numerics(s: &str) -> crate::model::llama::Numerics {
     }
 }
 
+/// The model and tokenizer of an opened source, with the matrix-product arithmetic `numerics`;
+/// errors name the file (`path`, as the user gave it).
+pub(crate) fn load_model<'a>(
+    src: &'a crate::model::ModelSource,
+    path: &std::path::Path,
+    numerics: crate::model::llama::Numerics,
+) -> anyhow::Result<(
+    crate::model::llama::Model<'a>,
+    autoround_formats::tokenizer::Tokenizer,
+)> {
+    use anyhow::Context;
+    let mut model = src
+        .load()
+        .with_context(|| format!("loading {}", path.display()))?;
+    model.numerics = numerics;
+    let tok = src
+        .tokenizer()
+        .with_context(|| format!("loading the tokenizer of {}", path.display()))?;
+    Ok((model, tok))
+}
+
 /// Size the global rayon pool: `threads` if given, else all available cores.
 pub(crate) fn init_threads(threads: Option<usize>) -> anyhow::Result<usize> {
     let n = match threads {

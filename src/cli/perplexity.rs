@@ -18,9 +18,7 @@ pub fn perplexity(a: PerplexityArgs) -> anyhow::Result<()> {
     let t0 = Instant::now();
     let src =
         ModelSource::open(&a.model).with_context(|| format!("opening {}", a.model.display()))?;
-    let mut model = src.load()?;
-    model.numerics = super::numerics(&a.numerics);
-    let tok = src.tokenizer()?;
+    let (model, tok) = super::load_model(&src, &a.model, super::numerics(&a.numerics))?;
     if a.ctx_size > model.cfg.n_ctx_train {
         eprintln!(
             "warning: --ctx-size {} exceeds the model's training context {}",

@@ -8,6 +8,7 @@
 //! float part follows the reference block by block.
 
 use super::Act;
+use crate::reference::f16_at;
 use crate::GgmlType;
 use std::arch::aarch64::*;
 use std::arch::asm;
@@ -99,11 +100,6 @@ unsafe fn dot32<const DOT: bool>(w: [int8x16_t; 2], a: *const u8) -> i32 {
         let acc = dot16::<DOT>(vdupq_n_s32(0), w[0], a0);
         vaddvq_s32(dot16::<DOT>(acc, w[1], a1))
     }
-}
-
-#[inline(always)]
-fn f16_at(b: &[u8], off: usize) -> f32 {
-    half::f16::from_bits(u16::from_le_bytes([b[off], b[off + 1]])).to_f32()
 }
 
 /// Bits `16h .. 16h + 16` of `qh` as bytes holding 16 (bit set) or 0.
