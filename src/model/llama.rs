@@ -40,8 +40,9 @@ pub struct Layer<'a> {
 /// Which arithmetic the matrix products use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Numerics {
-    /// The fast path ([`crate::tensor::fast`]): SIMD dot products for decode, dequantized slabs
-    /// on AMX/f32 GEMM for prefill. Same results as `LlamaCpp` up to rounding.
+    /// The fast path ([`crate::tensor::fast`]): SIMD dot products for decode; AMX int8 tiles
+    /// (or dequantized slabs on AMX/f32 GEMM) for prefill. Same results as `LlamaCpp` up to
+    /// rounding.
     #[default]
     Fast,
     /// llama.cpp's x86 arithmetic, bit for bit ([`crate::tensor::matmul`]): for comparisons
