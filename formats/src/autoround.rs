@@ -461,11 +461,24 @@ impl QuantConfig {
     }
 }
 
-/// The weights `rows × cols` (output × input) of a packed layer: `scale · (code − zero)` with
-/// `qweight` as stored (`qweight_rows` rows: GPTQ pads the input to whole groups), `qzeros` and
-/// `scales` (`groups × rows`, as f32) and, for GPTQ with act-order, `g_idx` (group of each input).
+/// A packed layer's contents, unpacked: codes `rows × cols` (output × input), zero points and
+/// scales `groups × rows`, the group size, and the group of each input where GPTQ's act-order
+/// `g_idx` is not the plain `input / group_size`.
+#[derive(Debug, Clone)]
+pub struct Unpacked {
+    pub codes: Vec<u8>,
+    pub zeros: Vec<u32>,
+    pub scales: Vec<f32>,
+    pub groups: usize,
+    pub group_size: usize,
+    pub g_idx: Option<Vec<i32>>,
+}
+
+/// Unpack a layer: `qweight` as stored (`qweight_rows` rows: GPTQ pads the input to whole
+/// groups), `qzeros` and `scales` (`groups × rows`, as f32) and, for GPTQ with act-order,
+/// `g_idx` (group of each input).
 #[allow(clippy::too_many_arguments)]
-pub fn dequantize_packed(
+pub fn unpack_packed(
     q: &LayerQuant,
     rows: usize,
     cols: usize,
@@ -474,13 +487,13 @@ pub fn dequantize_packed(
     qzeros: &[u32],
     scales: &[f32],
     g_idx: Option<&[i32]>,
-) -> Result<Vec<f32>, PackError> {
+) -> Result<Unpacked, PackError> {
     let gs = if q.group_size == 0 {
         cols
     } else {
         q.group_size
     };
-    let (codes, stride) = match q.layout {
+    let codes = match q.layout {
         Layout::Gptq { .. } => {
             check_bits(q.bits)?;
             let padded = qweight_rows * 32 / q.bits as usize;
@@ -491,13 +504,20 @@ pub fn dequantize_packed(
                     want: cols * q.bits as usize / 32,
                 });
             }
-            (unpack_gptq_qweight(qweight, rows, padded, q.bits)?, padded)
+            let c = unpack_gptq_qweight(qweight, rows, padded, q.bits)?;
+            if padded == cols {
+                c
+            } else {
+                c.chunks_exact(padded)
+                    .flat_map(|r| r[..cols].iter().copied())
+                    .collect()
+            }
         }
         Layout::Awq => {
             if q.bits != 4 {
                 return Err(PackError::Bits(q.bits));
             }
-            (unpack_awq_qweight(qweight, rows, cols)?, cols)
+            unpack_awq_qweight(qweight, rows, cols)?
         }
     };
     let groups = scales.len() / rows.max(1);
@@ -512,24 +532,56 @@ pub fn dequantize_packed(
         Layout::Gptq { minus_one } => unpack_gptq_qzeros(qzeros, groups, rows, q.bits, minus_one)?,
         Layout::Awq => unpack_awq_qzeros(qzeros, groups, rows)?,
     };
-    if let Some(g) = g_idx {
-        if g.len() < cols || g[..cols].iter().any(|&x| x < 0 || x as usize >= groups) {
-            return Err(PackError::Size {
-                what: "g_idx",
-                got: g.len(),
-                want: cols,
-            });
+    let g_idx = match g_idx {
+        Some(g) => {
+            if g.len() < cols || g[..cols].iter().any(|&x| x < 0 || x as usize >= groups) {
+                return Err(PackError::Size {
+                    what: "g_idx",
+                    got: g.len(),
+                    want: cols,
+                });
+            }
+            let plain = g[..cols]
+                .iter()
+                .enumerate()
+                .all(|(c, &x)| x as usize == c / gs);
+            (!plain).then(|| g[..cols].to_vec())
         }
-    }
+        None => None,
+    };
+    Ok(Unpacked {
+        codes,
+        zeros,
+        scales: scales.to_vec(),
+        groups,
+        group_size: gs,
+        g_idx,
+    })
+}
+
+/// The weights `rows × cols` (output × input) of a packed layer: `scale · (code − zero)`, with
+/// the arguments of [`unpack_packed`].
+#[allow(clippy::too_many_arguments)]
+pub fn dequantize_packed(
+    q: &LayerQuant,
+    rows: usize,
+    cols: usize,
+    qweight: &[u32],
+    qweight_rows: usize,
+    qzeros: &[u32],
+    scales: &[f32],
+    g_idx: Option<&[i32]>,
+) -> Result<Vec<f32>, PackError> {
+    let u = unpack_packed(q, rows, cols, qweight, qweight_rows, qzeros, scales, g_idx)?;
     let mut w = vec![0f32; rows * cols];
     for r in 0..rows {
         for c in 0..cols {
-            let gi = match g_idx {
+            let gi = match &u.g_idx {
                 Some(g) => g[c] as usize,
-                None => c / gs,
+                None => c / u.group_size,
             };
-            let z = zeros[gi * rows + r] as f32;
-            w[r * cols + c] = scales[gi * rows + r] * (codes[r * stride + c] as f32 - z);
+            let z = u.zeros[gi * rows + r] as f32;
+            w[r * cols + c] = u.scales[gi * rows + r] * (u.codes[r * cols + c] as f32 - z);
         }
     }
     Ok(w)

@@ -196,6 +196,18 @@ pub fn tier_for(ty: crate::GgmlType) -> &'static str {
     }
 }
 
+/// The kernel that serves group-wise integer weights' decode products (auto_round / GPTQ / AWQ
+/// checkpoints, [`crate::groupwise`]).
+pub fn tier_for_groupwise() -> &'static str {
+    match Tier::selected() {
+        Ok(Tier::Scalar) => "scalar",
+        Ok(t) if !crate::groupwise::has_simd_on(t) => "scalar (no SIMD kernel on this tier yet)",
+        Ok(Tier::Amx) => "avx512 (vnni)",
+        Ok(t) => t.name(),
+        Err(_) => "invalid AUTOROUND_ISA",
+    }
+}
+
 /// The kernel that serves a weight type's prefill products (batches of 16 tokens or more) in
 /// the fast path.
 pub fn prefill_for(ty: crate::GgmlType) -> &'static str {

@@ -7,6 +7,7 @@ pub mod dispatch;
 pub mod dot;
 pub mod fakequant;
 pub mod gemm;
+pub mod groupwise;
 pub mod matmul;
 pub mod memory;
 pub mod ops;

@@ -1,7 +1,7 @@
 //! `autoround-cpu doctor`: what this CPU offers and what the engine would use.
 
 use super::args::DoctorArgs;
-use autoround_kernels::dispatch::{prefill_for, tier_for, Features};
+use autoround_kernels::dispatch::{prefill_for, tier_for, tier_for_groupwise, Features};
 use autoround_kernels::{reference, GgmlType};
 
 pub fn doctor(a: DoctorArgs) -> anyhow::Result<()> {
@@ -38,5 +38,13 @@ pub fn doctor(a: DoctorArgs) -> anyhow::Result<()> {
             );
         }
     }
+    // group-wise INT2/3/4/8 (auto_round, GPTQ, AWQ checkpoints), repacked at load
+    println!(
+        "{:<8} {:<10} {:<42} {}",
+        "INT2-8",
+        "q8_0+sums",
+        tier_for_groupwise(),
+        prefill_for(GgmlType::F32)
+    );
     Ok(())
 }

@@ -59,6 +59,9 @@ pub(crate) fn load_model<'a>(
         .load()
         .with_context(|| format!("loading {}", path.display()))?;
     model.numerics = numerics;
+    for line in model.load_summary() {
+        eprintln!("{line}");
+    }
     let tok = src
         .tokenizer()
         .with_context(|| format!("loading the tokenizer of {}", path.display()))?;

@@ -62,6 +62,8 @@ pub struct Model<'a> {
     pub output: Option<Weight<'a>>,
     /// Per-frequency divisors of the RoPE angle (llama3 scaling), `rope_dims / 2` of them.
     pub rope_freq_factors: Option<Vec<f32>>,
+    /// What loading changed: packed layers kept as f32 rather than repacked, and why.
+    pub load_notes: Vec<String>,
 }
 
 /// Keys and values of every layer for positions `0..len`, rounded to f16 like llama.cpp's
@@ -181,6 +183,55 @@ fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
 }
 
 impl<'a> Model<'a> {
+    /// Every matrix of the model.
+    pub fn matrices(&self) -> impl Iterator<Item = &Weight<'a>> {
+        let per_layer = self
+            .layers
+            .iter()
+            .flat_map(|l| [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down]);
+        std::iter::once(&self.tok_embd)
+            .chain(per_layer)
+            .chain(self.output.as_ref())
+    }
+
+    /// One line on the group-wise matrices repacked at load (`None` if there are none), then
+    /// [`Model::load_notes`].
+    pub fn load_summary(&self) -> Vec<String> {
+        let mut kinds: std::collections::BTreeMap<String, (usize, usize)> = Default::default();
+        for w in self.matrices() {
+            if let super::super::tensor::Repr::Group(m) = &w.repr {
+                let e = kinds.entry(w.type_name()).or_default();
+                e.0 += 1;
+                e.1 += m.bytes();
+            }
+        }
+        let mut lines = Vec::new();
+        if !kinds.is_empty() {
+            let (n, bytes) = kinds.values().fold((0, 0), |a, v| (a.0 + v.0, a.1 + v.1));
+            let list: Vec<String> = kinds.iter().map(|(k, v)| format!("{} {k}", v.0)).collect();
+            lines.push(format!(
+                "repacked {n} group-wise matrices at load ({}; {:.1} MiB) for the group-wise kernels",
+                list.join(", "),
+                bytes as f64 / (1 << 20) as f64
+            ));
+        }
+        // "module: kept as f32 (why)", one line per reason
+        let mut why: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
+        for n in &self.load_notes {
+            let (module, reason) = n.split_once(": ").unwrap_or((n, ""));
+            why.entry(reason).or_default().push(module);
+        }
+        for (reason, modules) in why {
+            let more = if modules.len() > 1 {
+                format!(" and {} more", modules.len() - 1)
+            } else {
+                String::new()
+            };
+            lines.push(format!("{}{more}: {reason}", modules[0]));
+        }
+        lines
+    }
+
     /// The cos/sin table for position `pos`, as ggml's rope cache builds it.
     fn rope_cache(&self, pos: usize, cache: &mut [f32]) {
         let c = &self.cfg;
@@ -397,9 +448,9 @@ impl<'a> Model<'a> {
                     &mut [&mut q[..], &mut k[..], &mut v[..]],
                 );
             } else {
-                let qa = QuantizedActivations::new(l.wq.ty, &xn, n, d);
+                let qa = QuantizedActivations::for_weight(&l.wq, &xn, n);
                 matmul_quantized(&l.wq, &qa, n, &mut q);
-                let same = |w: &Weight| w.ty == l.wq.ty;
+                let same = |w: &Weight| w.same_activations(&l.wq);
                 if same(&l.wk) && same(&l.wv) {
                     matmul_quantized(&l.wk, &qa, n, &mut k);
                     matmul_quantized(&l.wv, &qa, n, &mut v);
@@ -487,9 +538,9 @@ impl<'a> Model<'a> {
                     &mut [&mut gate[..], &mut up[..]],
                 );
             } else {
-                let qa = QuantizedActivations::new(l.w_gate.ty, &xn, m, d);
+                let qa = QuantizedActivations::for_weight(&l.w_gate, &xn, m);
                 matmul_quantized(&l.w_gate, &qa, m, &mut gate);
-                if l.w_up.ty == l.w_gate.ty {
+                if l.w_up.same_activations(&l.w_gate) {
                     matmul_quantized(&l.w_up, &qa, m, &mut up);
                 } else {
                     matmul(&l.w_up, &xn, m, &mut up);

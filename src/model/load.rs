@@ -6,11 +6,12 @@
 use super::config::{ConfigError, ModelConfig};
 use super::llama::{Layer, Model};
 use crate::tensor::{TensorError, Weight};
-use autoround_formats::autoround::{dequantize_packed, QuantConfig};
+use autoround_formats::autoround::{unpack_packed, LayerQuant, QuantConfig, Unpacked};
 use autoround_formats::gguf::{GgufError, GgufFile};
 use autoround_formats::hf::HfConfig;
 use autoround_formats::safetensors::{SafetensorsError, SafetensorsModel, StTensor};
 use autoround_formats::tokenizer::{Tokenizer, TokenizerError};
+use autoround_kernels::groupwise::{GroupMatrix, GroupSpec};
 use autoround_kernels::GgmlType;
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
@@ -169,6 +170,7 @@ fn load_gguf(f: &GgufFile) -> Result<Model<'_>, LoadError> {
         output,
         rope_freq_factors: opt_vec("rope_freqs.weight", c.rope_dims / 2)?,
         cfg,
+        load_notes: Vec::new(),
     })
 }
 
@@ -180,10 +182,11 @@ fn load_hf<'a>(
     let file = dir.join("config.json").display().to_string();
     let cfg = ModelConfig::from_hf(hf, &file)?;
     let quant = read_quant_config(dir, &file)?;
+    let notes = std::cell::RefCell::new(Vec::new());
     let mat = |name: &str, rows: usize, cols: usize| -> Result<Weight<'a>, LoadError> {
         if let (Some(q), Some(module)) = (&quant, name.strip_suffix(".weight")) {
             if !st.contains(name) && st.contains(&format!("{module}.qweight")) {
-                return packed_weight(st, q, module, rows, cols);
+                return packed_weight(st, q, module, rows, cols, &mut notes.borrow_mut());
             }
         }
         let t = st.tensor(name)?;
@@ -250,14 +253,16 @@ fn load_hf<'a>(
     } else {
         None
     };
+    let tok_embd = mat("model.embed_tokens.weight", c.vocab_size, c.n_embd)?;
     Ok(Model {
         numerics: Default::default(),
-        tok_embd: mat("model.embed_tokens.weight", c.vocab_size, c.n_embd)?,
+        tok_embd,
         layers,
         out_norm: vec("model.norm.weight", c.n_embd)?,
         output,
         rope_freq_factors: llama3_freq_factors(hf, c),
         cfg,
+        load_notes: notes.into_inner(),
     })
 }
 
@@ -272,29 +277,74 @@ fn read_quant_config(dir: &Path, file: &str) -> Result<Option<QuantConfig>, Load
     QuantConfig::from_config(&v).map_err(bad)
 }
 
-/// A packed linear layer (`qweight`, `qzeros`, `scales`, maybe `g_idx`) dequantized to f32 at
-/// load: exact, `scale · (code − zero)`; the packed kernels that skip this come with the engine.
+/// A packed linear layer (`qweight`, `qzeros`, `scales`, maybe `g_idx`), repacked at load for
+/// the group-wise kernels ([`autoround_kernels::groupwise`]: exact, the same codes, scales and
+/// zero points). Layers those kernels cannot take (a group that is not a multiple of 32,
+/// act-order `g_idx`, scales that are not f16 values) are dequantized to f32 instead, exactly,
+/// and `notes` says which and why.
 fn packed_weight<'a>(
     st: &SafetensorsModel,
     q: &QuantConfig,
     module: &str,
     rows: usize,
     cols: usize,
+    notes: &mut Vec<String>,
 ) -> Result<Weight<'a>, LoadError> {
-    let w = dequantize_module(&|n| st.tensor(n).ok(), q, module, rows, cols).map_err(|msg| {
-        LoadError::Quantized {
-            file: st.path().display().to_string(),
-            msg,
+    let bad = |msg: String| LoadError::Quantized {
+        file: st.path().display().to_string(),
+        msg,
+    };
+    let (lq, u) = unpack_module(&|n| st.tensor(n).ok(), q, module, rows, cols).map_err(bad)?;
+    let name = format!("{module}.weight");
+    let repacked = match &u.g_idx {
+        Some(_) => Err("act-order g_idx".to_string()),
+        None => GroupSpec::new(lq.bits, u.group_size, cols)
+            .and_then(|spec| {
+                let groups = spec.groups(cols);
+                // the checkpoint's [groups, rows] to the kernels' [rows, groups]
+                let t = |v: &[u32]| -> Vec<u32> {
+                    (0..rows * groups)
+                        .map(|i| v[(i % groups) * rows + i / groups])
+                        .collect()
+                };
+                let scales: Vec<f32> = (0..rows * groups)
+                    .map(|i| u.scales[(i % groups) * rows + i / groups])
+                    .collect();
+                GroupMatrix::from_codes(spec, rows, cols, &u.codes, &scales, &t(&u.zeros))
+            })
+            .map_err(|e| e.to_string()),
+    };
+    match repacked {
+        Ok(m) => Ok(Weight::group(&name, m)),
+        Err(why) => {
+            notes.push(format!("{module}: kept as f32 ({why})"));
+            let w = dequantize_unpacked(&u, rows, cols);
+            let bytes: Vec<u8> = w.iter().flat_map(|x| x.to_le_bytes()).collect();
+            Ok(Weight::matrix(
+                &name,
+                GgmlType::F32,
+                rows,
+                cols,
+                Cow::Owned(bytes),
+            )?)
         }
-    })?;
-    let bytes: Vec<u8> = w.iter().flat_map(|x| x.to_le_bytes()).collect();
-    Ok(Weight::matrix(
-        &format!("{module}.weight"),
-        GgmlType::F32,
-        rows,
-        cols,
-        Cow::Owned(bytes),
-    )?)
+    }
+}
+
+/// `scale · (code − zero)` of an unpacked layer, `rows × cols`.
+fn dequantize_unpacked(u: &Unpacked, rows: usize, cols: usize) -> Vec<f32> {
+    let mut w = vec![0f32; rows * cols];
+    for r in 0..rows {
+        for c in 0..cols {
+            let gi = match &u.g_idx {
+                Some(g) => g[c] as usize,
+                None => c / u.group_size,
+            };
+            let z = u.zeros[gi * rows + r] as f32;
+            w[r * cols + c] = u.scales[gi * rows + r] * (u.codes[r * cols + c] as f32 - z);
+        }
+    }
+    w
 }
 
 /// The f32 weights `rows × cols` of the packed layer `module` (tensors `module.qweight`,
@@ -306,6 +356,18 @@ pub fn dequantize_module<'t>(
     rows: usize,
     cols: usize,
 ) -> Result<Vec<f32>, String> {
+    let (_, u) = unpack_module(tensor, q, module, rows, cols)?;
+    Ok(dequantize_unpacked(&u, rows, cols))
+}
+
+/// The packed layer `module`'s quantization and unpacked contents (see [`dequantize_module`]).
+fn unpack_module<'t>(
+    tensor: &dyn Fn(&str) -> Option<StTensor<'t>>,
+    q: &QuantConfig,
+    module: &str,
+    rows: usize,
+    cols: usize,
+) -> Result<(LayerQuant, Unpacked), String> {
     let lq = q.layer(module).ok_or_else(|| {
         format!("{module}: quantization_config keeps it in float, but there is no .weight")
     })?;
@@ -341,7 +403,7 @@ pub fn dequantize_module<'t>(
         None => None,
     };
     let qrows = qshape.first().copied().unwrap_or(0);
-    dequantize_packed(
+    let u = unpack_packed(
         &lq,
         rows,
         cols,
@@ -356,7 +418,8 @@ pub fn dequantize_module<'t>(
             "{module}: {e} (expected a [{rows}, {cols}] layer, {}-bit, group {})",
             lq.bits, lq.group_size
         )
-    })
+    })?;
+    Ok((lq, u))
 }
 
 /// Llama 3's RoPE frequency divisors, computed from `rope_scaling` as llama.cpp's converter does.

@@ -17,10 +17,11 @@
 //! the float additions come in another order; the slab path multiplies the dequantized weights
 //! with the activations rounded through the vec-dot type (in bf16 on AMX).
 
-use super::Weight;
+use super::{Repr, Weight};
 use autoround_kernels::dispatch::Tier;
 use autoround_kernels::dot::{self, Act};
 use autoround_kernels::gemm::{gemm, Mat, Precision, Threads};
+use autoround_kernels::groupwise::{self, GroupAct};
 use autoround_kernels::pool::Pool;
 use autoround_kernels::qgemm;
 use autoround_kernels::reference;
@@ -34,9 +35,14 @@ pub const PREFILL_ROWS: usize = 16;
 /// Elements of weights dequantized per slab in the prefill path (16 MiB of f32).
 const SLAB_ELEMENTS: usize = 4 << 20;
 
+/// One quantized activation row per vec-dot type.
+type QuantizedRows = Vec<(GgmlType, Vec<u8>)>;
+
 thread_local! {
-    /// Quantized activations of the decode path: one row per vec-dot type in use.
-    static ACT: RefCell<Vec<(GgmlType, Vec<u8>)>> = const { RefCell::new(Vec::new()) };
+    /// Quantized activations of the decode path: one row per vec-dot type in use, and the
+    /// group-wise kernels' row.
+    static ACT: RefCell<(QuantizedRows, GroupAct)> =
+        RefCell::new((Vec::new(), GroupAct::default()));
     /// Dequantized weight slab of the prefill path.
     static SLAB: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
@@ -85,10 +91,21 @@ fn gemv(ws: &[&Weight], x: &[f32], t: usize, outs: &mut [&mut [f32]]) {
     let pool = pool();
     let threads = pool.threads();
     ACT.with(|bufs| {
-        let mut bufs = bufs.borrow_mut();
+        let (bufs, gact) = &mut *bufs.borrow_mut();
         let mut used = 0;
-        for w in ws.iter().filter(|w| !dot::takes_f32(w.ty)) {
-            let vt = reference::vec_dot_type(w.ty);
+        let mut group_used = false;
+        for w in ws {
+            let vt = match &w.repr {
+                Repr::Group(_) => {
+                    if !group_used {
+                        gact.quantize(x);
+                        group_used = true;
+                    }
+                    continue;
+                }
+                Repr::Ggml { ty, .. } if dot::takes_f32(*ty) => continue,
+                Repr::Ggml { ty, .. } => reference::vec_dot_type(*ty),
+            };
             if bufs[..used].iter().any(|(t, _)| *t == vt) {
                 continue;
             }
@@ -105,19 +122,23 @@ fn gemv(ws: &[&Weight], x: &[f32], t: usize, outs: &mut [&mut [f32]]) {
             used += 1;
         }
         let bufs = &bufs[..used];
+        let gact = &*gact;
         let mut tasks: Vec<(&Weight, usize, Act<'_>, &mut [f32])> = Vec::new();
         for (w, o) in ws.iter().zip(outs.iter_mut()) {
-            let act = if dot::takes_f32(w.ty) {
-                Act::F32(x)
-            } else {
-                let vt = reference::vec_dot_type(w.ty);
-                Act::Quant(
-                    &bufs
-                        .iter()
-                        .find(|(t, _)| *t == vt)
-                        .expect("quantized above")
-                        .1,
-                )
+            let act = match &w.repr {
+                Repr::Ggml { ty, .. } if dot::takes_f32(*ty) => Act::F32(x),
+                Repr::Ggml { ty, .. } => {
+                    let vt = reference::vec_dot_type(*ty);
+                    Act::Quant(
+                        &bufs
+                            .iter()
+                            .find(|(t, _)| *t == vt)
+                            .expect("quantized above")
+                            .1,
+                    )
+                }
+                // the group-wise kernels take `gact`
+                Repr::Group(_) => Act::F32(&[]),
             };
             // a few tasks per thread, but not so small that scheduling costs more than the rows
             let min_rows = (65536 / w.row_bytes().max(1)).max(8);
@@ -127,10 +148,15 @@ fn gemv(ws: &[&Weight], x: &[f32], t: usize, outs: &mut [&mut [f32]]) {
                 tasks.push((w, i * per_task, act, chunk));
             }
         }
-        pool.for_each(&mut tasks, &|(w, r0, act, out)| {
-            let rb = w.row_bytes();
-            let rows = &w.data[*r0 * rb..(*r0 + out.len()) * rb];
-            dot::dot_rows(tier, w.ty, w.cols, rows, *act, out);
+        pool.for_each(&mut tasks, &|(w, r0, act, out)| match &w.repr {
+            Repr::Ggml { ty, data } => {
+                let rb = w.row_bytes();
+                let rows = &data[*r0 * rb..(*r0 + out.len()) * rb];
+                dot::dot_rows(tier, *ty, w.cols, rows, *act, out);
+            }
+            Repr::Group(m) => {
+                groupwise::dot_rows(tier, &m.rows(*r0, out.len()), gact, out);
+            }
         });
     });
 }
@@ -158,23 +184,28 @@ fn prefill(ws: &[&Weight], x: &[f32], n: usize, outs: &mut [&mut [f32]]) {
     let mut rounded: Vec<(GgmlType, Vec<f32>)> = Vec::new();
     let int8 = qgemm::available();
     for (w, out) in ws.iter().zip(outs.iter_mut()) {
-        let vt = reference::vec_dot_type(w.ty);
-        if int8 && qgemm::supports(w.ty) {
-            let key = (vt, w.ty == GgmlType::Q4_K);
+        let Repr::Ggml { ty, data } = &w.repr else {
+            // group-wise: the dequantized slabs against the activations as they are
+            prefill_one(w, x, n, out);
+            continue;
+        };
+        let vt = reference::vec_dot_type(*ty);
+        if int8 && qgemm::supports(*ty) {
+            let key = (vt, *ty == GgmlType::Q4_K);
             let at = match quantized.iter().position(|(k, _)| *k == key) {
                 Some(i) => i,
                 None => {
-                    quantized.push((key, super::QuantizedActivations::new(w.ty, x, n, cols)));
+                    quantized.push((key, super::QuantizedActivations::new(*ty, x, n, cols)));
                     quantized.len() - 1
                 }
             };
             let qa = &quantized[at].1.data;
-            qgemm::matmul(w.ty, cols, &w.data, w.rows, qa, n, out, w.rows);
+            qgemm::matmul(*ty, cols, data, w.rows, qa, n, out, w.rows);
             continue;
         }
         if vt != GgmlType::F32 && !rounded.iter().any(|(t, _)| *t == vt) {
             let d = reference::dequantize_fn(vt).expect("vec-dot types are dequantizable");
-            let qa = super::QuantizedActivations::new(w.ty, x, n, cols);
+            let qa = super::QuantizedActivations::new(*ty, x, n, cols);
             let bytes = qa.data.len() / n;
             let mut xq = vec![0f32; x.len()];
             xq.par_chunks_mut(cols)
@@ -191,8 +222,6 @@ fn prefill(ws: &[&Weight], x: &[f32], n: usize, outs: &mut [&mut [f32]]) {
 }
 
 fn prefill_one(w: &Weight, x: &[f32], n: usize, out: &mut [f32]) {
-    let dq = reference::dequantize_fn(w.ty).expect("weights are dequantizable (checked at load)");
-    let rb = w.row_bytes();
     let slab_rows = (SLAB_ELEMENTS / w.cols).clamp(32, w.rows.max(32)) / 32 * 32;
     let prec = prefill_precision();
     SLAB.with(|slab| {
@@ -202,8 +231,8 @@ fn prefill_one(w: &Weight, x: &[f32], n: usize, out: &mut [f32]) {
             let rows = slab_rows.min(w.rows - r0);
             slab.resize(rows * w.cols, 0.0);
             slab.par_chunks_mut(w.cols)
-                .zip(w.data[r0 * rb..(r0 + rows) * rb].par_chunks(rb))
-                .for_each(|(dst, src)| dq(src, dst));
+                .enumerate()
+                .for_each(|(i, dst)| w.dequantize_row(r0 + i, dst));
             gemm(
                 Mat::new(x, n, w.cols),
                 Mat::new(&slab, rows, w.cols).t(),
@@ -279,6 +308,76 @@ mod tests {
                     assert!(
                         (g - r).abs() <= tol,
                         "{ty} n {n} element {i}: {g} vs {r} (tolerance {tol})"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Group-wise weights: decode (the group-wise kernels, Q8_0 activations) and prefill (the
+    /// dequantized slabs) against the llama.cpp path (the same weights dequantized to f32, f32
+    /// activations). Decode's bound is the activation rounding: each activation is off by at
+    /// most half its Q8_0 step (`amax/127` of its 32), so the product by `Σ|w|·amax/254`.
+    #[test]
+    fn group_wise_paths_agree_with_the_f32_path() {
+        use autoround_kernels::groupwise::{GroupMatrix, GroupSpec};
+        let mut s = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            s
+        };
+        for (bits, group, rows, cols) in [
+            (4, 128, 70, 576),
+            (2, 32, 40, 256),
+            (3, 64, 33, 320),
+            (8, 0, 50, 192),
+        ] {
+            let spec = GroupSpec::new(bits, group, cols).unwrap();
+            let g = spec.groups(cols);
+            let codes: Vec<u8> = (0..rows * cols)
+                .map(|_| (next() % (1 << bits)) as u8)
+                .collect();
+            let scales: Vec<f32> = (0..rows * g)
+                .map(|_| half::f16::from_f32((next() % 1000) as f32 * 1e-4).to_f32())
+                .collect();
+            let zeros: Vec<u32> = (0..rows * g)
+                .map(|_| (next() % (1 << bits)) as u32)
+                .collect();
+            let m = GroupMatrix::from_codes(spec, rows, cols, &codes, &scales, &zeros).unwrap();
+            let w = Weight::group("w", m);
+            let wd = w.to_f32();
+            for n in [1, 2, PREFILL_ROWS + 3] {
+                let x: Vec<f32> = (0..n * cols)
+                    .map(|_| (next() % 2001) as f32 / 1000.0 - 1.0)
+                    .collect();
+                let mut want = vec![0f32; n * rows];
+                let mut got = vec![0f32; n * rows];
+                super::super::matmul(&w, &x, n, &mut want);
+                matmul(&w, &x, n, &mut got);
+                for (i, (g, r)) in got.iter().zip(&want).enumerate() {
+                    let (t, row) = (i / rows, i % rows);
+                    let xs = &x[t * cols..(t + 1) * cols];
+                    let wr = &wd[row * cols..(row + 1) * cols];
+                    let mag: f32 = wr.iter().zip(xs).map(|(a, b)| (a * b).abs()).sum();
+                    let tol = if n >= PREFILL_ROWS {
+                        // bf16 inputs on AMX: 2^-9 each
+                        mag / 128.0 + 1e-6
+                    } else {
+                        let q8: f32 = wr
+                            .chunks(32)
+                            .zip(xs.chunks(32))
+                            .map(|(wc, xc)| {
+                                let amax = xc.iter().fold(0f32, |a, v| a.max(v.abs()));
+                                wc.iter().map(|v| v.abs()).sum::<f32>() * amax / 254.0
+                            })
+                            .sum();
+                        1.01 * q8 + 1e-4 * mag + 1e-6
+                    };
+                    assert!(
+                        (g - r).abs() <= tol,
+                        "INT{bits} g{group} n {n} element {i}: {g} vs {r} (tolerance {tol})"
                     );
                 }
             }

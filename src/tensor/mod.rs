@@ -13,6 +13,7 @@
 
 pub mod fast;
 
+use autoround_kernels::groupwise::{self, GroupMatrix};
 use autoround_kernels::reference;
 use autoround_kernels::GgmlType;
 use rayon::prelude::*;
@@ -44,14 +45,23 @@ pub enum TensorError {
     },
 }
 
-/// A row-major matrix of `rows` × `cols` elements of type `ty`.
+/// A row-major matrix of `rows` × `cols` weights.
 #[derive(Debug, Clone)]
 pub struct Weight<'a> {
     pub name: String,
-    pub ty: GgmlType,
     pub rows: usize,
     pub cols: usize,
-    pub data: Cow<'a, [u8]>,
+    pub repr: Repr<'a>,
+}
+
+/// How a [`Weight`]'s values are stored.
+#[derive(Debug, Clone)]
+pub enum Repr<'a> {
+    /// Rows of ggml blocks (or F32/F16/BF16), as in GGUF and safetensors: borrowed from the map.
+    Ggml { ty: GgmlType, data: Cow<'a, [u8]> },
+    /// Group-wise integers from an auto_round/GPTQ/AWQ checkpoint, repacked at load into the
+    /// row layout of [`autoround_kernels::groupwise`].
+    Group(GroupMatrix),
 }
 
 impl<'a> Weight<'a> {
@@ -90,10 +100,9 @@ impl<'a> Weight<'a> {
         }
         Ok(Weight {
             name: name.into(),
-            ty,
             rows,
             cols,
-            data,
+            repr: Repr::Ggml { ty, data },
         })
     }
 
@@ -115,21 +124,68 @@ impl<'a> Weight<'a> {
         Weight::new(name, ty, rows, cols, data)
     }
 
-    /// Bytes of one row.
-    pub fn row_bytes(&self) -> usize {
-        self.data.len() / self.rows.max(1)
+    /// A group-wise integer matrix (already repacked).
+    pub fn group(name: &str, m: GroupMatrix) -> Weight<'a> {
+        Weight {
+            name: name.into(),
+            rows: m.rows,
+            cols: m.cols,
+            repr: Repr::Group(m),
+        }
     }
 
-    /// The raw bytes of row `r`.
-    pub fn row(&self, r: usize) -> &[u8] {
-        let rb = self.row_bytes();
-        &self.data[r * rb..(r + 1) * rb]
+    /// The ggml type and bytes, unless the weights are group-wise.
+    pub fn ggml(&self) -> Option<(GgmlType, &[u8])> {
+        match &self.repr {
+            Repr::Ggml { ty, data } => Some((*ty, data)),
+            Repr::Group(_) => None,
+        }
+    }
+
+    /// What the llama.cpp path converts activations to for this matrix: the ggml type's vec-dot
+    /// type; F32 for group-wise weights (which that path dequantizes).
+    pub fn act_type(&self) -> GgmlType {
+        match &self.repr {
+            Repr::Ggml { ty, .. } => reference::vec_dot_type(*ty),
+            Repr::Group(_) => GgmlType::F32,
+        }
+    }
+
+    /// Whether [`QuantizedActivations::for_weight`] converts activations alike for both.
+    pub fn same_activations(&self, other: &Weight) -> bool {
+        match (&self.repr, &other.repr) {
+            (Repr::Ggml { ty: a, .. }, Repr::Ggml { ty: b, .. }) => a == b,
+            (Repr::Group(_), Repr::Group(_)) => true,
+            _ => false,
+        }
+    }
+
+    /// A short description of the storage: the ggml type, or `INT4 g128` for group-wise.
+    pub fn type_name(&self) -> String {
+        match &self.repr {
+            Repr::Ggml { ty, .. } => ty.name().to_string(),
+            Repr::Group(m) => format!("INT{} g{}", m.spec.bits, m.spec.group),
+        }
+    }
+
+    /// Bytes of one row as stored (codes only for group-wise weights).
+    pub fn row_bytes(&self) -> usize {
+        match &self.repr {
+            Repr::Ggml { data, .. } => data.len() / self.rows.max(1),
+            Repr::Group(m) => m.cols / groupwise::CHUNK * m.spec.chunk_bytes(),
+        }
     }
 
     /// Dequantize row `r` into `out` (`cols` values).
     pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
-        reference::dequantize_row(self.ty, self.row(r), out)
-            .expect("weight type and size were checked at construction");
+        match &self.repr {
+            Repr::Ggml { ty, data } => {
+                let rb = self.row_bytes();
+                reference::dequantize_row(*ty, &data[r * rb..(r + 1) * rb], out)
+                    .expect("weight type and size were checked at construction")
+            }
+            Repr::Group(m) => m.dequantize_row(r, out),
+        }
     }
 
     /// The whole matrix as f32 (for small tensors: norms, biases).
@@ -149,6 +205,14 @@ pub struct QuantizedActivations {
 }
 
 impl QuantizedActivations {
+    /// Convert `n` rows of `cols` floats for the llama.cpp path's products with `w`.
+    pub fn for_weight(w: &Weight, x: &[f32], n: usize) -> QuantizedActivations {
+        match &w.repr {
+            Repr::Ggml { ty, .. } => QuantizedActivations::new(*ty, x, n, w.cols),
+            Repr::Group(_) => QuantizedActivations::new(GgmlType::F32, x, n, w.cols),
+        }
+    }
+
     /// Convert `n` rows of `cols` floats for multiplication with weights of type `wty`.
     pub fn new(wty: GgmlType, x: &[f32], n: usize, cols: usize) -> QuantizedActivations {
         let ty = reference::vec_dot_type(wty);
@@ -181,13 +245,16 @@ impl QuantizedActivations {
 pub fn matmul(w: &Weight, x: &[f32], n: usize, out: &mut [f32]) {
     assert_eq!(x.len(), n * w.cols, "matmul input of {}", w.name);
     assert_eq!(out.len(), n * w.rows, "matmul output of {}", w.name);
-    let qa = QuantizedActivations::new(w.ty, x, n, w.cols);
+    let qa = QuantizedActivations::for_weight(w, x, n);
     matmul_quantized(w, &qa, n, out);
 }
 
 /// [`matmul`] with activations already converted (shared by the q, k and v projections).
+///
+/// Group-wise weights are dequantized to f32 a task's rows at a time and multiplied as F32
+/// weights are (what loading them as f32 did).
 pub fn matmul_quantized(w: &Weight, qa: &QuantizedActivations, n: usize, out: &mut [f32]) {
-    assert_eq!(qa.ty, reference::vec_dot_type(w.ty));
+    assert_eq!(qa.ty, w.act_type());
 
     // Rows in parallel, about four tasks per thread: each task decodes the activations once and
     // keeps its weight rows hot in cache across all tokens.
@@ -198,15 +265,35 @@ pub fn matmul_quantized(w: &Weight, qa: &QuantizedActivations, n: usize, out: &m
         .for_each(|(chunk, block)| {
             let r0 = chunk * rows_per_task;
             let rows = block.len() / n;
-            let rb = w.row_bytes();
-            autoround_kernels::matmul::vec_dot_rows(
-                w.ty,
-                w.cols,
-                &w.data[r0 * rb..(r0 + rows) * rb],
-                &qa.data,
-                n,
-                block,
-            );
+            match &w.repr {
+                Repr::Ggml { ty, data } => {
+                    let rb = w.row_bytes();
+                    autoround_kernels::matmul::vec_dot_rows(
+                        *ty,
+                        w.cols,
+                        &data[r0 * rb..(r0 + rows) * rb],
+                        &qa.data,
+                        n,
+                        block,
+                    );
+                }
+                Repr::Group(_) => {
+                    let mut f = vec![0f32; w.cols];
+                    let mut bytes = Vec::with_capacity(rows * w.cols * 4);
+                    for r in r0..r0 + rows {
+                        w.dequantize_row(r, &mut f);
+                        bytes.extend(f.iter().flat_map(|v| v.to_le_bytes()));
+                    }
+                    autoround_kernels::matmul::vec_dot_rows(
+                        GgmlType::F32,
+                        w.cols,
+                        &bytes,
+                        &qa.data,
+                        n,
+                        block,
+                    );
+                }
+            }
         });
     for t in 0..n {
         for r in 0..w.rows {

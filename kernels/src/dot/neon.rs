@@ -92,7 +92,7 @@ unsafe fn dot16<const DOT: bool>(acc: int32x4_t, w: int8x16_t, a: int8x16_t) -> 
 
 /// The exact sum of 32 products.
 #[inline(always)]
-unsafe fn dot32<const DOT: bool>(w: [int8x16_t; 2], a: *const u8) -> i32 {
+pub(crate) unsafe fn dot32<const DOT: bool>(w: [int8x16_t; 2], a: *const u8) -> i32 {
     // SAFETY: the caller points `a` at 32 readable bytes.
     unsafe {
         let a0 = vld1q_s8(a as *const i8);

@@ -78,7 +78,7 @@ unsafe fn rows<const VNNI: bool>(
 }
 
 #[inline(always)]
-unsafe fn f16_at(p: *const u8) -> f32 {
+pub(crate) unsafe fn f16_at(p: *const u8) -> f32 {
     // SAFETY: the caller points at two readable bytes.
     let bits = unsafe { (p as *const u16).read_unaligned() };
     _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
@@ -89,7 +89,7 @@ unsafe fn f16_at(p: *const u8) -> f32 {
 /// line arrives, which capped one thread near 10 GB/s; through L2, synth-1b Q8_0 decode went
 /// from 8.8 to 10.2 tokens/s on one thread and 16.1 to 19.3 on two (tg32, measured here).
 #[inline(always)]
-unsafe fn prefetch_ahead(p: *const u8, len: usize) {
+pub(crate) unsafe fn prefetch_ahead(p: *const u8, len: usize) {
     let ahead = p.wrapping_add(PREFETCH);
     for l in 0..len.div_ceil(64) {
         _mm_prefetch::<_MM_HINT_T1>(ahead.wrapping_add(64 * l) as *const i8);
@@ -97,7 +97,7 @@ unsafe fn prefetch_ahead(p: *const u8, len: usize) {
 }
 
 #[inline(always)]
-unsafe fn hsum(v: __m256) -> f32 {
+pub(crate) unsafe fn hsum(v: __m256) -> f32 {
     let h = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     let h = _mm_add_ps(h, _mm_movehl_ps(h, h));
     let h = _mm_add_ss(h, _mm_movehdup_ps(h));
@@ -105,14 +105,14 @@ unsafe fn hsum(v: __m256) -> f32 {
 }
 
 #[inline(always)]
-unsafe fn load32(p: *const u8) -> __m256i {
+pub(crate) unsafe fn load32(p: *const u8) -> __m256i {
     // SAFETY: the caller points at 32 readable bytes.
     unsafe { _mm256_loadu_si256(p as *const __m256i) }
 }
 
 /// Unsigned bytes (at most 63, or any with VNNI) times signed bytes: eight i32 sums of four.
 #[inline(always)]
-unsafe fn dot_u8<const VNNI: bool>(u: __m256i, a: __m256i) -> __m256i {
+pub(crate) unsafe fn dot_u8<const VNNI: bool>(u: __m256i, a: __m256i) -> __m256i {
     if VNNI {
         _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, a)
     } else {
@@ -122,14 +122,14 @@ unsafe fn dot_u8<const VNNI: bool>(u: __m256i, a: __m256i) -> __m256i {
 
 /// Signed bytes times signed bytes (no activation -128): eight i32 sums of four.
 #[inline(always)]
-unsafe fn dot_s8<const VNNI: bool>(w: __m256i, a: __m256i) -> __m256i {
+pub(crate) unsafe fn dot_s8<const VNNI: bool>(w: __m256i, a: __m256i) -> __m256i {
     // SAFETY: same features as the caller.
     unsafe { dot_u8::<VNNI>(_mm256_sign_epi8(w, w), _mm256_sign_epi8(a, w)) }
 }
 
 /// The 4-bit halves of 16 bytes as 32 bytes: low nibbles (elements 0..16), then high (16..32).
 #[inline(always)]
-unsafe fn nibbles16(p: *const u8) -> __m256i {
+pub(crate) unsafe fn nibbles16(p: *const u8) -> __m256i {
     // SAFETY: the caller points at 16 readable bytes.
     let q = unsafe { _mm_loadu_si128(p as *const __m128i) };
     let m4 = _mm_set1_epi8(0x0F);
@@ -141,7 +141,7 @@ unsafe fn nibbles16(p: *const u8) -> __m256i {
 
 /// Byte `k` is 0xFF where bit `k` of `x` is set, else 0.
 #[inline(always)]
-unsafe fn bytes_from_bits(x: u32) -> __m256i {
+pub(crate) unsafe fn bytes_from_bits(x: u32) -> __m256i {
     let shuf = _mm256_set_epi64x(
         0x0303_0303_0303_0303,
         0x0202_0202_0202_0202,
@@ -154,14 +154,14 @@ unsafe fn bytes_from_bits(x: u32) -> __m256i {
 }
 
 #[inline(always)]
-unsafe fn read_u32(p: *const u8) -> u32 {
+pub(crate) unsafe fn read_u32(p: *const u8) -> u32 {
     // SAFETY: the caller points at four readable bytes.
     unsafe { (p as *const u32).read_unaligned() }
 }
 
 /// f16 at `p` converted and broadcast to eight lanes.
 #[inline(always)]
-unsafe fn f16_splat(p: *const u8) -> __m256 {
+pub(crate) unsafe fn f16_splat(p: *const u8) -> __m256 {
     // SAFETY: the caller points at two readable bytes.
     let bits = unsafe { (p as *const i16).read_unaligned() };
     _mm256_cvtph_ps(_mm_set1_epi16(bits))
