@@ -124,7 +124,35 @@ pub fn bench(a: BenchArgs) -> Result<()> {
             };
             (size, params, ftype)
         }
-        ModelSource::Hf { .. } => (0, 0, "safetensors".into()),
+        ModelSource::Hf { tensors, .. } => {
+            let size: u64 = tensors
+                .names()
+                .iter()
+                .filter_map(|n| tensors.tensor(n).ok())
+                .map(|t| t.data.len() as u64)
+                .sum();
+            // the matrices' weights plus the norms
+            let c = &model.cfg;
+            let params: u64 = model
+                .matrices()
+                .map(|w| (w.rows * w.cols) as u64)
+                .sum::<u64>()
+                + ((2 * c.n_layer + 1) * c.n_embd) as u64;
+            // the storage of most of the weights: "INT4 g128", "F16", ...
+            let mut kinds: Vec<(String, u64)> = Vec::new();
+            for w in model.matrices() {
+                let k = w.type_name();
+                match kinds.iter_mut().find(|(n, _)| *n == k) {
+                    Some(e) => e.1 += (w.rows * w.cols) as u64,
+                    None => kinds.push((k, (w.rows * w.cols) as u64)),
+                }
+            }
+            let ftype = kinds
+                .into_iter()
+                .max_by_key(|k| k.1)
+                .map_or("safetensors".into(), |k| k.0.replace(' ', "-"));
+            (size, params, ftype)
+        }
     };
     let desc = format!(
         "{} {} {}",
