@@ -13,7 +13,7 @@
 //! | scalar | everywhere | the reference, row by row |
 //! | avx2 | x86-64 with AVX2+FMA+F16C | [`x86`]: 32-byte blocks through `maddubs`/`madd` |
 //! | avx512 | x86-64 with AVX-512 VL/BW + VNNI | [`x86`] with `vpdpbusd` for the 32-element types |
-//! | neon | AArch64 | `neon`: `sdot` (dot-product extension) or `smull`/`sadalp`; not F16 yet |
+//! | neon | AArch64 | `neon`: `sdot` (dot-product extension) or `smull`/`sadalp`; not the float types or Q2_K/Q3_K yet |
 //!
 //! Find the Q4_K dot product in [`x86`] (`q4_k_rows`) and its spec in
 //! [`crate::reference::vec_dot_q4_k_q8_k`].
@@ -37,9 +37,10 @@ pub enum Act<'a> {
     F32(&'a [f32]),
 }
 
-/// Whether the activations for weights of `ty` stay f32 ([`Act::F32`]) in the fast path.
+/// Whether the activations for weights of `ty` stay f32 ([`Act::F32`]) in the fast path: the
+/// float weight types, whose values convert to f32 exactly.
 pub fn takes_f32(ty: GgmlType) -> bool {
-    ty == GgmlType::F16
+    matches!(ty, GgmlType::F16 | GgmlType::BF16 | GgmlType::F32)
 }
 
 /// Whether tier `tier` has a kernel for `ty` (others run the reference row by row).
@@ -65,7 +66,19 @@ pub fn has_simd(ty: GgmlType) -> bool {
     use GgmlType as T;
     matches!(
         ty,
-        T::Q4_0 | T::Q4_1 | T::Q5_0 | T::Q5_1 | T::Q8_0 | T::Q4_K | T::Q5_K | T::Q6_K | T::F16
+        T::Q4_0
+            | T::Q4_1
+            | T::Q5_0
+            | T::Q5_1
+            | T::Q8_0
+            | T::Q2_K
+            | T::Q3_K
+            | T::Q4_K
+            | T::Q5_K
+            | T::Q6_K
+            | T::F16
+            | T::BF16
+            | T::F32
     )
 }
 
@@ -109,15 +122,17 @@ pub fn dot_rows(tier: Tier, ty: GgmlType, cols: usize, w: &[u8], act: Act<'_>, o
     scalar_rows(ty, cols, w, act, out)
 }
 
-/// The reference, row by row (F16 rows against f32 activations in f64, as ggml's scalar code).
+/// The reference, row by row (float rows against f32 activations: each product in f32, summed
+/// in f64, as ggml's scalar F16 code).
 pub fn scalar_rows(ty: GgmlType, cols: usize, w: &[u8], act: Act<'_>, out: &mut [f32]) {
     let rb = ty.row_bytes(cols as u64).expect("whole blocks") as usize;
     match act {
         Act::F32(a) => {
+            let mut wf = vec![0f32; cols];
             for (row, o) in w.chunks_exact(rb).zip(out.iter_mut()) {
+                reference::dequantize_row(ty, row, &mut wf).expect("a float type");
                 let mut s = 0f64;
-                for (c, x) in row.chunks_exact(2).zip(a) {
-                    let v = half::f16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f32();
+                for (v, x) in wf.iter().zip(a) {
                     s += (v * x) as f64;
                 }
                 *o = s as f32;

@@ -26,6 +26,8 @@ fn scale_offsets(ty: GgmlType) -> &'static [usize] {
         T::Q4_0 | T::Q5_0 | T::Q8_0 => &[0],
         T::Q4_1 | T::Q5_1 | T::Q4_K | T::Q5_K => &[0, 2],
         T::Q6_K => &[208],
+        T::Q2_K => &[80, 82],
+        T::Q3_K => &[108],
         _ => &[],
     }
 }
@@ -39,6 +41,19 @@ fn weight_rows(ty: GgmlType, cols: usize, rows: usize, rng: &mut Rng) -> Vec<u8>
         for c in w.chunks_exact_mut(2) {
             let v = half::f16::from_f32(rng.unit() * 4.0);
             c.copy_from_slice(&v.to_bits().to_le_bytes());
+        }
+        return w;
+    }
+    if ty == GgmlType::BF16 {
+        for c in w.chunks_exact_mut(2) {
+            let v = half::bf16::from_f32(rng.unit() * 4.0);
+            c.copy_from_slice(&v.to_bits().to_le_bytes());
+        }
+        return w;
+    }
+    if ty == GgmlType::F32 {
+        for c in w.chunks_exact_mut(4) {
+            c.copy_from_slice(&(rng.unit() * 4.0).to_le_bytes());
         }
         return w;
     }
@@ -93,13 +108,17 @@ fn every_tier_matches_the_reference() {
         T::Q5_0,
         T::Q5_1,
         T::Q8_0,
+        T::Q2_K,
+        T::Q3_K,
         T::Q4_K,
         T::Q5_K,
         T::Q6_K,
         T::F16,
+        T::BF16,
+        T::F32,
     ] {
         for cols in [256usize, 512, 1536] {
-            let cols = if ty == T::F16 { cols + 11 } else { cols };
+            let cols = if takes_f32(ty) { cols + 11 } else { cols };
             let rows = 5;
             let w = weight_rows(ty, cols, rows, &mut rng);
             let rb = w.len() / rows;
@@ -109,7 +128,7 @@ fn every_tier_matches_the_reference() {
             outlier[cols / 3] = -300.0;
             xs.push(outlier);
             xs.push(vec![0.0; cols]);
-            for x in &xs {
+            for (xi, x) in xs.iter().enumerate() {
                 let vt = reference::vec_dot_type(ty);
                 let mut q = vec![0u8; vt.row_bytes(cols as u64).map_or(0, |b| b as usize)];
                 let act = if takes_f32(ty) {
@@ -134,7 +153,7 @@ fn every_tier_matches_the_reference() {
                         let tol = 2e-6 * magnitude(ty, cols, row, act) + 1e-30;
                         assert!(
                             (got as f64 - want).abs() <= tol,
-                            "{ty} cols {cols} row {r} tier {}: {got} vs reference {want} (tolerance {tol})",
+                            "{ty} cols {cols} row {r} activation row {xi} tier {}: {got} vs reference {want} (tolerance {tol})",
                             tier.name()
                         );
                     }

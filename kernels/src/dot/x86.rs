@@ -63,7 +63,9 @@ unsafe fn rows<const VNNI: bool>(
     // kernel reads only inside those.
     unsafe {
         match (ty, act) {
-            (T::F16, Act::F32(a)) => f16_rows(cols, w, a, out),
+            (T::F16, Act::F32(a)) => float_rows::<2>(cols, w, a, out),
+            (T::BF16, Act::F32(a)) => float_rows::<1>(cols, w, a, out),
+            (T::F32, Act::F32(a)) => float_rows::<4>(cols, w, a, out),
             (T::Q4_0, Act::Quant(a)) => legacy_rows::<VNNI, Q4_0>(cols, w, a, out),
             (T::Q4_1, Act::Quant(a)) => legacy_rows::<VNNI, Q4_1>(cols, w, a, out),
             (T::Q5_0, Act::Quant(a)) => legacy_rows::<VNNI, Q5_0>(cols, w, a, out),
@@ -72,6 +74,8 @@ unsafe fn rows<const VNNI: bool>(
             (T::Q4_K, Act::Quant(a)) => q45_k_rows::<false>(cols, w, a, out),
             (T::Q5_K, Act::Quant(a)) => q45_k_rows::<true>(cols, w, a, out),
             (T::Q6_K, Act::Quant(a)) => q6_k_rows(cols, w, a, out),
+            (T::Q2_K, Act::Quant(a)) => q2_k_rows(cols, w, a, out),
+            (T::Q3_K, Act::Quant(a)) => q3_k_rows(cols, w, a, out),
             _ => unreachable!("{ty}: no x86 kernel (has_simd)"),
         }
     }
@@ -102,6 +106,15 @@ pub(crate) unsafe fn hsum(v: __m256) -> f32 {
     let h = _mm_add_ps(h, _mm_movehl_ps(h, h));
     let h = _mm_add_ss(h, _mm_movehdup_ps(h));
     _mm_cvtss_f32(h)
+}
+
+/// The sum of eight i32 lanes.
+#[inline(always)]
+pub(crate) unsafe fn hsum_i32(v: __m256i) -> i32 {
+    let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4E));
+    let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xB1));
+    _mm_cvtsi128_si32(s)
 }
 
 #[inline(always)]
@@ -408,7 +421,7 @@ unsafe fn q6_k_rows(cols: usize, w: &[u8], a: &[u8], out: &mut [f32]) {
         // super-block b inside `a` (292 bytes each).
         unsafe {
             let row = w.as_ptr().add(r * nb * 210);
-            let mut acc = _mm256_setzero_ps();
+            let mut sum = 0f32;
             for b in 0..nb {
                 let x = row.add(b * 210);
                 let y = a.as_ptr().add(b * 292);
@@ -448,29 +461,206 @@ unsafe fn q6_k_rows(cols: usize, w: &[u8], a: &[u8], out: &mut [f32]) {
                         sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, s));
                     }
                 }
-                let d = f16_at(x.add(208)) * d8;
-                acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+                // one exact integer per super-block (see `q3_k_rows`)
+                sum += f16_at(x.add(208)) * d8 * hsum_i32(sumi) as f32;
             }
-            *o = hsum(acc);
+            *o = sum;
         }
     }
 }
 
-/// F16 rows against f32 activations: four 8-lane fused multiply-add accumulators.
+/// Masks that put scale `2k` of a 128-bit lane's eight i16 in the low half of the lane's
+/// sixteen i16 and scale `2k + 1` in the high half (the scales of two 16-element sub-blocks).
 #[inline(always)]
-unsafe fn f16_rows(cols: usize, w: &[u8], a: &[f32], out: &mut [f32]) {
+unsafe fn pair_masks() -> [__m256i; 4] {
+    // SAFETY: constant shuffles only.
+    unsafe {
+        std::array::from_fn(|k| {
+            _mm256_set_m128i(
+                word_splat_mask(2 * k as i8 + 1),
+                word_splat_mask(2 * k as i8),
+            )
+        })
+    }
+}
+
+/// `Σ_j scale_j · Σ_{16 values of j} u·a` over one super-block half `n`: `v[k]` are the 32
+/// unsigned values at `128n + 32k`, `half` the eight i16 scales `8n .. 8n + 8` in both lanes.
+#[inline(always)]
+unsafe fn scaled_half(
+    v: [__m256i; 4],
+    half: __m256i,
+    y: *const u8,
+    n: usize,
+    pair: &[__m256i; 4],
+) -> __m256i {
+    // SAFETY: `y` points at a Q8_K super-block (292 bytes).
+    unsafe {
+        let mut sumi = _mm256_setzero_si256();
+        for (k, vk) in v.iter().enumerate() {
+            let p = _mm256_maddubs_epi16(*vk, load32(y.add(4 + 128 * n + 32 * k)));
+            let s = _mm256_shuffle_epi8(half, pair[k]);
+            sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, s));
+        }
+        sumi
+    }
+}
+
+/// Q2_K rows against Q8_K: per super-block `d·d8·Σ_j (sc_j & 15)·Σ q·a − dmin·d8·Σ_j (sc_j >> 4)·bsum_j`,
+/// the 2-bit values used as they are (`maddubs` pairs stay far below 2¹⁵).
+#[inline(always)]
+unsafe fn q2_k_rows(cols: usize, w: &[u8], a: &[u8], out: &mut [f32]) {
+    let nb = cols / 256;
+    let m2 = _mm256_set1_epi8(3);
+    let m4 = _mm_set1_epi8(0x0F);
+    // SAFETY: constant shuffles only.
+    let pair = unsafe { pair_masks() };
+    for (r, o) in out.iter_mut().enumerate() {
+        // SAFETY: super-block b of row r lies inside `w` (84 bytes each), activation
+        // super-block b inside `a` (292 bytes each).
+        unsafe {
+            let row = w.as_ptr().add(r * nb * 84);
+            let mut acc = _mm256_setzero_ps();
+            let mut accm = _mm256_setzero_ps();
+            for b in 0..nb {
+                let x = row.add(b * 84);
+                let y = a.as_ptr().add(b * 292);
+                prefetch_ahead(x, 84);
+                let d8 = (y as *const f32).read_unaligned();
+                let sc8 = _mm_loadu_si128(x as *const __m128i);
+                let scales = _mm256_cvtepu8_epi16(_mm_and_si128(sc8, m4));
+                let mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(sc8, 4), m4));
+                let bsums = _mm256_loadu_si256(y.add(260) as *const __m256i);
+                let summs = _mm256_madd_epi16(mins, bsums);
+                let halves = [
+                    _mm256_broadcastsi128_si256(_mm256_castsi256_si128(scales)),
+                    _mm256_broadcastsi128_si256(_mm256_extracti128_si256(scales, 1)),
+                ];
+                let mut sumi = _mm256_setzero_si256();
+                for (n, half) in halves.iter().enumerate() {
+                    let q = load32(x.add(16 + 32 * n));
+                    let v = [
+                        _mm256_and_si256(q, m2),
+                        _mm256_and_si256(_mm256_srli_epi16(q, 2), m2),
+                        _mm256_and_si256(_mm256_srli_epi16(q, 4), m2),
+                        _mm256_and_si256(_mm256_srli_epi16(q, 6), m2),
+                    ];
+                    sumi = _mm256_add_epi32(sumi, scaled_half(v, *half, y, n, &pair));
+                }
+                let d = f16_at(x.add(80)) * d8;
+                let dmin = f16_at(x.add(82)) * d8;
+                acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+                accm = _mm256_fmadd_ps(_mm256_set1_ps(dmin), _mm256_cvtepi32_ps(summs), accm);
+            }
+            *o = hsum(acc) - hsum(accm);
+        }
+    }
+}
+
+/// Q3_K's sixteen 6-bit scales (minus 32) from their 12 bytes at `p`, as i16.
+#[inline(always)]
+unsafe fn q3_k_scales(p: *const u8) -> __m256i {
+    // SAFETY: the caller points at 12 readable bytes.
+    let (a0, a1, t) = unsafe { (read_u32(p), read_u32(p.add(4)), read_u32(p.add(8))) };
+    let (low4, top2) = (0x0f0f_0f0fu32, 0x0303_0303u32);
+    let w = [
+        (a0 & low4) | (t & top2) << 4,
+        (a1 & low4) | ((t >> 2) & top2) << 4,
+        ((a0 >> 4) & low4) | ((t >> 4) & top2) << 4,
+        ((a1 >> 4) & low4) | ((t >> 6) & top2) << 4,
+    ];
+    let b = _mm_setr_epi32(w[0] as i32, w[1] as i32, w[2] as i32, w[3] as i32);
+    _mm256_cvtepi8_epi16(_mm_sub_epi8(b, _mm_set1_epi8(32)))
+}
+
+/// Q3_K rows against Q8_K: the 3-bit values as `u = low | high << 2` (0..8, unsigned), and
+/// `4 × Σ_j scale_j·bsum_j` taken off for their offset of 4, exactly.
+#[inline(always)]
+unsafe fn q3_k_rows(cols: usize, w: &[u8], a: &[u8], out: &mut [f32]) {
+    let nb = cols / 256;
+    let m2 = _mm256_set1_epi8(3);
+    let one = _mm256_set1_epi8(1);
+    // SAFETY: constant shuffles only.
+    let pair = unsafe { pair_masks() };
+    for (r, o) in out.iter_mut().enumerate() {
+        // SAFETY: super-block b of row r lies inside `w` (110 bytes each), activation
+        // super-block b inside `a` (292 bytes each).
+        unsafe {
+            let row = w.as_ptr().add(r * nb * 110);
+            let mut sum = 0f32;
+            for b in 0..nb {
+                let x = row.add(b * 110);
+                let y = a.as_ptr().add(b * 292);
+                prefetch_ahead(x, 110);
+                let d8 = (y as *const f32).read_unaligned();
+                let scales = q3_k_scales(x.add(96));
+                let bsums = _mm256_loadu_si256(y.add(260) as *const __m256i);
+                let mut sumi = _mm256_sub_epi32(
+                    _mm256_setzero_si256(),
+                    _mm256_slli_epi32(_mm256_madd_epi16(scales, bsums), 2),
+                );
+                let halves = [
+                    _mm256_broadcastsi128_si256(_mm256_castsi256_si128(scales)),
+                    _mm256_broadcastsi128_si256(_mm256_extracti128_si256(scales, 1)),
+                ];
+                let hm = load32(x);
+                for (n, half) in halves.iter().enumerate() {
+                    let q = load32(x.add(32 + 32 * n));
+                    // bit 4n + k of each hmask byte, at bit 2
+                    let hi = |k: i32| {
+                        let s = _mm256_srl_epi16(hm, _mm_cvtsi32_si128(4 * n as i32 + k));
+                        _mm256_slli_epi16(_mm256_and_si256(s, one), 2)
+                    };
+                    let v = [
+                        _mm256_or_si256(_mm256_and_si256(q, m2), hi(0)),
+                        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 2), m2), hi(1)),
+                        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 4), m2), hi(2)),
+                        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 6), m2), hi(3)),
+                    ];
+                    sumi = _mm256_add_epi32(sumi, scaled_half(v, *half, y, n, &pair));
+                }
+                // one exact integer per super-block: the offset term sits in other lanes than
+                // the products it cancels, so lane-wise float sums could lose a later block
+                // to the cancellation (an activation outlier against a scale near f16's max)
+                sum += f16_at(x.add(108)) * d8 * hsum_i32(sumi) as f32;
+            }
+            *o = sum;
+        }
+    }
+}
+
+/// Float rows against f32 activations: four 8-lane fused multiply-add accumulators. `KIND` is
+/// the weight type by its bytes: 2 = F16, 1 = BF16 (2 bytes too), 4 = F32.
+#[inline(always)]
+unsafe fn float_rows<const KIND: usize>(cols: usize, w: &[u8], a: &[f32], out: &mut [f32]) {
+    let size = if KIND == 4 { 4 } else { 2 };
     let c32 = cols / 32 * 32;
     let c8 = cols / 8 * 8;
     for (r, o) in out.iter_mut().enumerate() {
-        // SAFETY: row r (2·cols bytes) lies inside `w`, `a` holds `cols` floats.
+        // SAFETY: row r (size·cols bytes) lies inside `w`, `a` holds `cols` floats.
         unsafe {
-            let row = w.as_ptr().add(r * cols * 2);
+            let row = w.as_ptr().add(r * cols * size);
             let ap = a.as_ptr();
-            let wl = |i: usize| _mm256_cvtph_ps(_mm_loadu_si128(row.add(2 * i) as *const __m128i));
+            // eight weights from element i, exactly as f32
+            let wl = |i: usize| match KIND {
+                2 => _mm256_cvtph_ps(_mm_loadu_si128(row.add(2 * i) as *const __m128i)),
+                1 => _mm256_castsi256_ps(_mm256_slli_epi32(
+                    _mm256_cvtepu16_epi32(_mm_loadu_si128(row.add(2 * i) as *const __m128i)),
+                    16,
+                )),
+                _ => _mm256_loadu_ps(row.add(4 * i) as *const f32),
+            };
+            let one = |i: usize| match KIND {
+                2 => f16_at(row.add(2 * i)),
+                1 => {
+                    f32::from_bits(u32::from((row.add(2 * i) as *const u16).read_unaligned()) << 16)
+                }
+                _ => (row.add(4 * i) as *const f32).read_unaligned(),
+            };
             let al = |i: usize| _mm256_loadu_ps(ap.add(i));
             let mut s = [_mm256_setzero_ps(); 4];
             for i in (0..c32).step_by(32) {
-                prefetch_ahead(row.add(2 * i), 64);
+                prefetch_ahead(row.add(size * i), 32 * size);
                 for (k, sk) in s.iter_mut().enumerate() {
                     *sk = _mm256_fmadd_ps(wl(i + 8 * k), al(i + 8 * k), *sk);
                 }
@@ -483,7 +673,7 @@ unsafe fn f16_rows(cols: usize, w: &[u8], a: &[f32], out: &mut [f32]) {
                 _mm256_add_ps(s[2], s[3]),
             ));
             for (i, ai) in a.iter().enumerate().take(cols).skip(c8) {
-                t += f16_at(row.add(2 * i)) * ai;
+                t += one(i) * ai;
             }
             *o = t;
         }
