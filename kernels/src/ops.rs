@@ -189,6 +189,117 @@ fn attn_one(q: &[f32], k: HeadRows, v: HeadRows, n_kv: usize, scale: f32, o: &mu
     }
 }
 
+/// The fast path's attention of one query row over keys/values `0..n_kv` (decode): scores
+/// `q·k_j` in f32, the softmax through [`softmax_exp_ggml`] (ggml's vector exp, as the fast
+/// prefill's blocked attention), then `Σ p_j·v_j` in f32. [`flash_attn_row`] is llama.cpp's
+/// arithmetic (its query and running sum rounded to f16 per key); this agrees with it up to
+/// those roundings and costs a fraction of it (a quarter of SmolLM2's decode time at 256
+/// positions was that path's per-element f16 conversions).
+pub fn attn_row_f32(q: &[f32], k: HeadRows, v: HeadRows, n_kv: usize, scale: f32, out: &mut [f32]) {
+    assert!(q.len() == k.len && out.len() == v.len, "head sizes");
+    thread_local! {
+        static SCORES: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    SCORES.with(|s| {
+        let mut s = s.borrow_mut();
+        s.resize(n_kv, 0.0);
+        #[cfg(target_arch = "x86_64")]
+        if fast() {
+            // SAFETY: the selected tier is Avx2 or above, which requires AVX2, FMA and F16C.
+            unsafe { attn_row_f32_avx2(q, k, v, scale, &mut s, out) };
+            return;
+        }
+        attn_row_f32_impl(q, k, v, scale, &mut s, out)
+    })
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn attn_row_f32_avx2(
+    q: &[f32],
+    k: HeadRows,
+    v: HeadRows,
+    scale: f32,
+    s: &mut [f32],
+    out: &mut [f32],
+) {
+    use std::arch::x86_64::*;
+    let hd = q.len();
+    if hd % 8 != 0 || v.len % 8 != 0 {
+        return attn_row_f32_impl(q, k, v, scale, s, out);
+    }
+    // SAFETY (all blocks): rows hold `hd` (or `v.len`) floats, read in whole vectors of eight.
+    unsafe {
+        for (j, sj) in s.iter_mut().enumerate() {
+            let kr = k.row(j).as_ptr();
+            let mut acc = _mm256_setzero_ps();
+            for d in (0..hd).step_by(8) {
+                acc = _mm256_fmadd_ps(
+                    _mm256_loadu_ps(q.as_ptr().add(d)),
+                    _mm256_loadu_ps(kr.add(d)),
+                    acc,
+                );
+            }
+            let h = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+            let h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+            *sj = _mm_cvtss_f32(_mm_add_ss(h, _mm_movehdup_ps(h)));
+        }
+        let sum = softmax_exp_ggml(s, scale);
+        out.fill(0.0);
+        let o = out.as_mut_ptr();
+        for (j, &p) in s.iter().enumerate() {
+            let vr = v.row(j).as_ptr();
+            let pv = _mm256_set1_ps(p);
+            for d in (0..v.len).step_by(8) {
+                let od = _mm256_loadu_ps(o.add(d));
+                _mm256_storeu_ps(
+                    o.add(d),
+                    _mm256_fmadd_ps(pv, _mm256_loadu_ps(vr.add(d)), od),
+                );
+            }
+        }
+        let inv = if sum == 0.0 { 0.0 } else { (1.0 / sum) as f32 };
+        out.iter_mut().for_each(|x| *x *= inv);
+    }
+}
+
+#[inline(always)]
+fn attn_row_f32_impl(
+    q: &[f32],
+    k: HeadRows,
+    v: HeadRows,
+    scale: f32,
+    s: &mut [f32],
+    out: &mut [f32],
+) {
+    for (j, sj) in s.iter_mut().enumerate() {
+        // eight lanes, then their sum: vectorizes, in a fixed order
+        let mut lanes = [0f32; 8];
+        let kr = k.row(j);
+        let (qc, kc) = (q.chunks_exact(8), kr.chunks_exact(8));
+        let (qt, kt) = (qc.remainder(), kc.remainder());
+        for (a, b) in qc.zip(kc) {
+            for l in 0..8 {
+                lanes[l] = a[l].mul_add(b[l], lanes[l]);
+            }
+        }
+        let mut acc = hsum8(&lanes);
+        for (a, b) in qt.iter().zip(kt) {
+            acc = a.mul_add(*b, acc);
+        }
+        *sj = acc;
+    }
+    let sum = softmax_exp_ggml(s, scale);
+    out.fill(0.0);
+    for (j, &p) in s.iter().enumerate() {
+        for (o, &x) in out.iter_mut().zip(v.row(j)) {
+            *o = p.mul_add(x, *o);
+        }
+    }
+    let inv = if sum == 0.0 { 0.0 } else { (1.0 / sum) as f32 };
+    out.iter_mut().for_each(|x| *x *= inv);
+}
+
 /// `out[i] = silu(gate[i]) * up[i]` as ggml's `ggml_vec_swiglu_f32` computes it (one row).
 pub fn swiglu(gate: &[f32], up: &[f32], out: &mut [f32]) {
     assert!(
@@ -450,6 +561,51 @@ mod tests {
         for i in 0..1541 {
             let want = gate[i] / (1.0 + (-gate[i]).exp()) * up[i];
             assert!((a[i] - want).abs() <= 1e-6 * (1.0 + want.abs()), "{i}");
+        }
+    }
+
+    /// The fast path's f32 decode attention against softmax attention in f64, for head sizes
+    /// that take the AVX2 loops (64, 128) and one that does not (20), with a large score range.
+    #[test]
+    fn attn_row_f32_is_softmax_attention() {
+        let mut seed = 0x00c0_ffee_1234_5678u64;
+        for (hd, n_kv) in [(64usize, 1usize), (64, 37), (128, 300), (20, 9)] {
+            let kv_heads = 2;
+            let stride = kv_heads * hd;
+            let k: Vec<f32> = (0..n_kv * stride).map(|_| rng(&mut seed) * 3.0).collect();
+            let v: Vec<f32> = (0..n_kv * stride).map(|_| rng(&mut seed)).collect();
+            let q: Vec<f32> = (0..hd).map(|_| rng(&mut seed) * 2.0).collect();
+            let scale = 1.0 / (hd as f32).sqrt();
+            let rows = |data| HeadRows {
+                data,
+                stride,
+                offset: hd,
+                len: hd,
+            };
+            let mut out = vec![0f32; hd];
+            attn_row_f32(&q, rows(&k), rows(&v), n_kv, scale, &mut out);
+            let s: Vec<f64> = (0..n_kv)
+                .map(|j| {
+                    (0..hd)
+                        .map(|d| q[d] as f64 * k[j * stride + hd + d] as f64)
+                        .sum::<f64>()
+                        * scale as f64
+                })
+                .collect();
+            let m = s.iter().cloned().fold(f64::MIN, f64::max);
+            let e: Vec<f64> = s.iter().map(|x| (x - m).exp()).collect();
+            let z: f64 = e.iter().sum();
+            for d in 0..hd {
+                let want: f64 = (0..n_kv)
+                    .map(|j| e[j] * v[j * stride + hd + d] as f64)
+                    .sum::<f64>()
+                    / z;
+                assert!(
+                    (out[d] as f64 - want).abs() <= 1e-5,
+                    "hd {hd} n_kv {n_kv} d {d}: {} vs {want}",
+                    out[d]
+                );
+            }
         }
     }
 }

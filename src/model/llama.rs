@@ -15,7 +15,7 @@
 use super::config::{ModelConfig, RopeLayout};
 use super::trace;
 use crate::tensor::{fast, matmul, matmul_quantized, QuantizedActivations, Weight};
-use autoround_kernels::ops::{flash_attn_row, swiglu, HeadRows, FA_TILE_Q};
+use autoround_kernels::ops::{attn_row_f32, flash_attn_row, swiglu, HeadRows, FA_TILE_Q};
 use half::f16;
 use rayon::prelude::*;
 
@@ -578,9 +578,10 @@ impl<'a> Model<'a> {
         }
     }
 
-    /// Causal grouped-query attention of `n` new queries over cached positions `0..pos0+n`,
-    /// with the numerics of llama.cpp's CPU flash attention (its default); see
-    /// [`autoround_kernels::ops`] for its two paths.
+    /// Causal grouped-query attention of `n` new queries over cached positions `0..pos0+n`:
+    /// with [`Numerics::LlamaCpp`] in the numerics of llama.cpp's CPU flash attention (its
+    /// default; see [`autoround_kernels::ops`] for its two paths), with [`Numerics::Fast`] in f32
+    /// ([`attn_row_f32`]).
     fn attention(&self, q: &[f32], kc: &[f32], vc: &[f32], pos0: usize, n: usize, out: &mut [f32]) {
         let c = &self.cfg;
         let hd = c.head_dim;
@@ -601,7 +602,11 @@ impl<'a> Model<'a> {
                 offset: kvh * hd,
                 len: hd,
             };
-            flash_attn_row(tiled, qh, rows(kc), rows(vc), n_kv, scale, o);
+            if self.numerics == Numerics::Fast {
+                attn_row_f32(qh, rows(kc), rows(vc), n_kv, scale, o);
+            } else {
+                flash_attn_row(tiled, qh, rows(kc), rows(vc), n_kv, scale, o);
+            }
         };
         // Decode is a few microseconds per head: the spinning pool, not rayon's wake-ups.
         let mut heads: Vec<(usize, &mut [f32])> = out.chunks_mut(hd).enumerate().collect();
