@@ -225,7 +225,7 @@ unsafe fn attn_row_f32_avx2(
 ) {
     use std::arch::x86_64::*;
     let hd = q.len();
-    if hd % 8 != 0 || v.len % 8 != 0 {
+    if !hd.is_multiple_of(8) || !v.len.is_multiple_of(8) {
         return attn_row_f32_impl(q, k, v, scale, s, out);
     }
     // SAFETY (all blocks): rows hold `hd` (or `v.len`) floats, read in whole vectors of eight.
