@@ -120,6 +120,52 @@ impl Pool {
         });
     }
 
+    /// Calls `f(i, j, chunk)` for every chunk `j` of every slice `outs[i]`, chunks of `per[i]`
+    /// elements (the last one shorter), spread over the pool's threads. Allocates nothing: the
+    /// decode steps' products and attention heads use it.
+    ///
+    /// # Panics
+    /// If `per` has fewer entries than `outs` or one of them is zero.
+    pub fn for_each_chunk<T: Send>(
+        &self,
+        outs: &mut [&mut [T]],
+        per: &[usize],
+        f: &(dyn Fn(usize, usize, &mut [T]) + Sync),
+    ) {
+        assert!(per.len() >= outs.len() && per[..outs.len()].iter().all(|&p| p > 0));
+        let tasks: usize = outs
+            .iter()
+            .zip(per)
+            .map(|(o, &p)| o.len().div_ceil(p))
+            .sum();
+        struct Outs<'s, 'e, T>(*mut &'s mut [T], usize, std::marker::PhantomData<&'e ()>);
+        // SAFETY: the pointer is only used to hand out disjoint chunks, one per task (below).
+        unsafe impl<T: Send> Sync for Outs<'_, '_, T> {}
+        let base = Outs(outs.as_mut_ptr(), outs.len(), std::marker::PhantomData);
+        let base = &base;
+        self.run(tasks, &|mut k| {
+            for (i, &p) in per.iter().enumerate().take(base.1) {
+                // SAFETY: `i < outs.len()`; the slice header is only read.
+                let (ptr, len) = unsafe {
+                    let o = &*base.0.add(i);
+                    (o.as_ptr() as *mut T, o.len())
+                };
+                let n = len.div_ceil(p);
+                if k < n {
+                    let start = k * p;
+                    let end = (start + p).min(len);
+                    // SAFETY: `run` calls this once per task number, and each task number
+                    // names one chunk `start..end` of one slice: the chunks are disjoint and
+                    // inside `outs[i]`, which this call borrows mutably.
+                    let chunk =
+                        unsafe { std::slice::from_raw_parts_mut(ptr.add(start), end - start) };
+                    return f(i, k, chunk);
+                }
+                k -= n;
+            }
+        });
+    }
+
     /// The number of threads a job runs on.
     pub fn threads(&self) -> usize {
         self.workers.len() + 1
@@ -273,6 +319,27 @@ mod tests {
             n.fetch_add(1, Relaxed);
         });
         assert_eq!(n.load(Relaxed), 16);
+    }
+
+    #[test]
+    fn for_each_chunk_covers_every_element_once_in_its_chunk() {
+        let pool = Pool::new(3);
+        let mut a = vec![0usize; 1000];
+        let mut b = vec![0usize; 7];
+        let mut c: Vec<usize> = Vec::new();
+        pool.for_each_chunk(
+            &mut [&mut a, &mut b, &mut c],
+            &[64, 3, 5],
+            &|i, j, chunk| {
+                for (k, x) in chunk.iter_mut().enumerate() {
+                    *x += 1 + i * 1_000_000 + j * 1000 + k;
+                }
+            },
+        );
+        let want =
+            |i: usize, per: usize, at: usize| 1 + i * 1_000_000 + (at / per) * 1000 + at % per;
+        assert!(a.iter().enumerate().all(|(at, &x)| x == want(0, 64, at)));
+        assert!(b.iter().enumerate().all(|(at, &x)| x == want(1, 3, at)));
     }
 
     #[test]

@@ -130,7 +130,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
         write!(out, "{}", stream.push(&tok.token_to_piece(next)))?;
         out.flush()?;
         if i + 1 < n_predict {
-            logits = model.forward(&[next], &mut cache, Logits::Last)?;
+            model.forward_into(&[next], &mut cache, Logits::Last, None, &mut logits)?;
         }
     }
     writeln!(out, "{}", stream.push(&[]))?;

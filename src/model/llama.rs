@@ -1,8 +1,8 @@
 //! The decoder itself: weights, KV cache and the batched forward pass.
 //!
 //! Two arithmetics ([`Numerics`]). `Fast`, the default, runs the matrix products through
-//! [`crate::tensor::fast`] and a batch's attention as blocked GEMMs ([`Model::attention_blocks`]);
-//! the rest is shared. With `LlamaCpp`, numerics are those of llama.cpp's CPU backend on an
+//! [`crate::tensor::fast`], a batch's attention as blocked GEMMs ([`Model::attention_blocks`])
+//! and a decode step's in f32 ([`autoround_kernels::ops::attn_row_f32`]); the rest is shared. With `LlamaCpp`, numerics are those of llama.cpp's CPU backend on an
 //! AVX2+FMA machine, bit for bit (checked
 //! against llama.cpp's own intermediate tensors with `tools/compare-dumps.py`): RMSNorm sums
 //! squares in f64; RoPE angles are built by repeated multiplication in f32 as ggml's cache does,
@@ -74,6 +74,27 @@ pub struct KvCache {
     k: Vec<Vec<f32>>,
     v: Vec<Vec<f32>>,
     len: usize,
+    /// The forward pass's working buffers, sized on first use and reused by every step.
+    scratch: Scratch,
+}
+
+/// Working buffers of [`Model::forward`] (one set per sequence, kept in its [`KvCache`]): with
+/// them and [`Model::forward_into`], a decode step allocates nothing.
+#[derive(Default)]
+struct Scratch {
+    x: Vec<f32>,
+    rope: Vec<f32>,
+    xn: Vec<f32>,
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    attn: Vec<f32>,
+    proj: Vec<f32>,
+    gate: Vec<f32>,
+    up: Vec<f32>,
+    act: Vec<f32>,
+    head: Vec<f32>,
+    normed: Vec<f32>,
 }
 
 impl KvCache {
@@ -89,6 +110,7 @@ impl KvCache {
                 .map(|_| vec![0f32; n_ctx * kv_dim])
                 .collect(),
             len: 0,
+            scratch: Scratch::default(),
         }
     }
     /// Positions filled so far.
@@ -274,8 +296,15 @@ impl<'a> Model<'a> {
 
     /// Embedding rows for `tokens` (`n × n_embd`).
     pub fn embed(&self, tokens: &[u32]) -> Result<Vec<f32>, ForwardError> {
+        let mut x = Vec::new();
+        self.embed_into(tokens, &mut x)?;
+        Ok(x)
+    }
+
+    /// [`embed`](Self::embed) into `x` (resized; no allocation once it is large enough).
+    pub fn embed_into(&self, tokens: &[u32], x: &mut Vec<f32>) -> Result<(), ForwardError> {
         let d = self.cfg.n_embd;
-        let mut x = vec![0f32; tokens.len() * d];
+        x.resize(tokens.len() * d, 0.0);
         for (t, &id) in tokens.iter().enumerate() {
             if id as usize >= self.tok_embd.rows {
                 return Err(ForwardError::BadToken {
@@ -286,7 +315,7 @@ impl<'a> Model<'a> {
             self.tok_embd
                 .dequantize_row(id as usize, &mut x[t * d..(t + 1) * d]);
         }
-        Ok(x)
+        Ok(())
     }
 
     /// Run `tokens` at positions `cache.len()..`, append their keys/values to the cache and
@@ -306,8 +335,24 @@ impl<'a> Model<'a> {
         tokens: &[u32],
         cache: &mut KvCache,
         which: Logits,
-        mut observer: Option<&mut MatmulObserver<'_>>,
+        observer: Option<&mut MatmulObserver<'_>>,
     ) -> Result<Vec<f32>, ForwardError> {
+        let mut logits = Vec::new();
+        self.forward_into(tokens, cache, which, observer, &mut logits)?;
+        Ok(logits)
+    }
+
+    /// [`forward_observed`](Self::forward_observed) with the logits written into `logits`
+    /// (resized): with a reused `logits`, a decode step allocates nothing (the working buffers
+    /// live in `cache`).
+    pub fn forward_into(
+        &self,
+        tokens: &[u32],
+        cache: &mut KvCache,
+        which: Logits,
+        mut observer: Option<&mut MatmulObserver<'_>>,
+        logits: &mut Vec<f32>,
+    ) -> Result<(), ForwardError> {
         let n = tokens.len();
         if n == 0 {
             return Err(ForwardError::Empty);
@@ -324,8 +369,15 @@ impl<'a> Model<'a> {
             Logits::Last => n - 1,
             Logits::From(i) => i.min(n - 1),
         };
-        let hidden = self.hidden_states_observed(tokens, cache, from, observer.as_deref_mut())?;
-        Ok(self.output_logits(&hidden, observer))
+        let mut hidden = std::mem::take(&mut cache.scratch.x);
+        let mut normed = std::mem::take(&mut cache.scratch.normed);
+        let r = self.blocks(tokens, cache, from, observer.as_deref_mut(), &mut hidden);
+        if r.is_ok() {
+            self.output_logits_into(&hidden, observer, &mut normed, logits);
+        }
+        cache.scratch.x = hidden;
+        cache.scratch.normed = normed;
+        r
     }
 
     /// Logits (`n × vocab`) of `n` rows of the residual stream after the last block (`hidden`,
@@ -336,10 +388,24 @@ impl<'a> Model<'a> {
         hidden: &[f32],
         observer: Option<&mut MatmulObserver<'_>>,
     ) -> Vec<f32> {
+        let mut logits = Vec::new();
+        self.output_logits_into(hidden, observer, &mut Vec::new(), &mut logits);
+        logits
+    }
+
+    /// [`output_logits`](Self::output_logits) into `logits`, with `normed` as working space
+    /// (both resized).
+    fn output_logits_into(
+        &self,
+        hidden: &[f32],
+        observer: Option<&mut MatmulObserver<'_>>,
+        normed: &mut Vec<f32>,
+        logits: &mut Vec<f32>,
+    ) {
         let c = &self.cfg;
         let d = c.n_embd;
         let n_out = hidden.len() / d;
-        let mut normed = vec![0f32; n_out * d];
+        normed.resize(n_out * d, 0.0);
         for t in 0..n_out {
             rms_norm(
                 &hidden[t * d..(t + 1) * d],
@@ -354,15 +420,14 @@ impl<'a> Model<'a> {
                 MatmulSite::Output {
                     tied: self.output.is_none(),
                 },
-                &normed,
+                normed,
                 n_out,
             );
         }
-        let mut logits = vec![0f32; n_out * out_w.rows];
-        self.matmul(out_w, &normed, n_out, &mut logits);
-        trace::dump("result_norm", None, &normed, d);
-        trace::dump("result_output", None, &logits, out_w.rows);
-        logits
+        logits.resize(n_out * out_w.rows, 0.0);
+        self.matmul(out_w, normed, n_out, logits);
+        trace::dump("result_norm", None, normed, d);
+        trace::dump("result_output", None, logits, out_w.rows);
     }
 
     /// The residual stream after the last block (before the final norm) for token rows
@@ -383,8 +448,23 @@ impl<'a> Model<'a> {
         tokens: &[u32],
         cache: &mut KvCache,
         keep_from: usize,
-        mut observer: Option<&mut MatmulObserver<'_>>,
+        observer: Option<&mut MatmulObserver<'_>>,
     ) -> Result<Vec<f32>, ForwardError> {
+        let mut x = Vec::new();
+        self.blocks(tokens, cache, keep_from, observer, &mut x)?;
+        Ok(x)
+    }
+
+    /// The decoder blocks: the residual stream after the last one, rows `keep_from..`, into
+    /// `x`, with the cache's working buffers.
+    fn blocks(
+        &self,
+        tokens: &[u32],
+        cache: &mut KvCache,
+        keep_from: usize,
+        mut observer: Option<&mut MatmulObserver<'_>>,
+        x: &mut Vec<f32>,
+    ) -> Result<(), ForwardError> {
         let mut see = |site: MatmulSite, x: &[f32], rows: usize| {
             if let Some(o) = observer.as_deref_mut() {
                 o(site, x, rows);
@@ -407,24 +487,39 @@ impl<'a> Model<'a> {
         let q_dim = c.n_head * hd;
         let kv_dim = c.n_head_kv * hd;
         let pos0 = cache.len;
-        let mut x = self.embed(tokens)?;
+        self.embed_into(tokens, x)?;
         let keep_from = keep_from.min(n - 1);
         let mut m = n;
 
-        let mut rope = vec![0f32; n * c.rope_dims];
+        let Scratch {
+            mut rope,
+            mut xn,
+            mut q,
+            mut k,
+            mut v,
+            mut attn,
+            mut proj,
+            mut gate,
+            mut up,
+            mut act,
+            mut head,
+            ..
+        } = std::mem::take(&mut cache.scratch);
+        // every element is written before it is read: resizing only sizes them
+        rope.resize(n * c.rope_dims, 0.0);
         for t in 0..n {
             self.rope_cache(pos0 + t, &mut rope[t * c.rope_dims..(t + 1) * c.rope_dims]);
         }
-
-        let mut xn = vec![0f32; n * d];
-        let mut q = vec![0f32; n * q_dim];
-        let mut k = vec![0f32; n * kv_dim];
-        let mut v = vec![0f32; n * kv_dim];
-        let mut attn = vec![0f32; n * q_dim];
-        let mut proj = vec![0f32; n * d];
-        let mut gate = vec![0f32; n * c.n_ff];
-        let mut up = vec![0f32; n * c.n_ff];
-        let mut act = vec![0f32; n * c.n_ff];
+        xn.resize(n * d, 0.0);
+        q.resize(n * q_dim, 0.0);
+        k.resize(n * kv_dim, 0.0);
+        v.resize(n * kv_dim, 0.0);
+        attn.resize(n * q_dim, 0.0);
+        proj.resize(n * d, 0.0);
+        gate.resize(n * c.n_ff, 0.0);
+        up.resize(n * c.n_ff, 0.0);
+        act.resize(n * c.n_ff, 0.0);
+        head.resize(hd, 0.0);
 
         for (il, l) in self.layers.iter().enumerate() {
             // --- attention ---
@@ -468,15 +563,15 @@ impl<'a> Model<'a> {
                 let rc = &rope[t * c.rope_dims..(t + 1) * c.rope_dims];
                 for h in q[t * q_dim..(t + 1) * q_dim].chunks_mut(hd) {
                     if let Some(w) = &l.q_norm {
-                        let tmp = h.to_vec();
-                        rms_norm(&tmp, w, c.rms_eps, h);
+                        head.copy_from_slice(h);
+                        rms_norm(&head, w, c.rms_eps, h);
                     }
                     self.apply_rope(rc, h);
                 }
                 for h in k[t * kv_dim..(t + 1) * kv_dim].chunks_mut(hd) {
                     if let Some(w) = &l.k_norm {
-                        let tmp = h.to_vec();
-                        rms_norm(&tmp, w, c.rms_eps, h);
+                        head.copy_from_slice(h);
+                        rms_norm(&head, w, c.rms_eps, h);
                     }
                     self.apply_rope(rc, h);
                 }
@@ -506,17 +601,17 @@ impl<'a> Model<'a> {
                 // Like llama.cpp, run the last feed-forward only on the rows whose output is
                 // wanted (this changes which matmul kernel, and so which float order, is used).
                 m = n - keep_from;
-                for buf in [&mut x, &mut proj, &mut xn] {
+                for buf in [&mut *x, &mut proj, &mut xn] {
                     buf.drain(..keep_from * d);
                 }
                 for buf in [&mut gate, &mut up, &mut act] {
                     buf.truncate(m * c.n_ff);
                 }
             }
-            for (xi, pi) in x.iter_mut().zip(&proj) {
+            for (xi, pi) in x.iter_mut().zip(proj.iter()) {
                 *xi += pi;
             }
-            trace::dump("ffn_inp", Some(il), &x, d);
+            trace::dump("ffn_inp", Some(il), x, d);
 
             // --- feed-forward (SwiGLU) ---
             for t in 0..m {
@@ -561,13 +656,28 @@ impl<'a> Model<'a> {
             see(MatmulSite::FfnDown(il), &act, m);
             self.matmul(&l.w_down, &act, m, &mut proj);
             trace::dump("ffn_out", Some(il), &proj, d);
-            for (xi, pi) in x.iter_mut().zip(&proj) {
+            for (xi, pi) in x.iter_mut().zip(proj.iter()) {
                 *xi += pi;
             }
-            trace::dump("l_out", Some(il), &x, d);
+            trace::dump("l_out", Some(il), x, d);
         }
+        // `x` and `normed` are the caller's (see `forward_into`)
+        cache.scratch = Scratch {
+            rope,
+            xn,
+            q,
+            k,
+            v,
+            attn,
+            proj,
+            gate,
+            up,
+            act,
+            head,
+            ..Scratch::default()
+        };
         cache.len += n;
-        Ok(x)
+        Ok(())
     }
 
     /// One matrix product with this model's [`Numerics`].
@@ -609,8 +719,7 @@ impl<'a> Model<'a> {
             }
         };
         // Decode is a few microseconds per head: the spinning pool, not rayon's wake-ups.
-        let mut heads: Vec<(usize, &mut [f32])> = out.chunks_mut(hd).enumerate().collect();
-        fast::pool().for_each(&mut heads, &|(idx, o)| one(*idx, o));
+        fast::pool().for_each_chunk(&mut [out], &[hd], &|_, idx, o| one(idx, o));
     }
 }
 

@@ -123,9 +123,14 @@ fn gemv(ws: &[&Weight], x: &[f32], t: usize, outs: &mut [&mut [f32]]) {
         }
         let bufs = &bufs[..used];
         let gact = &*gact;
-        let mut tasks: Vec<(&Weight, usize, Act<'_>, &mut [f32])> = Vec::new();
-        for (w, o) in ws.iter().zip(outs.iter_mut()) {
-            let act = match &w.repr {
+        // One output slice, activation row and task size per weight, on the stack: the token
+        // loop allocates nothing here.
+        assert!(ws.len() <= MANY, "matmul_many: at most {MANY} products");
+        let mut acts = [Act::F32(&[]); MANY];
+        let mut per = [1usize; MANY];
+        let mut slots: [&mut [f32]; MANY] = Default::default();
+        for (i, (w, o)) in ws.iter().zip(outs.iter_mut()).enumerate() {
+            acts[i] = match &w.repr {
                 Repr::Ggml { ty, .. } if dot::takes_f32(*ty) => Act::F32(x),
                 Repr::Ggml { ty, .. } => {
                     let vt = reference::vec_dot_type(*ty);
@@ -142,24 +147,27 @@ fn gemv(ws: &[&Weight], x: &[f32], t: usize, outs: &mut [&mut [f32]]) {
             };
             // a few tasks per thread, but not so small that scheduling costs more than the rows
             let min_rows = (65536 / w.row_bytes().max(1)).max(8);
-            let per_task = w.rows.div_ceil(threads * 4).max(min_rows);
-            let ot = &mut o[t * w.rows..(t + 1) * w.rows];
-            for (i, chunk) in ot.chunks_mut(per_task).enumerate() {
-                tasks.push((w, i * per_task, act, chunk));
-            }
+            per[i] = w.rows.div_ceil(threads * 4).max(min_rows);
+            slots[i] = &mut o[t * w.rows..(t + 1) * w.rows];
         }
-        pool.for_each(&mut tasks, &|(w, r0, act, out)| match &w.repr {
-            Repr::Ggml { ty, data } => {
-                let rb = w.row_bytes();
-                let rows = &data[*r0 * rb..(*r0 + out.len()) * rb];
-                dot::dot_rows(tier, *ty, w.cols, rows, *act, out);
-            }
-            Repr::Group(m) => {
-                groupwise::dot_rows(tier, &m.rows(*r0, out.len()), gact, out);
+        pool.for_each_chunk(&mut slots[..ws.len()], &per, &|i, j, out| {
+            let (w, r0) = (ws[i], j * per[i]);
+            match &w.repr {
+                Repr::Ggml { ty, data } => {
+                    let rb = w.row_bytes();
+                    let rows = &data[r0 * rb..(r0 + out.len()) * rb];
+                    dot::dot_rows(tier, *ty, w.cols, rows, acts[i], out);
+                }
+                Repr::Group(m) => {
+                    groupwise::dot_rows(tier, &m.rows(r0, out.len()), gact, out);
+                }
             }
         });
     });
 }
+
+/// The most products [`matmul_many`] takes at once (q/k/v is three).
+const MANY: usize = 4;
 
 /// The prefill products' arithmetic: bf16 on AMX tiles where the CPU has them, else f32;
 /// `AUTOROUND_PREFILL=f32` keeps f32 everywhere.
