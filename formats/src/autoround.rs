@@ -572,19 +572,29 @@ pub fn dequantize_packed(
     scales: &[f32],
     g_idx: Option<&[i32]>,
 ) -> Result<Vec<f32>, PackError> {
-    let u = unpack_packed(q, rows, cols, qweight, qweight_rows, qzeros, scales, g_idx)?;
-    let mut w = vec![0f32; rows * cols];
-    for r in 0..rows {
-        for c in 0..cols {
-            let gi = match &u.g_idx {
-                Some(g) => g[c] as usize,
-                None => c / u.group_size,
-            };
-            let z = u.zeros[gi * rows + r] as f32;
-            w[r * cols + c] = u.scales[gi * rows + r] * (u.codes[r * cols + c] as f32 - z);
+    Ok(
+        unpack_packed(q, rows, cols, qweight, qweight_rows, qzeros, scales, g_idx)?
+            .dequantize(rows, cols),
+    )
+}
+
+impl Unpacked {
+    /// `scale · (code − zero)`, `rows × cols` (the shape it was unpacked with).
+    pub fn dequantize(&self, rows: usize, cols: usize) -> Vec<f32> {
+        let mut w = vec![0f32; rows * cols];
+        for r in 0..rows {
+            for c in 0..cols {
+                let gi = match &self.g_idx {
+                    Some(g) => g[c] as usize,
+                    None => c / self.group_size,
+                };
+                let z = self.zeros[gi * rows + r] as f32;
+                w[r * cols + c] =
+                    self.scales[gi * rows + r] * (self.codes[r * cols + c] as f32 - z);
+            }
         }
+        w
     }
-    Ok(w)
 }
 
 #[cfg(test)]

@@ -273,7 +273,7 @@ fn attn_row_f32_impl(
     out: &mut [f32],
 ) {
     for (j, sj) in s.iter_mut().enumerate() {
-        // eight lanes, then their sum: vectorizes, in a fixed order
+        // eight lanes, then their sum (the AVX2 loop's order)
         let mut lanes = [0f32; 8];
         let kr = k.row(j);
         let (qc, kc) = (q.chunks_exact(8), kr.chunks_exact(8));

@@ -318,7 +318,7 @@ fn packed_weight<'a>(
         Ok(m) => Ok(Weight::group(&name, m)),
         Err(why) => {
             notes.push(format!("{module}: kept as f32 ({why})"));
-            let w = dequantize_unpacked(&u, rows, cols);
+            let w = u.dequantize(rows, cols);
             let bytes: Vec<u8> = w.iter().flat_map(|x| x.to_le_bytes()).collect();
             Ok(Weight::matrix(
                 &name,
@@ -331,22 +331,6 @@ fn packed_weight<'a>(
     }
 }
 
-/// `scale · (code − zero)` of an unpacked layer, `rows × cols`.
-fn dequantize_unpacked(u: &Unpacked, rows: usize, cols: usize) -> Vec<f32> {
-    let mut w = vec![0f32; rows * cols];
-    for r in 0..rows {
-        for c in 0..cols {
-            let gi = match &u.g_idx {
-                Some(g) => g[c] as usize,
-                None => c / u.group_size,
-            };
-            let z = u.zeros[gi * rows + r] as f32;
-            w[r * cols + c] = u.scales[gi * rows + r] * (u.codes[r * cols + c] as f32 - z);
-        }
-    }
-    w
-}
-
 /// The f32 weights `rows × cols` of the packed layer `module` (tensors `module.qweight`,
 /// `.qzeros`, `.scales`, maybe `.g_idx`, looked up with `tensor`), or what is wrong with it.
 pub fn dequantize_module<'t>(
@@ -357,7 +341,7 @@ pub fn dequantize_module<'t>(
     cols: usize,
 ) -> Result<Vec<f32>, String> {
     let (_, u) = unpack_module(tensor, q, module, rows, cols)?;
-    Ok(dequantize_unpacked(&u, rows, cols))
+    Ok(u.dequantize(rows, cols))
 }
 
 /// The packed layer `module`'s quantization and unpacked contents (see [`dequantize_module`]).

@@ -1,21 +1,26 @@
 //! The engine's fast matrix products (the default; [`super::matmul`] is llama.cpp's arithmetic).
 //!
 //! - **Decode** (fewer than [`PREFILL_ROWS`] tokens): each token's activations are quantized once
-//!   per vec-dot type (Q8_0/Q8_1/Q8_K; F16 weights take f32), then the rows of every product of
-//!   that input (q/k/v, or gate/up, via [`matmul_many`]) are split over the spinning decode pool
-//!   ([`autoround_kernels::pool`]) and [`autoround_kernels::dot::dot_rows`] reads each row once,
-//!   in place in the memory map, with the CPU's best tier (AVX-512 VNNI, AVX2, NEON).
+//!   per vec-dot type (Q8_0/Q8_1/Q8_K; F16/BF16/F32 weights take f32; group-wise weights Q8_0
+//!   with chunk sums), then the rows of every product of that input (q/k/v, or gate/up, via
+//!   [`matmul_many`]) are split over the spinning decode pool ([`autoround_kernels::pool`],
+//!   without allocating) and [`autoround_kernels::dot::dot_rows`] (or
+//!   [`autoround_kernels::groupwise::dot_rows`]) reads each row once, in place in the memory map
+//!   (group-wise: as repacked at load), with the CPU's best tier (AVX-512 VNNI, AVX2, NEON).
 //! - **Prefill** (a batch of tokens), where the CPU has AMX-INT8 and the type a kernel there:
 //!   [`autoround_kernels::qgemm`], the activations quantized as llama.cpp quantizes them and the
 //!   exact integer block sums against the weights in place (unpacked per task into tile order).
-//! - **Prefill**, other types or CPUs: the weights are dequantized a slab of rows at a time into a
+//! - **Prefill**, other types (group-wise ones too) or CPUs: the weights are dequantized a slab of
+//!   rows at a time into a
 //!   per-thread f32 buffer, and the slab is multiplied with every token at once by
 //!   [`autoround_kernels::gemm::gemm`] at its fastest precision (bf16 on AMX tiles where the CPU
 //!   has them, f32 otherwise), written straight into the output's columns.
 //!
 //! Results differ from the llama.cpp path only in rounding: the integer block sums are the same,
 //! the float additions come in another order; the slab path multiplies the dequantized weights
-//! with the activations rounded through the vec-dot type (in bf16 on AMX).
+//! with the activations rounded through the vec-dot type (in bf16 on AMX). Group-wise weights
+//! have no llama.cpp counterpart: that path multiplies them dequantized, in f32, and decode here
+//! differs from it by the Q8_0 rounding of the activations.
 
 use super::{Repr, Weight};
 use autoround_kernels::dispatch::Tier;

@@ -2,7 +2,9 @@
 //!
 //! A [`Weight`] is a 2-D matrix of `rows` output rows, each `cols` elements of one ggml type, laid
 //! out row after row exactly as in GGUF (and as in safetensors for F32/F16/BF16): the bytes are
-//! borrowed from the memory map, never copied at load.
+//! borrowed from the memory map, never copied at load. The exception is said at load: the
+//! group-wise integers of auto_round/GPTQ/AWQ checkpoints, whose packing runs down the input
+//! dimension, are repacked into rows ([`Repr::Group`]).
 //!
 //! [`matmul`] computes what llama.cpp computes on an x86 AVX2+FMA machine, bit for bit: each
 //! activation row is first converted to the weight type's "vec-dot type" (Q8_0, Q8_1, Q8_K, F16,

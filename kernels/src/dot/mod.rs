@@ -148,4 +148,4 @@ pub fn scalar_rows(ty: GgmlType, cols: usize, w: &[u8], act: Act<'_>, out: &mut 
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

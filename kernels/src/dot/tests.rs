@@ -5,16 +5,16 @@
 use super::*;
 use crate::reference::dequantize_row;
 
-struct Rng(u64);
+pub(crate) struct Rng(pub(crate) u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
         self.0
     }
-    fn unit(&mut self) -> f32 {
+    pub(crate) fn unit(&mut self) -> f32 {
         (self.next() % 2_000_001) as f32 / 1_000_000.0 - 1.0
     }
 }
@@ -89,7 +89,8 @@ fn magnitude(ty: GgmlType, cols: usize, row: &[u8], act: Act<'_>) -> f64 {
         .sum()
 }
 
-fn tiers() -> Vec<Tier> {
+/// The tiers this CPU runs (the others are reported as skipped).
+pub(crate) fn tiers() -> Vec<Tier> {
     let all = [Tier::Scalar, Tier::Neon, Tier::Avx2, Tier::Avx512];
     let (run, skip): (Vec<Tier>, Vec<Tier>) = all.into_iter().partition(|&t| Tier::supported(t));
     for t in skip {

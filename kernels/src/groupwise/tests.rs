@@ -2,20 +2,7 @@
 //! dequantized weights and activations, and every tier against the spec.
 
 use super::*;
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn unit(&mut self) -> f32 {
-        (self.next() % 2_000_001) as f32 / 1_000_000.0 - 1.0
-    }
-}
+use crate::dot::tests::{tiers, Rng};
 
 /// A random matrix: codes over the whole range, zero points up to `2^bits` (GPTQ v1's wrapped
 /// zero), f16 scales that are sometimes zero, subnormal or huge.
@@ -132,15 +119,6 @@ fn the_spec_is_the_dot_product_of_the_dequantized_rows() {
             }
         }
     }
-}
-
-fn tiers() -> Vec<Tier> {
-    let all = [Tier::Scalar, Tier::Neon, Tier::Avx2, Tier::Avx512];
-    let (run, skip): (Vec<Tier>, Vec<Tier>) = all.into_iter().partition(|&t| Tier::supported(t));
-    for t in skip {
-        eprintln!("skipped: tier {} (this CPU lacks it)", t.name());
-    }
-    run
 }
 
 #[test]
