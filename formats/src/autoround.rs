@@ -559,25 +559,6 @@ pub fn unpack_packed(
     })
 }
 
-/// The weights `rows × cols` (output × input) of a packed layer: `scale · (code − zero)`, with
-/// the arguments of [`unpack_packed`].
-#[allow(clippy::too_many_arguments)]
-pub fn dequantize_packed(
-    q: &LayerQuant,
-    rows: usize,
-    cols: usize,
-    qweight: &[u32],
-    qweight_rows: usize,
-    qzeros: &[u32],
-    scales: &[f32],
-    g_idx: Option<&[i32]>,
-) -> Result<Vec<f32>, PackError> {
-    Ok(
-        unpack_packed(q, rows, cols, qweight, qweight_rows, qzeros, scales, g_idx)?
-            .dequantize(rows, cols),
-    )
-}
-
 impl Unpacked {
     /// `scale · (code − zero)`, `rows × cols` (the shape it was unpacked with).
     pub fn dequantize(&self, rows: usize, cols: usize) -> Vec<f32> {
@@ -687,7 +668,7 @@ mod tests {
         assert_eq!(q, vec![0x7531_6420]);
     }
 
-    /// Packing then [`dequantize_packed`] gives `scale · (code − zero)` for every layout, with a
+    /// Packing then [`unpack_packed`] and [`Unpacked::dequantize`] give `scale · (code − zero)` for every layout, with a
     /// partial last group and GPTQ's input padded to whole groups.
     #[test]
     fn packed_layers_dequantize_to_scale_times_code_minus_zero() {
@@ -733,7 +714,9 @@ mod tests {
                 sym: false,
                 layout,
             };
-            let w = dequantize_packed(&q, rows, cols, &qw, qrows, &qz, &scales, None).unwrap();
+            let w = unpack_packed(&q, rows, cols, &qw, qrows, &qz, &scales, None)
+                .unwrap()
+                .dequantize(rows, cols);
             for r in 0..rows {
                 for col in 0..cols {
                     let g = col / gs;

@@ -353,21 +353,11 @@ impl<'a> Model<'a> {
         mut observer: Option<&mut MatmulObserver<'_>>,
         logits: &mut Vec<f32>,
     ) -> Result<(), ForwardError> {
-        let n = tokens.len();
-        if n == 0 {
-            return Err(ForwardError::Empty);
-        }
-        if cache.len + n > cache.n_ctx {
-            return Err(ForwardError::ContextFull {
-                have: cache.len,
-                add: n,
-                n_ctx: cache.n_ctx,
-            });
-        }
         trace::next_step();
+        // `blocks` checks the tokens against the cache and clamps `from` to the last row
         let from = match which {
-            Logits::Last => n - 1,
-            Logits::From(i) => i.min(n - 1),
+            Logits::Last => tokens.len().saturating_sub(1),
+            Logits::From(i) => i,
         };
         let mut hidden = std::mem::take(&mut cache.scratch.x);
         let mut normed = std::mem::take(&mut cache.scratch.normed);
