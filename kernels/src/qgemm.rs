@@ -2,7 +2,8 @@
 //!
 //! `out[t][r] = Σ_b dw[r][b]·da[t][b]·Σ_{k∈b} qw[r][k]·qa[t][k] + Σ_b mw[r][b]·sa[t][b]`
 //!
-//! where `b` runs over the blocks that share a weight scale (32 values; 16 for Q6_K), `qw` are the
+//! where `b` runs over the blocks that share a weight scale (32 values; for Q6_K the 256 of a
+//! super-block, its 16-value integer scales folded into `qw`: see `Layout`), `qw` are the
 //! weights' integer levels (as i8, offsets such as Q4_0's −8 applied), `dw` their per-block
 //! scale and `mw` their per-block offset (Q4_1/Q5_1's `m`, the K-quants' `−dmin·m_j`), and `qa`,
 //! `da`, `sa` the activations quantized to the weight type's vec-dot type as llama.cpp quantizes
@@ -14,8 +15,9 @@
 //! Data flow per product:
 //! - the activations are packed once into A tiles (16 tokens × one block of values), with their
 //!   scales;
-//! - each task unpacks 64 weight rows into `TDPBSSD`'s B layout (the "VNNI" layout: tile row `p`
-//!   holds, for each of 16 rows, the 4 values at `4p..4p + 4` of the block) plus scales;
+//! - each task unpacks 64 weight rows, 16 at a time, and transposes them into `TDPBSSD`'s B
+//!   layout (the "VNNI" layout: tile row `p` holds, for each of 16 rows, the 4 values at
+//!   `4p..4p + 4` of the block) plus scales;
 //! - per 16 tokens × 16 rows, each block's integer tile is scaled and added in f32 (AVX-512,
 //!   lanes along the rows, so a token's 16 outputs are one store).
 //!
@@ -46,12 +48,39 @@ pub fn supports(ty: GgmlType) -> bool {
     )
 }
 
-/// Values per scale block of `ty` (the K step of one integer tile product).
-fn block_len(ty: GgmlType) -> usize {
+/// How a type's weights go onto the tiles.
+#[derive(Clone, Copy)]
+struct Layout {
+    /// Values per integer tile product (K): one scale block of 32, or 64 for Q6_K.
+    len: usize,
+    /// Weight planes: 1 (the levels), or 2 for Q6_K, whose values are `sc·q = 128·hi + lo`
+    /// (its 16-value scales folded into the integers, split into two i8 planes).
+    planes: usize,
+    /// Tile products per scale block: 1, or 4 for Q6_K (one f16 `d` per 256 values).
+    per_scale: usize,
+    /// Token tiles per pass over a row tile's weights: 1, or 2 for Q6_K (whose B tiles are
+    /// twice the bytes, so each is used against two A tiles).
+    tokens: usize,
+}
+
+fn layout(ty: GgmlType) -> Layout {
     if ty == GgmlType::Q6_K {
-        16
+        // Its scales come in blocks of 16: tiles of K = 16 would cost as many tile stores and
+        // float steps as tile products. Folded into the integers instead, one super-block is
+        // four K = 64 products per plane and a single float step.
+        Layout {
+            len: 64,
+            planes: 2,
+            per_scale: 4,
+            tokens: 2,
+        }
     } else {
-        32
+        Layout {
+            len: 32,
+            planes: 1,
+            per_scale: 1,
+            tokens: 1,
+        }
     }
 }
 
@@ -61,8 +90,8 @@ fn has_offset(ty: GgmlType) -> bool {
     matches!(ty, G::Q4_1 | G::Q5_1 | G::Q4_K | G::Q5_K)
 }
 
-/// One weight row of `ty` as i8 levels `q` (`cols`), per-block scales `dw` and offsets `mw`
-/// (`cols / block_len`).
+/// One weight row of `ty` as i8 levels `q` (`planes × cols`: see [`Layout`]), per-scale-block
+/// scales `dw` and offsets `mw`.
 fn unpack_row(ty: GgmlType, src: &[u8], q: &mut [i8], dw: &mut [f32], mw: &mut [f32]) {
     use GgmlType as G;
     let bs = ty.type_size();
@@ -133,22 +162,13 @@ fn unpack_row(ty: GgmlType, src: &[u8], q: &mut [i8], dw: &mut [f32], mw: &mut [
             }
         }
         G::Q6_K => {
-            for (sb, blk) in src.chunks_exact(bs).enumerate() {
-                let d = f16_at(blk, 208);
-                for j in 0..16 {
-                    dw[16 * sb + j] = d * (blk[192 + j] as i8) as f32;
-                }
-                for n in 0..2 {
-                    let y = &mut q[256 * sb + 128 * n..256 * sb + 128 * n + 128];
-                    let (ql, qh) = (&blk[64 * n..64 * n + 64], &blk[128 + 32 * n..160 + 32 * n]);
-                    for l in 0..32 {
-                        let h = qh[l];
-                        y[l] = ((ql[l] & 15) | ((h & 3) << 4)) as i8 - 32;
-                        y[l + 32] = ((ql[l + 32] & 15) | (((h >> 2) & 3) << 4)) as i8 - 32;
-                        y[l + 64] = ((ql[l] >> 4) | (((h >> 4) & 3) << 4)) as i8 - 32;
-                        y[l + 96] = ((ql[l + 32] >> 4) | (((h >> 6) & 3) << 4)) as i8 - 32;
-                    }
-                }
+            // w = sc·(q − 32) in [−4096, 4064] as 128·hi + lo, hi in [−32, 32], lo in [−64, 63]
+            let (hi, lo) = q.split_at_mut(q.len() / 2);
+            let hi = hi.as_chunks_mut::<256>().0;
+            let lo = lo.as_chunks_mut::<256>().0;
+            for (((blk, hi), lo), dw) in src.chunks_exact(bs).zip(hi).zip(lo).zip(dw) {
+                *dw = f16_at(blk, 208);
+                imp::split_q6_k(blk.try_into().expect("210-byte block"), hi, lo);
             }
         }
         _ => unreachable!("{ty}: not supported (supports)"),
@@ -164,11 +184,19 @@ struct Packed {
     tiles: usize,
 }
 
-/// Packs `n` rows of activations quantized to `vt` (`cols` values each) for blocks of `len`.
-fn pack_activations(vt: GgmlType, act: &[u8], n: usize, cols: usize, len: usize) -> Packed {
+/// Packs `n` rows of activations quantized to `vt` (`cols` values each) for blocks of `len`,
+/// in a multiple of `step` tiles.
+fn pack_activations(
+    vt: GgmlType,
+    act: &[u8],
+    n: usize,
+    cols: usize,
+    len: usize,
+    step: usize,
+) -> Packed {
     let row_bytes = act.len() / n;
     let blocks = cols / len;
-    let tiles = n.div_ceil(T);
+    let tiles = n.div_ceil(T).next_multiple_of(step);
     let mut p = Packed {
         a: vec![0; tiles * blocks * len * T],
         da: vec![0.0; tiles * blocks * T],
@@ -182,7 +210,7 @@ fn pack_activations(vt: GgmlType, act: &[u8], n: usize, cols: usize, len: usize)
         .zip(p.sa.par_chunks_mut(tile_s))
         .enumerate()
         .for_each(|(tt, ((a, da), sa))| {
-            for j in 0..T.min(n - tt * T) {
+            for j in 0..T.min(n.saturating_sub(tt * T)) {
                 let row = &act[(tt * T + j) * row_bytes..(tt * T + j + 1) * row_bytes];
                 for blk in 0..blocks {
                     let (qs, d, s): (&[u8], f32, f32) = match vt {
@@ -222,12 +250,13 @@ fn pack_activations(vt: GgmlType, act: &[u8], n: usize, cols: usize, len: usize)
 /// One task's weight rows in B-tile order.
 #[derive(Default)]
 struct Rows {
-    /// `[row tile][block][len/4][16 rows][4]` (the "VNNI" layout `TDPBSSD` reads).
+    /// `[row tile][chunk of len][plane][len/4][16 rows][4]` (the "VNNI" layout `TDPBSSD`
+    /// reads).
     b: Vec<i8>,
-    /// `[row tile][block][16 rows]`.
+    /// `[row tile][scale block][16 rows]`.
     dw: Vec<f32>,
     mw: Vec<f32>,
-    /// One unpacked row and its per-block values.
+    /// 16 unpacked rows (`[row][plane][cols]`) and one row's per-scale-block values.
     row: Vec<i8>,
     row_dw: Vec<f32>,
     row_mw: Vec<f32>,
@@ -275,9 +304,11 @@ pub fn matmul(
     if n == 0 || rows == 0 {
         return;
     }
-    let len = block_len(ty);
+    let lay = layout(ty);
+    let len = lay.len;
     let blocks = cols / len;
-    let packed = pack_activations(vt, act, n, cols, len);
+    let scales = blocks / lay.per_scale;
+    let packed = pack_activations(vt, act, n, cols, len, lay.tokens);
     let offsets = has_offset(ty);
     let o = Out(out.as_mut_ptr());
     let o = &o;
@@ -296,50 +327,58 @@ pub fn matmul(
                 row_mw,
                 c,
             } = &mut *buf;
-            let tile_b = blocks * len * T;
-            let tile_s = blocks * T;
+            let tile_b = lay.planes * cols * T;
+            let tile_s = scales * T;
             b.resize(rts * tile_b, 0);
             dw.resize(rts * tile_s, 0.0);
             mw.resize(rts * tile_s, 0.0);
-            row.resize(cols, 0);
-            row_dw.resize(blocks, 0.0);
-            row_mw.resize(blocks, 0.0);
+            row.resize(T * lay.planes * cols, 0);
+            row_dw.resize(scales, 0.0);
+            row_mw.resize(scales, 0.0);
             c.resize(8 * T * T + 16, 0);
             // rows past `nr` in the last tile: zero weights and scales
             if !nr.is_multiple_of(T) {
-                b[(rts - 1) * tile_b..].fill(0);
                 dw[(rts - 1) * tile_s..].fill(0.0);
                 mw[(rts - 1) * tile_s..].fill(0.0);
             }
-            for r in 0..nr {
-                unpack_row(
-                    ty,
-                    &w[(r0 + r) * rb..(r0 + r + 1) * rb],
-                    row,
-                    row_dw,
-                    row_mw,
-                );
-                let (rt, j) = (r / T, r % T);
-                for blk in 0..blocks {
-                    let tile = rt * tile_b + blk * len * T;
-                    for p4 in 0..len / 4 {
-                        let at = tile + p4 * 4 * T + 4 * j;
-                        b[at..at + 4]
-                            .copy_from_slice(&row[blk * len + 4 * p4..blk * len + 4 * p4 + 4]);
+            let pc = lay.planes * cols;
+            for rt in 0..rts {
+                let here = T.min(nr - rt * T);
+                for j in 0..here {
+                    let r = r0 + rt * T + j;
+                    let y = &mut row[j * pc..(j + 1) * pc];
+                    unpack_row(ty, &w[r * rb..(r + 1) * rb], y, row_dw, row_mw);
+                    for k in 0..scales {
+                        dw[rt * tile_s + k * T + j] = row_dw[k];
+                        mw[rt * tile_s + k * T + j] = row_mw[k];
                     }
-                    dw[rt * tile_s + blk * T + j] = row_dw[blk];
-                    mw[rt * tile_s + blk * T + j] = row_mw[blk];
+                }
+                row[here * pc..].fill(0);
+                // B tiles: 4-value group `p4` of a chunk of row `j` goes to tile row `p4`,
+                // slot `j`; the chunks' planes are consecutive, so group `g` of the row's
+                // planes lands in tile row `g` for one plane, or below for Q6_K's two
+                let bq = b[rt * tile_b..(rt + 1) * tile_b].as_chunks_mut::<4>().0;
+                let rq = row.as_chunks::<4>().0;
+                let (groups, per) = (len / 4, cols / 4);
+                for (g, line) in bq.chunks_exact_mut(T).enumerate() {
+                    // line g = chunk blk, plane pl, group p4
+                    let (blk, pl, p4) =
+                        (g / groups / lay.planes, g / groups % lay.planes, g % groups);
+                    let at = pl * per + blk * groups + p4;
+                    for (j, v) in line.iter_mut().enumerate() {
+                        *v = rq[j * pc / 4 + at];
+                    }
                 }
             }
             // 64-byte aligned room for two groups of four C tiles
             let skip = c.as_ptr().align_offset(64);
             let c = &mut c[skip..skip + 8 * T * T];
-            imp::with_tiles(len, || {
-                for tt in 0..packed.tiles {
-                    let toks = T.min(n - tt * T);
+            imp::with_tiles(lay, || {
+                for tt in (0..packed.tiles).step_by(lay.tokens) {
+                    let toks = (lay.tokens * T).min(n - tt * T);
                     for rt in 0..rts {
                         let cols_here = T.min(nr - rt * T);
-                        // SAFETY: token rows tt·16 .. tt·16 + toks < n and columns
+                        // SAFETY: token rows tt·16 .. tt·16 + toks ≤ n and columns
                         // r0 + rt·16 .. + cols_here ≤ rows ≤ out_stride lie inside `out`
                         // (asserted above); this task alone writes columns r0..r0 + nr.
                         let dst = unsafe { o.0.add(tt * T * out_stride + r0 + rt * T) };
@@ -349,7 +388,7 @@ pub fn matmul(
                             &b[rt * tile_b..(rt + 1) * tile_b],
                             &dw[rt * tile_s..(rt + 1) * tile_s],
                             offsets.then(|| &mw[rt * tile_s..(rt + 1) * tile_s]),
-                            len,
+                            lay,
                             c,
                             dst,
                             out_stride,
@@ -365,25 +404,97 @@ pub fn matmul(
 
 #[cfg(target_arch = "x86_64")]
 mod imp {
-    use super::{Packed, T};
+    use super::{Layout, Packed, T};
     use std::arch::asm;
     use std::arch::x86_64::*;
 
-    /// Runs `f` with this module's tiles configured for blocks of `len` (16 or 32) values:
-    /// tmm0/tmm6 A (16 tokens × `len` bytes), tmm1/tmm7 B (`len/4` rows × 64 bytes), tmm2-5 C.
-    pub(super) fn with_tiles(len: usize, f: impl FnOnce()) {
-        // callers run only where `available()` holds (AMX-TILE/INT8, tile state granted)
-        let (a, b) = (len as u16, (len / 4) as u8);
-        crate::amx::with_config(
-            [a, 64, 64, 64, 64, 64, a, 64, 0, 0, 0, 0, 0, 0, 0, 0],
-            [16, b, 16, 16, 16, 16, 16, b, 0, 0, 0, 0, 0, 0, 0, 0],
-            f,
-        )
+    /// One Q6_K super-block's values `sc_j·(q − 32)` as `128·hi + lo` (see [`super::Layout`]).
+    pub(super) fn split_q6_k(blk: &[u8; 210], hi: &mut [i8; 256], lo: &mut [i8; 256]) {
+        // SAFETY: runs only on the AMX path (`available()`), and every AMX CPU has AVX-512BW
+        // (`amx::available` requires it); all accesses are within the arrays.
+        unsafe { split_q6_k_avx512(blk, hi, lo) }
     }
 
-    /// Token tile `tt` of `p` times one row tile (`b`, `dw`, `mw` as in `Rows`): writes
-    /// `toks` output rows of `cols` values at `dst`, `stride` apart. `c` is 64-byte aligned
-    /// room for eight C tiles.
+    #[target_feature(enable = "avx512bw")]
+    unsafe fn split_q6_k_avx512(blk: &[u8; 210], hi: &mut [i8; 256], lo: &mut [i8; 256]) {
+        let m4 = _mm256_set1_epi8(15);
+        let m2 = _mm256_set1_epi8(3 << 4);
+        let r64 = _mm512_set1_epi16(64);
+        let p = blk.as_ptr();
+        for n in 0..2 {
+            // SAFETY: offsets below 192 + 16 ≤ 210 and 128·n + 128 ≤ 256.
+            unsafe {
+                let ql0 = _mm256_loadu_si256(p.add(64 * n) as *const __m256i);
+                let ql1 = _mm256_loadu_si256(p.add(64 * n + 32) as *const __m256i);
+                let h = _mm256_loadu_si256(p.add(128 + 32 * n) as *const __m256i);
+                // levels of values 128n + 32m .. + 32, as llama.cpp's dequantize_row_q6_K
+                let levels = [
+                    _mm256_or_si256(
+                        _mm256_and_si256(ql0, m4),
+                        _mm256_and_si256(_mm256_slli_epi16::<4>(h), m2),
+                    ),
+                    _mm256_or_si256(
+                        _mm256_and_si256(ql1, m4),
+                        _mm256_and_si256(_mm256_slli_epi16::<2>(h), m2),
+                    ),
+                    _mm256_or_si256(
+                        _mm256_and_si256(_mm256_srli_epi16::<4>(ql0), m4),
+                        _mm256_and_si256(h, m2),
+                    ),
+                    _mm256_or_si256(
+                        _mm256_and_si256(_mm256_srli_epi16::<4>(ql1), m4),
+                        _mm256_and_si256(_mm256_srli_epi16::<2>(h), m2),
+                    ),
+                ];
+                for (m, lv) in levels.into_iter().enumerate() {
+                    let at = 128 * n + 32 * m;
+                    let q = _mm512_sub_epi16(_mm512_cvtepu8_epi16(lv), _mm512_set1_epi16(32));
+                    // scales of the two 16-value halves
+                    let (s0, s1) = (blk[192 + at / 16] as i8, blk[193 + at / 16] as i8);
+                    let sc = _mm512_inserti64x4::<1>(
+                        _mm512_castsi256_si512(_mm256_set1_epi16(s0 as i16)),
+                        _mm256_set1_epi16(s1 as i16),
+                    );
+                    let w = _mm512_mullo_epi16(sc, q);
+                    let h = _mm512_srai_epi16::<7>(_mm512_add_epi16(w, r64));
+                    let l = _mm512_sub_epi16(w, _mm512_slli_epi16::<7>(h));
+                    _mm256_storeu_si256(
+                        hi.as_mut_ptr().add(at) as *mut __m256i,
+                        _mm512_cvtepi16_epi8(h),
+                    );
+                    _mm256_storeu_si256(
+                        lo.as_mut_ptr().add(at) as *mut __m256i,
+                        _mm512_cvtepi16_epi8(l),
+                    );
+                }
+            }
+        }
+    }
+
+    /// Runs `f` with this module's tiles configured for `lay`. Blocks of 32: tmm0/tmm6 A
+    /// (16 tokens × 32 bytes), tmm1/tmm7 B (8 rows × 64 bytes), tmm2-5 C. Q6_K's split planes:
+    /// tmm0/tmm7 A, tmm1/tmm2 the two B planes, tmm3-6 C, all 16 rows × 64 bytes.
+    pub(super) fn with_tiles(lay: Layout, f: impl FnOnce()) {
+        // callers run only where `available()` holds (AMX-TILE/INT8, tile state granted)
+        let (a, b) = (lay.len as u16, (lay.len / 4) as u8);
+        let (colsb, rows) = if lay.planes == 1 {
+            (
+                [a, 64, 64, 64, 64, 64, a, 64, 0, 0, 0, 0, 0, 0, 0, 0],
+                [16, b, 16, 16, 16, 16, 16, b, 0, 0, 0, 0, 0, 0, 0, 0],
+            )
+        } else {
+            debug_assert_eq!(lay.len, 64);
+            (
+                [64, 64, 64, 64, 64, 64, 64, 64, 0, 0, 0, 0, 0, 0, 0, 0],
+                [16, 16, 16, 16, 16, 16, 16, 16, 0, 0, 0, 0, 0, 0, 0, 0],
+            )
+        };
+        crate::amx::with_config(colsb, rows, f)
+    }
+
+    /// Token tiles `tt .. tt + lay.tokens` of `p` times one row tile (`b`, `dw`, `mw` as in
+    /// `Rows`): writes `toks` output rows of `cols` values at `dst`, `stride` apart. `c` is
+    /// 64-byte aligned room for eight C tiles.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn tile_product(
         p: &Packed,
@@ -391,26 +502,141 @@ mod imp {
         b: &[i8],
         dw: &[f32],
         mw: Option<&[f32]>,
-        len: usize,
+        lay: Layout,
         c: &mut [i32],
         dst: *mut f32,
         stride: usize,
         toks: usize,
         cols: usize,
     ) {
-        let blocks = dw.len() / T;
-        assert!(b.len() == blocks * len * T && mw.is_none_or(|m| m.len() == dw.len()));
-        assert!(tt < p.tiles && p.a.len() >= (tt + 1) * blocks * len * T);
-        assert!(p.da.len() >= (tt + 1) * blocks * T && p.sa.len() == p.da.len());
+        let len = lay.len;
+        let blocks = dw.len() / T * lay.per_scale;
+        assert!(b.len() == blocks * lay.planes * len * T);
+        assert!(mw.is_none_or(|m| m.len() == dw.len()));
+        let end = tt + lay.tokens;
+        assert!(end <= p.tiles && p.a.len() >= end * blocks * len * T);
+        assert!(p.da.len() >= end * blocks * T && p.sa.len() == p.da.len());
         assert!(c.len() == 8 * T * T && c.as_ptr().align_offset(64) == 0);
-        assert!(toks <= T && cols <= T);
-        // SAFETY: with_tiles configured the tiles (callers run inside it); AVX-512F is part of
-        // every AMX CPU (`amx::available` requires it); the asserts bound every access but
-        // `dst`, which the caller vouches for.
+        assert!(toks <= lay.tokens * T && cols <= T);
+        // SAFETY: with_tiles configured the tiles for `lay` (callers run inside it); AVX-512F
+        // is part of every AMX CPU (`amx::available` requires it); the asserts bound every
+        // access but `dst`, which the caller vouches for.
         unsafe {
-            match mw {
-                Some(m) => tile_avx512::<true>(p, tt, b, dw, m, len, c, dst, stride, toks, cols),
-                None => tile_avx512::<false>(p, tt, b, dw, dw, len, c, dst, stride, toks, cols),
+            match (lay.planes, mw) {
+                (2, None) if len == 64 && lay.per_scale == 4 && lay.tokens == 2 => {
+                    tile_split_avx512(p, tt, b, dw, c, dst, stride, toks, cols)
+                }
+                (1, Some(m)) if lay.per_scale == 1 && lay.tokens == 1 => {
+                    tile_avx512::<true>(p, tt, b, dw, m, len, c, dst, stride, toks, cols)
+                }
+                (1, None) if lay.per_scale == 1 && lay.tokens == 1 => {
+                    tile_avx512::<false>(p, tt, b, dw, dw, len, c, dst, stride, toks, cols)
+                }
+                _ => unreachable!("no tile product for this layout"),
+            }
+        }
+    }
+
+    /// [`tile_avx512`] for Q6_K's two planes (see [`Layout`]), two token tiles at a time: per
+    /// super-block, four K = 64 products per plane and token tile accumulate `Σ hi·a` and
+    /// `Σ lo·a` in C tiles; the exact `128·Σhi·a + Σlo·a` is then scaled once by `d·d_a`.
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn tile_split_avx512(
+        p: &Packed,
+        tt: usize,
+        b: &[i8],
+        dw: &[f32],
+        c: &mut [i32],
+        dst: *mut f32,
+        stride: usize,
+        toks: usize,
+        cols: usize,
+    ) {
+        const TILE: usize = 64 * T; // bytes per A or B tile
+        let sbs = dw.len() / T;
+        let mut acc = [[_mm512_setzero_ps(); T]; 2];
+        // SAFETY (whole body): bounds asserted by `tile_product`.
+        unsafe {
+            let a0 = p.a.as_ptr().add(tt * 4 * sbs * TILE);
+            let a1 = a0.add(4 * sbs * TILE);
+            let da = [
+                p.da.as_ptr().add(tt * 4 * sbs * T),
+                p.da.as_ptr().add((tt + 1) * 4 * sbs * T),
+            ];
+            // Super-block `sb`: tmm0/tmm1 the two token tiles' A, tmm6/tmm7 the B planes,
+            // tmm2/tmm3 the first token tile's hi/lo sums, tmm4/tmm5 the second's.
+            let launch = |sb: usize| {
+                let bb = b.as_ptr().add(8 * sb * TILE);
+                for i in 0..4 {
+                    asm!(
+                        "tileloadd tmm6, [{b} + {s}*1]",
+                        "tileloadd tmm0, [{a0} + {s}*1]",
+                        "tdpbssd tmm2, tmm0, tmm6",
+                        "tileloadd tmm7, [{b} + {s}*1 + 1024]",
+                        "tdpbssd tmm3, tmm0, tmm7",
+                        "tileloadd tmm1, [{a1} + {s}*1]",
+                        "tdpbssd tmm4, tmm1, tmm6",
+                        "tdpbssd tmm5, tmm1, tmm7",
+                        a0 = in(reg) a0.add((4 * sb + i) * TILE),
+                        a1 = in(reg) a1.add((4 * sb + i) * TILE),
+                        b = in(reg) bb.add(2 * i * TILE),
+                        s = in(reg) 64usize,
+                        out("tmm0") _, out("tmm1") _, out("tmm6") _, out("tmm7") _,
+                        options(nostack),
+                    );
+                }
+            };
+            let zero = || {
+                asm!(
+                    "tilezero tmm2",
+                    "tilezero tmm3",
+                    "tilezero tmm4",
+                    "tilezero tmm5",
+                    out("tmm2") _, out("tmm3") _, out("tmm4") _, out("tmm5") _,
+                    options(nostack),
+                );
+            };
+            let mut post = |ct: *const i32, sb: usize| {
+                let dwv = _mm512_loadu_ps(dw.as_ptr().add(sb * T));
+                for (k, (acc, da)) in acc.iter_mut().zip(da).enumerate() {
+                    let ct = ct.add(2 * k * T * T);
+                    for (t, acc) in acc.iter_mut().enumerate() {
+                        let hi = _mm512_load_si512(ct.add(t * T) as *const _);
+                        let lo = _mm512_load_si512(ct.add(T * T + t * T) as *const _);
+                        let ci =
+                            _mm512_cvtepi32_ps(_mm512_add_epi32(_mm512_slli_epi32::<7>(hi), lo));
+                        let s = _mm512_mul_ps(dwv, _mm512_set1_ps(*da.add(4 * sb * T + t)));
+                        *acc = _mm512_fmadd_ps(ci, s, *acc);
+                    }
+                }
+            };
+            // Software-pipelined as in `tile_avx512`: the tile unit works on super-block
+            // sb + 1 while the vector units scale sb's stored sums.
+            if sbs > 0 {
+                zero();
+                launch(0);
+            }
+            for sb in 0..sbs {
+                let cp = c.as_mut_ptr().add((sb % 2) * 4 * T * T) as *mut u8;
+                asm!(
+                    "tilestored [{c} + {bs}*1], tmm2",
+                    "tilestored [{c} + {bs}*1 + 1024], tmm3",
+                    "tilestored [{c} + {bs}*1 + 2048], tmm4",
+                    "tilestored [{c} + {bs}*1 + 3072], tmm5",
+                    c = in(reg) cp,
+                    bs = in(reg) 64usize,
+                    options(nostack),
+                );
+                if sb + 1 < sbs {
+                    zero();
+                    launch(sb + 1);
+                }
+                post(cp as *const i32, sb);
+            }
+            let mask: __mmask16 = if cols == T { !0 } else { (1u16 << cols) - 1 };
+            for t in 0..toks {
+                _mm512_mask_storeu_ps(dst.add(t * stride), mask, acc[t / T][t % T]);
             }
         }
     }
@@ -542,8 +768,11 @@ mod imp {
 
 #[cfg(not(target_arch = "x86_64"))]
 mod imp {
-    use super::Packed;
-    pub(super) fn with_tiles(_len: usize, _f: impl FnOnce()) {
+    use super::{Layout, Packed};
+    pub(super) fn split_q6_k(_blk: &[u8; 210], _hi: &mut [i8; 256], _lo: &mut [i8; 256]) {
+        unreachable!("int8 AMX products are only dispatched on x86-64")
+    }
+    pub(super) fn with_tiles(_lay: Layout, _f: impl FnOnce()) {
         unreachable!("int8 AMX products are only dispatched on x86-64")
     }
     #[allow(clippy::too_many_arguments)]
@@ -553,7 +782,7 @@ mod imp {
         _b: &[i8],
         _dw: &[f32],
         _mw: Option<&[f32]>,
-        _len: usize,
+        _lay: Layout,
         _c: &mut [i32],
         _dst: *mut f32,
         _stride: usize,
@@ -595,6 +824,9 @@ mod tests {
             (G::Q4_K, 40, 512, 19),
             (G::Q5_K, 16, 768, 17),
             (G::Q6_K, 50, 512, 21),
+            (G::Q6_K, 20, 768, 18),
+            (G::Q6_K, 33, 1280, 40),
+            (G::Q6_K, 16, 256, 7),
         ] {
             let wf: Vec<f32> = (0..rows * cols).map(|_| unit()).collect();
             let rb = ty.row_bytes(cols as u64).unwrap() as usize;
