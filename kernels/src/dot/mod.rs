@@ -2,18 +2,18 @@
 //! decode (one token, a matrix-vector product bound by the bytes of weights it reads).
 //!
 //! The activation row is quantized on the fly to the weight type's vec-dot type, as llama.cpp
-//! does (Q8_0 for Q4_0/Q5_0/Q8_0, Q8_1 for Q4_1/Q5_1, Q8_K for the K-quants), except for F16
-//! weights, which meet f32 activations. The scalar reference ([`crate::reference::vec_dot`]) is
-//! the spec: every tier forms the same exact integer sum per block and differs from it only in
-//! the order of the float additions (tests bound the difference as llama.cpp's
-//! test-quantize-fns does).
+//! does (Q8_0 for Q4_0/Q5_0/Q8_0, Q8_1 for Q4_1/Q5_1, Q8_K for the K-quants), except for the
+//! float weights (F16, BF16, F32), which meet f32 activations. The scalar reference
+//! ([`crate::reference::vec_dot`]) is the spec: every tier forms the same exact integer sum per
+//! block and differs from it only in the order of the float additions (tests bound the
+//! difference as llama.cpp's test-quantize-fns does).
 //!
 //! | tier | where | what |
 //! |---|---|---|
 //! | scalar | everywhere | the reference, row by row |
 //! | avx2 | x86-64 with AVX2+FMA+F16C | [`x86`]: 32-byte blocks through `maddubs`/`madd` |
 //! | avx512 | x86-64 with AVX-512 VL/BW + VNNI | [`x86`] with `vpdpbusd` for the 32-element types |
-//! | neon | AArch64 | `neon`: `sdot` (dot-product extension) or `smull`/`sadalp`; not the float types or Q2_K/Q3_K yet |
+//! | neon | AArch64 | `neon`: `sdot` (dot-product extension) or `smull`/`sadalp`; float rows with `fmla` |
 //!
 //! Find the Q4_K dot product in [`x86`] (`q4_k_rows`) and its spec in
 //! [`crate::reference::vec_dot_q4_k_q8_k`].
@@ -33,7 +33,7 @@ pub mod x86;
 pub enum Act<'a> {
     /// Packed blocks of the weight type's [`reference::vec_dot_type`].
     Quant(&'a [u8]),
-    /// Plain floats (F16 weights).
+    /// Plain floats (F16, BF16 and F32 weights).
     F32(&'a [f32]),
 }
 
@@ -57,7 +57,19 @@ pub fn neon_handles(ty: GgmlType) -> bool {
     use GgmlType as T;
     matches!(
         ty,
-        T::Q4_0 | T::Q4_1 | T::Q5_0 | T::Q5_1 | T::Q8_0 | T::Q4_K | T::Q5_K | T::Q6_K
+        T::Q4_0
+            | T::Q4_1
+            | T::Q5_0
+            | T::Q5_1
+            | T::Q8_0
+            | T::Q2_K
+            | T::Q3_K
+            | T::Q4_K
+            | T::Q5_K
+            | T::Q6_K
+            | T::F16
+            | T::BF16
+            | T::F32
     )
 }
 

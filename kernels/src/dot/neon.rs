@@ -1,11 +1,13 @@
 //! aarch64 NEON row kernels for [`super::dot_rows`]: Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 against
-//! Q8_0/Q8_1 activations and Q4_K, Q5_K, Q6_K against Q8_K.
+//! Q8_0/Q8_1 activations, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K against Q8_K, and the float types (F16,
+//! BF16, F32) against f32 activations.
 //!
-//! Each block's weights are widened to signed bytes in two 16-byte registers, and the exact
-//! integer sum with the activations' bytes comes from `sdot` where the CPU has the dot-product
-//! extension (written as inline assembly: its intrinsics are not stable Rust yet), or from
+//! Each block's weights are widened to signed bytes in 16-byte registers, and the exact integer
+//! sum with the activations' bytes comes from `sdot` where the CPU has the dot-product extension
+//! (written as inline assembly: its intrinsics are not stable Rust yet), or from
 //! `smull`/`sadalp` in base NEON (i16 products of two bytes within ±127·128 cannot overflow). The
-//! float part follows the reference block by block.
+//! float part follows the reference block by block. The float rows convert their weights to f32
+//! exactly (F16 with `fcvtl`, BF16 with a 16-bit shift) and sum with four `fmla` accumulators.
 
 use super::Act;
 use crate::reference::f16_at;
@@ -24,44 +26,54 @@ pub unsafe fn dot_rows(
     act: Act<'_>,
     out: &mut [f32],
 ) {
-    let Act::Quant(a) = act else {
-        unreachable!("{ty}: f32 activations have no NEON kernel (neon_handles)")
-    };
     // SAFETY: forwarded from the caller.
     unsafe {
         if dotprod {
-            rows_dotprod(ty, cols, w, a, out)
+            rows_dotprod(ty, cols, w, act, out)
         } else {
-            rows_base(ty, cols, w, a, out)
+            rows_base(ty, cols, w, act, out)
         }
     }
 }
 
 #[target_feature(enable = "neon,dotprod")]
-unsafe fn rows_dotprod(ty: GgmlType, cols: usize, w: &[u8], a: &[u8], out: &mut [f32]) {
+unsafe fn rows_dotprod(ty: GgmlType, cols: usize, w: &[u8], act: Act<'_>, out: &mut [f32]) {
     // SAFETY: the features are enabled; sizes are the caller's contract.
-    unsafe { rows::<true>(ty, cols, w, a, out) }
+    unsafe { rows::<true>(ty, cols, w, act, out) }
 }
 
 #[target_feature(enable = "neon")]
-unsafe fn rows_base(ty: GgmlType, cols: usize, w: &[u8], a: &[u8], out: &mut [f32]) {
+unsafe fn rows_base(ty: GgmlType, cols: usize, w: &[u8], act: Act<'_>, out: &mut [f32]) {
     // SAFETY: as above.
-    unsafe { rows::<false>(ty, cols, w, a, out) }
+    unsafe { rows::<false>(ty, cols, w, act, out) }
 }
 
 #[inline(always)]
-unsafe fn rows<const DOT: bool>(ty: GgmlType, cols: usize, w: &[u8], a: &[u8], out: &mut [f32]) {
+unsafe fn rows<const DOT: bool>(
+    ty: GgmlType,
+    cols: usize,
+    w: &[u8],
+    act: Act<'_>,
+    out: &mut [f32],
+) {
     use GgmlType as T;
     let rb = ty.row_bytes(cols as u64).expect("whole blocks") as usize;
     for (row, o) in w.chunks_exact(rb).zip(out.iter_mut()) {
-        // SAFETY: `row` is one whole row of `ty`, `a` the activation row of its vec-dot type
-        // (checked by `dot_rows`); every kernel reads only inside them.
+        // SAFETY: `row` is one whole row of `ty`, `act` the activation row of its vec-dot type
+        // (or `cols` floats) (checked by `dot_rows`); every kernel reads only inside them.
         *o = unsafe {
-            match ty {
-                T::Q4_0 | T::Q4_1 | T::Q5_0 | T::Q5_1 | T::Q8_0 => legacy::<DOT>(ty, row, a),
-                T::Q4_K | T::Q5_K => q45_k::<DOT>(ty == T::Q5_K, row, a),
-                T::Q6_K => q6_k::<DOT>(row, a),
-                _ => unreachable!("{ty}: no NEON kernel (neon_handles)"),
+            match (ty, act) {
+                (T::Q4_0 | T::Q4_1 | T::Q5_0 | T::Q5_1 | T::Q8_0, Act::Quant(a)) => {
+                    legacy::<DOT>(ty, row, a)
+                }
+                (T::Q2_K, Act::Quant(a)) => q2_k::<DOT>(row, a),
+                (T::Q3_K, Act::Quant(a)) => q3_k::<DOT>(row, a),
+                (T::Q4_K | T::Q5_K, Act::Quant(a)) => q45_k::<DOT>(ty == T::Q5_K, row, a),
+                (T::Q6_K, Act::Quant(a)) => q6_k::<DOT>(row, a),
+                (T::F16, Act::F32(a)) => float_row::<F16>(row, a),
+                (T::BF16, Act::F32(a)) => float_row::<BF16>(row, a),
+                (T::F32, Act::F32(a)) => float_row::<F32>(row, a),
+                _ => unreachable!("{ty}: no NEON kernel for these activations (neon_handles)"),
             }
         };
     }
@@ -267,6 +279,180 @@ unsafe fn q6_k<const DOT: bool>(row: &[u8], a: &[u8]) -> f32 {
     sum
 }
 
+/// The four 2-bit fields of 16 bytes, as signed bytes (0..=3): field `k` is bits `2k .. 2k + 2`
+/// of each byte (Q2_K's and Q3_K's layout: field `k` of byte `32n + l` is element
+/// `128n + 32k + l`).
+#[inline(always)]
+unsafe fn crumbs(q: uint8x16_t) -> [int8x16_t; 4] {
+    let m2 = vdupq_n_u8(3);
+    [
+        vreinterpretq_s8_u8(vandq_u8(q, m2)),
+        vreinterpretq_s8_u8(vandq_u8(vshrq_n_u8::<2>(q), m2)),
+        vreinterpretq_s8_u8(vandq_u8(vshrq_n_u8::<4>(q), m2)),
+        vreinterpretq_s8_u8(vshrq_n_u8::<6>(q)),
+    ]
+}
+
+/// `acc + Σ_k scale_j·(Σ v_k·a)` lane by lane, for the 16-element sub-blocks `j = 8n + 2k + h`
+/// of a Q2_K/Q3_K super-block: `v[k]` holds the values of elements `128n + 32k + 16h .. + 16`
+/// (as [`crumbs`] lays them out), `y` is the Q8_K block. Exact: each lane stays far inside i32.
+#[inline(always)]
+unsafe fn scaled_quad<const DOT: bool>(
+    acc: int32x4_t,
+    v: [int8x16_t; 4],
+    (n, h): (usize, usize),
+    scales: &[i32; 16],
+    y: &[u8],
+) -> int32x4_t {
+    let mut acc = acc;
+    for (k, vk) in v.into_iter().enumerate() {
+        let e = 128 * n + 32 * k + 16 * h;
+        // SAFETY: 16 activation bytes at 4 + e <= 244 inside the 292-byte Q8_K block.
+        unsafe {
+            let ya = vld1q_s8(y[4 + e..].as_ptr() as *const i8);
+            acc = vmlaq_n_s32(acc, dot16::<DOT>(vdupq_n_s32(0), vk, ya), scales[e / 16]);
+        }
+    }
+    acc
+}
+
+/// Q2_K: `d·d8·Σ_j (sc_j & 15)·Σq·a − dmin·d8·Σ_j (sc_j >> 4)·bsum_j` over sub-blocks of 16,
+/// the 2-bit values used as they are (0..=3).
+#[inline(always)]
+unsafe fn q2_k<const DOT: bool>(row: &[u8], a: &[u8]) -> f32 {
+    let mut sum = 0f32;
+    for (x, y) in row.chunks_exact(84).zip(a.chunks_exact(292)) {
+        let (d8, bs) = q8_k_head(y);
+        let scales: [i32; 16] = std::array::from_fn(|j| (x[j] & 15) as i32);
+        let msum: i32 = (0..16).map(|j| (x[j] >> 4) as i32 * bs[j]).sum();
+        let mut acc = vdupq_n_s32(0);
+        for n in 0..2 {
+            for h in 0..2 {
+                // SAFETY: 16 quant bytes at 16 + 32n + 16h inside the 84-byte block; `y` is a
+                // whole Q8_K block.
+                unsafe {
+                    let q = vld1q_u8(x[16 + 32 * n + 16 * h..].as_ptr());
+                    acc = scaled_quad::<DOT>(acc, crumbs(q), (n, h), &scales, y);
+                }
+            }
+        }
+        let isum = vaddvq_s32(acc);
+        sum += f16_at(x, 80) * d8 * isum as f32 - f16_at(x, 82) * d8 * msum as f32;
+    }
+    sum
+}
+
+/// Q3_K: `d·d8·Σ_j (sc_j − 32)·Σ v·a` over sub-blocks of 16, the 3-bit values as signed bytes
+/// `v = low − 4` where the element's hmask bit is clear, `low` where it is set (−4..=3). Each
+/// super-block's sum is one exact integer before the float multiply (no cancellation between
+/// lanes).
+#[inline(always)]
+unsafe fn q3_k<const DOT: bool>(row: &[u8], a: &[u8]) -> f32 {
+    let mut sum = 0f32;
+    for (x, y) in row.chunks_exact(110).zip(a.chunks_exact(292)) {
+        let d8 = f32::from_le_bytes([y[0], y[1], y[2], y[3]]);
+        let scales = crate::reference::kquants::q3_k_scales(&x[96..108]);
+        let mut acc = vdupq_n_s32(0);
+        for n in 0..2 {
+            for h in 0..2 {
+                // SAFETY: 16 quant bytes at 32 + 32n + 16h and 16 hmask bytes at 16h inside the
+                // 110-byte block; `y` is a whole Q8_K block.
+                unsafe {
+                    let low = crumbs(vld1q_u8(x[32 + 32 * n + 16 * h..].as_ptr()));
+                    let hm = vld1q_u8(x[16 * h..].as_ptr());
+                    let v = std::array::from_fn(|k| {
+                        // element 128n + 32k + l has its high bit at bit 4n + k of hmask[l]
+                        let set = vtstq_u8(hm, vdupq_n_u8(1 << (4 * n + k)));
+                        let off = vbicq_u8(vdupq_n_u8(4), set);
+                        vsubq_s8(low[k], vreinterpretq_s8_u8(off))
+                    });
+                    acc = scaled_quad::<DOT>(acc, v, (n, h), &scales, y);
+                }
+            }
+        }
+        sum += f16_at(x, 108) * d8 * vaddvq_s32(acc) as f32;
+    }
+    sum
+}
+
+/// The float weight types, as the const parameter of [`float_row`].
+const F16: u8 = 0;
+const BF16: u8 = 1;
+const F32: u8 = 2;
+
+/// Four f16 (as bits) converted to f32, exactly, with `fcvtl` (base AArch64 Advanced SIMD;
+/// written as inline assembly because the `vcvt_f32_f16` intrinsic is stable only since Rust
+/// 1.94, newer than the workspace's `rust-version`).
+#[inline(always)]
+unsafe fn f16x4(h: uint16x4_t) -> float32x4_t {
+    let f: float32x4_t;
+    // SAFETY: `fcvtl` exists on every AArch64 CPU; it reads only `h` and writes only `f`.
+    unsafe {
+        asm!(
+            "fcvtl {f:v}.4s, {h:v}.4h",
+            f = lateout(vreg) f,
+            h = in(vreg) h,
+            options(pure, nomem, nostack),
+        );
+    }
+    f
+}
+
+/// Four weights from element `i` of a float row at `p`, converted to f32 exactly (BF16: the
+/// bits shifted into the high half of an f32).
+#[inline(always)]
+unsafe fn weights4<const KIND: u8>(p: *const u8, i: usize) -> float32x4_t {
+    // SAFETY: the caller points `p` at a row with elements i .. i + 4.
+    unsafe {
+        match KIND {
+            F16 => f16x4(vreinterpret_u16_u8(vld1_u8(p.add(2 * i)))),
+            BF16 => vreinterpretq_f32_u32(vshll_n_u16::<16>(vreinterpret_u16_u8(vld1_u8(
+                p.add(2 * i),
+            )))),
+            _ => vreinterpretq_f32_u8(vld1q_u8(p.add(4 * i))),
+        }
+    }
+}
+
+/// Weight `i` of a float row, as f32 (the scalar tail).
+#[inline(always)]
+fn weight1<const KIND: u8>(row: &[u8], i: usize) -> f32 {
+    match KIND {
+        F16 => f16_at(row, 2 * i),
+        BF16 => f32::from_bits((u16::from_le_bytes([row[2 * i], row[2 * i + 1]]) as u32) << 16),
+        _ => f32::from_le_bytes([row[4 * i], row[4 * i + 1], row[4 * i + 2], row[4 * i + 3]]),
+    }
+}
+
+/// A float row (F16, BF16 or F32 by `KIND`) against f32 activations: `Σ w_i·a_i`, 16 elements
+/// at a time into four independent 4-lane fused multiply-add accumulators, then four at a time
+/// into the first, then the last `cols % 4` one by one.
+#[inline(always)]
+unsafe fn float_row<const KIND: u8>(row: &[u8], a: &[f32]) -> f32 {
+    let cols = a.len();
+    let (c16, c4) = (cols / 16 * 16, cols / 4 * 4);
+    let (w, x) = (row.as_ptr(), a.as_ptr());
+    // SAFETY: `row` holds `cols` weights of the kind (checked by `dot_rows`), `a` `cols` floats;
+    // every vector load covers elements i .. i + 4 with i + 4 <= c4 <= cols.
+    let mut t = unsafe {
+        let mut s = [vdupq_n_f32(0.0); 4];
+        for i in (0..c16).step_by(16) {
+            for (k, sk) in s.iter_mut().enumerate() {
+                let e = i + 4 * k;
+                *sk = vfmaq_f32(*sk, weights4::<KIND>(w, e), vld1q_f32(x.add(e)));
+            }
+        }
+        for i in (c16..c4).step_by(4) {
+            s[0] = vfmaq_f32(s[0], weights4::<KIND>(w, i), vld1q_f32(x.add(i)));
+        }
+        vaddvq_f32(vaddq_f32(vaddq_f32(s[0], s[1]), vaddq_f32(s[2], s[3])))
+    };
+    for (i, ai) in a.iter().enumerate().skip(c4) {
+        t += weight1::<KIND>(row, i) * ai;
+    }
+    t
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -293,6 +479,8 @@ mod tests {
             T::Q5_0,
             T::Q5_1,
             T::Q8_0,
+            T::Q2_K,
+            T::Q3_K,
             T::Q4_K,
             T::Q5_K,
             T::Q6_K,
@@ -304,6 +492,8 @@ mod tests {
             // finite f16 scales (the random bytes are left in the quants)
             let scale_at: &[usize] = match ty {
                 T::Q6_K => &[208],
+                T::Q3_K => &[108],
+                T::Q2_K => &[80, 82],
                 T::Q4_1 | T::Q5_1 | T::Q4_K | T::Q5_K => &[0, 2],
                 _ => &[0],
             };
@@ -326,6 +516,41 @@ mod tests {
                 dot_rows(true, ty, cols, &w, Act::Quant(&a), &mut dot);
             }
             assert_eq!(base, dot, "{ty}");
+        }
+    }
+
+    /// The float rows against the reference for every tail length (`cols % 16` and `cols % 4`
+    /// both from 0 to their maximum), including rows shorter than one vector.
+    #[test]
+    fn float_rows_every_tail() {
+        let mut rng = crate::dot::tests::Rng(0x0f1e_2d3c_4b5a_6978);
+        for ty in [GgmlType::F16, GgmlType::BF16, GgmlType::F32] {
+            for cols in 1..=40usize {
+                let rows = 2;
+                let vals: Vec<f32> = (0..cols * rows).map(|_| rng.unit() * 4.0).collect();
+                let w: Vec<u8> = vals
+                    .iter()
+                    .flat_map(|&v| match ty {
+                        GgmlType::F16 => half::f16::from_f32(v).to_bits().to_le_bytes().to_vec(),
+                        GgmlType::BF16 => half::bf16::from_f32(v).to_bits().to_le_bytes().to_vec(),
+                        _ => v.to_le_bytes().to_vec(),
+                    })
+                    .collect();
+                let x: Vec<f32> = (0..cols).map(|_| rng.unit()).collect();
+                let (mut got, mut want) = (vec![0f32; rows], vec![0f32; rows]);
+                // SAFETY: NEON is baseline on AArch64; the buffers hold `rows` rows of `cols`.
+                unsafe { dot_rows(false, ty, cols, &w, Act::F32(&x), &mut got) };
+                super::super::scalar_rows(ty, cols, &w, Act::F32(&x), &mut want);
+                for (r, (g, e)) in got.iter().zip(&want).enumerate() {
+                    // Σ|w·a| (before the weights' rounding to the type: close enough for a bound)
+                    let row = &vals[r * cols..(r + 1) * cols];
+                    let mag: f32 = row.iter().zip(&x).map(|(v, a)| (v * a).abs()).sum();
+                    assert!(
+                        (g - e).abs() <= 2e-6 * mag,
+                        "{ty} cols {cols} row {r}: {g} vs reference {e}"
+                    );
+                }
+            }
         }
     }
 }

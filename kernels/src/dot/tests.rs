@@ -1,6 +1,6 @@
 //! Every tier against the scalar reference ([`crate::reference::vec_dot`]) on random blocks,
 //! with zero, tiny (subnormal) and extreme (f16 max) scales, an activation outlier, rows of
-//! zeros, and F16 rows with ragged tails.
+//! zeros, and float (F16/BF16/F32) rows with ragged tails.
 
 use super::*;
 use crate::reference::dequantize_row;
@@ -161,5 +161,14 @@ fn every_tier_matches_the_reference() {
                 }
             }
         }
+    }
+}
+
+/// NEON has a kernel for every type the x86 tiers have (so `doctor` reports the same tier for
+/// all of them on either architecture).
+#[test]
+fn neon_covers_the_x86_types() {
+    for &ty in GgmlType::ALL {
+        assert_eq!(neon_handles(ty), has_simd(ty), "{ty}");
     }
 }
