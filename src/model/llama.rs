@@ -139,6 +139,21 @@ pub enum Logits {
     From(usize),
 }
 
+/// One sequence's new tokens in a batched forward pass ([`Model::forward_batch`]).
+pub struct Segment<'c> {
+    pub tokens: &'c [u32],
+    pub cache: &'c mut KvCache,
+}
+
+/// Which rows of a forward pass's residual stream are kept after the last block.
+#[derive(Debug, Clone, Copy)]
+enum Keep {
+    /// The rows from this one on (one segment).
+    From(usize),
+    /// The last row of each segment.
+    Lasts,
+}
+
 /// Which weight a matrix product of the forward pass multiplies by (for [`MatmulObserver`]s).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum MatmulSite {
@@ -303,19 +318,23 @@ impl<'a> Model<'a> {
 
     /// [`embed`](Self::embed) into `x` (resized; no allocation once it is large enough).
     pub fn embed_into(&self, tokens: &[u32], x: &mut Vec<f32>) -> Result<(), ForwardError> {
-        let d = self.cfg.n_embd;
-        x.resize(tokens.len() * d, 0.0);
-        for (t, &id) in tokens.iter().enumerate() {
-            if id as usize >= self.tok_embd.rows {
-                return Err(ForwardError::BadToken {
-                    id,
-                    vocab: self.tok_embd.rows,
-                });
-            }
-            self.tok_embd
-                .dequantize_row(id as usize, &mut x[t * d..(t + 1) * d]);
+        if let Some(&id) = tokens.iter().find(|&&id| id as usize >= self.tok_embd.rows) {
+            return Err(ForwardError::BadToken {
+                id,
+                vocab: self.tok_embd.rows,
+            });
         }
+        x.resize(tokens.len() * self.cfg.n_embd, 0.0);
+        self.embed_rows(tokens, x);
         Ok(())
+    }
+
+    /// The embedding rows of `tokens` (checked to be in the vocabulary) into `x`.
+    fn embed_rows(&self, tokens: &[u32], x: &mut [f32]) {
+        let d = self.cfg.n_embd;
+        for (&id, row) in tokens.iter().zip(x.chunks_exact_mut(d)) {
+            self.tok_embd.dequantize_row(id as usize, row);
+        }
     }
 
     /// Run `tokens` at positions `cache.len()..`, append their keys/values to the cache and
@@ -367,6 +386,34 @@ impl<'a> Model<'a> {
         }
         cache.scratch.x = hidden;
         cache.scratch.normed = normed;
+        r
+    }
+
+    /// One step of several sequences at once (continuous batching): each segment's tokens run
+    /// at its cache's next positions and enter its cache; `logits` gets the last token's logits
+    /// of each segment, in order (`segs.len() × vocab`). The matrix products run once over all
+    /// the rows, so the weights are read once for every sequence. Rows of fewer than
+    /// [`fast::PREFILL_ROWS`] tokens in all take the per-row decode kernels, whose result for
+    /// each row is the same as a step of that sequence alone. If any segment is refused (empty,
+    /// context full, unknown token), nothing changes. The working buffers are the first
+    /// segment's cache's.
+    pub fn forward_batch(
+        &self,
+        segs: &mut [Segment<'_>],
+        logits: &mut Vec<f32>,
+    ) -> Result<(), ForwardError> {
+        trace::next_step();
+        let Some(first) = segs.first_mut() else {
+            return Err(ForwardError::Empty);
+        };
+        let mut hidden = std::mem::take(&mut first.cache.scratch.x);
+        let mut normed = std::mem::take(&mut first.cache.scratch.normed);
+        let r = self.blocks_multi(segs, Keep::Lasts, None, &mut hidden);
+        if r.is_ok() {
+            self.output_logits_into(&hidden, None, &mut normed, logits);
+        }
+        segs[0].cache.scratch.x = hidden;
+        segs[0].cache.scratch.normed = normed;
         r
     }
 
@@ -452,6 +499,21 @@ impl<'a> Model<'a> {
         tokens: &[u32],
         cache: &mut KvCache,
         keep_from: usize,
+        observer: Option<&mut MatmulObserver<'_>>,
+        x: &mut Vec<f32>,
+    ) -> Result<(), ForwardError> {
+        let mut seg = [Segment { tokens, cache }];
+        self.blocks_multi(&mut seg, Keep::From(keep_from), observer, x)
+    }
+
+    /// The decoder blocks over the rows of every segment at once (their matrix products share
+    /// one pass over the weights; attention reads each segment's own cache): the residual
+    /// stream after the last one, the rows `keep` selects, into `x`, with the first segment's
+    /// cache's working buffers. Nothing changes if any segment is refused.
+    fn blocks_multi(
+        &self,
+        segs: &mut [Segment<'_>],
+        keep: Keep,
         mut observer: Option<&mut MatmulObserver<'_>>,
         x: &mut Vec<f32>,
     ) -> Result<(), ForwardError> {
@@ -460,26 +522,69 @@ impl<'a> Model<'a> {
                 o(site, x, rows);
             }
         };
-        if tokens.is_empty() {
+        if segs.is_empty() {
             return Err(ForwardError::Empty);
         }
-        if cache.len + tokens.len() > cache.n_ctx {
-            return Err(ForwardError::ContextFull {
-                have: cache.len,
-                add: tokens.len(),
-                n_ctx: cache.n_ctx,
-            });
+        for s in segs.iter() {
+            if s.tokens.is_empty() {
+                return Err(ForwardError::Empty);
+            }
+            if s.cache.len + s.tokens.len() > s.cache.n_ctx {
+                return Err(ForwardError::ContextFull {
+                    have: s.cache.len,
+                    add: s.tokens.len(),
+                    n_ctx: s.cache.n_ctx,
+                });
+            }
+            if let Some(&id) = s
+                .tokens
+                .iter()
+                .find(|&&id| id as usize >= self.tok_embd.rows)
+            {
+                return Err(ForwardError::BadToken {
+                    id,
+                    vocab: self.tok_embd.rows,
+                });
+            }
         }
         let c = &self.cfg;
-        let n = tokens.len();
+        let n: usize = segs.iter().map(|s| s.tokens.len()).sum();
         let d = c.n_embd;
         let hd = c.head_dim;
         let q_dim = c.n_head * hd;
         let kv_dim = c.n_head_kv * hd;
-        let pos0 = cache.len;
-        self.embed_into(tokens, x)?;
-        let keep_from = keep_from.min(n - 1);
-        let mut m = n;
+        x.resize(n * d, 0.0);
+        let mut row = 0;
+        for s in segs.iter() {
+            let len = s.tokens.len();
+            self.embed_rows(s.tokens, &mut x[row * d..(row + len) * d]);
+            row += len;
+        }
+        // the rows the last feed-forward runs on: `kept(i)` for i < m_keep, increasing
+        let (m_keep, keep_from) = match keep {
+            Keep::From(f) => {
+                let f = f.min(n - 1);
+                (n - f, f)
+            }
+            Keep::Lasts => (segs.len(), 0),
+        };
+        let ends: Vec<usize> = match keep {
+            Keep::From(_) => Vec::new(),
+            Keep::Lasts => segs
+                .iter()
+                .scan(0, |end, s| {
+                    *end += s.tokens.len();
+                    Some(*end - 1)
+                })
+                .collect(),
+        };
+        let kept = |i: usize| {
+            if ends.is_empty() {
+                keep_from + i
+            } else {
+                ends[i]
+            }
+        };
 
         let Scratch {
             mut rope,
@@ -494,11 +599,16 @@ impl<'a> Model<'a> {
             mut act,
             mut head,
             ..
-        } = std::mem::take(&mut cache.scratch);
+        } = std::mem::take(&mut segs[0].cache.scratch);
         // every element is written before it is read: resizing only sizes them
         rope.resize(n * c.rope_dims, 0.0);
-        for t in 0..n {
-            self.rope_cache(pos0 + t, &mut rope[t * c.rope_dims..(t + 1) * c.rope_dims]);
+        let mut row = 0;
+        for s in segs.iter() {
+            for t in 0..s.tokens.len() {
+                let r = &mut rope[(row + t) * c.rope_dims..(row + t + 1) * c.rope_dims];
+                self.rope_cache(s.cache.len + t, r);
+            }
+            row += s.tokens.len();
         }
         xn.resize(n * d, 0.0);
         q.resize(n * q_dim, 0.0);
@@ -510,6 +620,7 @@ impl<'a> Model<'a> {
         up.resize(n * c.n_ff, 0.0);
         act.resize(n * c.n_ff, 0.0);
         head.resize(hd, 0.0);
+        let mut m = n;
 
         for (il, l) in self.layers.iter().enumerate() {
             // --- attention ---
@@ -566,33 +677,50 @@ impl<'a> Model<'a> {
                     self.apply_rope(rc, h);
                 }
             }
-            let kc = &mut cache.k[il];
-            let vc = &mut cache.v[il];
-            for t in 0..n {
-                let p = pos0 + t;
-                for i in 0..kv_dim {
-                    kc[p * kv_dim + i] = f16::from_f32(k[t * kv_dim + i]).to_f32();
-                    vc[p * kv_dim + i] = f16::from_f32(v[t * kv_dim + i]).to_f32();
+            let mut row = 0;
+            for s in segs.iter_mut() {
+                let (len, pos0) = (s.tokens.len(), s.cache.len);
+                let kc = &mut s.cache.k[il][pos0 * kv_dim..(pos0 + len) * kv_dim];
+                let kn = &k[row * kv_dim..(row + len) * kv_dim];
+                for (c, &x) in kc.iter_mut().zip(kn) {
+                    *c = f16::from_f32(x).to_f32();
                 }
+                let vc = &mut s.cache.v[il][pos0 * kv_dim..(pos0 + len) * kv_dim];
+                let vn = &v[row * kv_dim..(row + len) * kv_dim];
+                for (c, &x) in vc.iter_mut().zip(vn) {
+                    *c = f16::from_f32(x).to_f32();
+                }
+                row += len;
             }
             trace::dump("Qcur", Some(il), &q, q_dim);
             trace::dump("Kcur", Some(il), &k, kv_dim);
             trace::dump("Vcur", Some(il), &v, kv_dim);
-            if self.numerics == Numerics::Fast && n >= fast::PREFILL_ROWS {
-                self.attention_blocks(&q, &cache.k[il], &cache.v[il], pos0, n, &mut attn);
-            } else {
-                self.attention(&q, &cache.k[il], &cache.v[il], pos0, n, &mut attn);
+            let mut row = 0;
+            for s in segs.iter() {
+                let (len, pos0) = (s.tokens.len(), s.cache.len);
+                let (kc, vc) = (&s.cache.k[il], &s.cache.v[il]);
+                let qs = &q[row * q_dim..(row + len) * q_dim];
+                let out = &mut attn[row * q_dim..(row + len) * q_dim];
+                if self.numerics == Numerics::Fast && len >= fast::PREFILL_ROWS {
+                    self.attention_blocks(qs, kc, vc, pos0, len, out);
+                } else {
+                    self.attention(qs, kc, vc, pos0, len, out);
+                }
+                row += len;
             }
             trace::dump("kqv_out", Some(il), &attn, q_dim);
             see(MatmulSite::AttnOutput(il), &attn, n);
             self.matmul(&l.wo, &attn, n, &mut proj);
             trace::dump("attn_out", Some(il), &proj, d);
-            if il + 1 == self.layers.len() && keep_from > 0 {
+            if il + 1 == self.layers.len() && m_keep < n {
                 // Like llama.cpp, run the last feed-forward only on the rows whose output is
                 // wanted (this changes which matmul kernel, and so which float order, is used).
-                m = n - keep_from;
+                m = m_keep;
                 for buf in [&mut *x, &mut proj, &mut xn] {
-                    buf.drain(..keep_from * d);
+                    for i in 0..m {
+                        buf.copy_within(kept(i) * d..(kept(i) + 1) * d, i * d);
+                    }
+                    buf.truncate(m * d);
                 }
                 for buf in [&mut gate, &mut up, &mut act] {
                     buf.truncate(m * c.n_ff);
@@ -652,7 +780,7 @@ impl<'a> Model<'a> {
             trace::dump("l_out", Some(il), x, d);
         }
         // `x` and `normed` are the caller's (see `forward_into`)
-        cache.scratch = Scratch {
+        segs[0].cache.scratch = Scratch {
             rope,
             xn,
             q,
@@ -666,7 +794,9 @@ impl<'a> Model<'a> {
             head,
             ..Scratch::default()
         };
-        cache.len += n;
+        for s in segs.iter_mut() {
+            s.cache.len += s.tokens.len();
+        }
         Ok(())
     }
 
