@@ -1,9 +1,14 @@
 //! Generation and evaluation on top of [`crate::model::Model`].
 
+pub mod generate;
 pub mod imatrix;
 pub mod perplexity;
 pub mod sampler;
 
+pub use generate::{
+    Engine, EngineOptions, Event, FinishReason, Finished, GenerateError, GenerateParams, Output,
+    Prompt, Sink,
+};
 pub use imatrix::{compute_imatrix, ImatrixOptions, ImatrixRun};
 pub use perplexity::{perplexity, PerplexityOptions, PerplexityResult};
 pub use sampler::{Sampler, SamplingParams};
