@@ -35,6 +35,8 @@ pub enum LoadError {
     NotFound { path: PathBuf },
     #[error("{file}: {msg}")]
     Quantized { file: String, msg: String },
+    #[error(transparent)]
+    Hub(#[from] super::hub::HubError),
 }
 
 /// Where a model's bytes come from. Owns the memory maps that [`Model`] borrows.
@@ -48,8 +50,17 @@ pub enum ModelSource {
 }
 
 impl ModelSource {
-    /// Open a `.gguf` file or a Hugging Face folder.
+    /// Open a `.gguf` file or a Hugging Face folder; a path that does not exist is taken as a
+    /// Hugging Face repo id (`owner/name[:FILE][@REVISION]`) and resolved through the hub cache
+    /// (see [`super::hub::resolve_model`]).
     pub fn open(path: &Path) -> Result<ModelSource, LoadError> {
+        let resolved;
+        let path = if path.exists() {
+            path
+        } else {
+            resolved = super::hub::resolve_model(path)?;
+            resolved.as_path()
+        };
         if path.is_dir() {
             let config = HfConfig::from_dir(path).map_err(ConfigError::from)?;
             let tensors = SafetensorsModel::open_dir(path)?;
@@ -64,6 +75,15 @@ impl ModelSource {
             Err(LoadError::NotFound {
                 path: path.to_path_buf(),
             })
+        }
+    }
+
+    /// The file or folder the model was opened from (for a repo id, its file or snapshot folder
+    /// in the hub cache).
+    pub fn path(&self) -> &Path {
+        match self {
+            ModelSource::Gguf(f) => f.path(),
+            ModelSource::Hf { dir, .. } => dir,
         }
     }
 

@@ -2,6 +2,7 @@
 //! f32, over weights of any supported ggml type borrowed from a GGUF or safetensors map.
 
 pub mod config;
+pub mod hub;
 pub mod llama;
 pub mod load;
 pub mod trace;
