@@ -14,6 +14,7 @@ pub mod engine;
 pub mod export;
 pub mod model;
 pub mod quantize;
+pub mod server;
 pub mod tensor;
 pub mod tuner;
 

@@ -80,13 +80,14 @@ fn engine_generation() {
         assert_eq!(o.tokens, want, "{t:?}");
         assert_eq!(o.text, tok.decode(&want), "{t:?}");
         assert_eq!(o.finish.prompt_tokens, ids.len());
-        assert_eq!(o.finish.completion_tokens, want.len());
-        let reason = if want.len() == n {
-            FinishReason::Length
+        // an end-of-generation token counts
+        let (reason, count) = if want.len() == n {
+            (FinishReason::Length, n)
         } else {
-            FinishReason::Stop
+            (FinishReason::Stop, want.len() + 1)
         };
         assert_eq!(o.finish.reason, reason);
+        assert_eq!(o.finish.completion_tokens, count);
     }
 
     // a stop string taken from the middle of the first answer: the text ends before it

@@ -12,7 +12,7 @@ set -euo pipefail
 # llama.cpp's AMX path (repacked weights) crashes on AMX machines here: run it without repacking.
 export LLAMA_ARG_REPACK=0
 cd "$(dirname "$0")/.."
-python3 -m pip install --quiet --disable-pip-version-check gguf numpy
+python3 -m pip install --quiet --disable-pip-version-check gguf numpy openai
 tools/fetch-models.sh >/dev/null
 tools/make-models.sh >/dev/null
 tools/build-ggml-harness.sh >/dev/null   # ggml's quantizers, the reference for kernels/src/quantize

@@ -32,6 +32,89 @@ pub enum Command {
     Imatrix(ImatrixArgs),
     /// Prompt-processing and generation speed (llama-bench's tests and table).
     Bench(BenchArgs),
+    /// Chat in the terminal with the model's own chat template (streaming; /help for commands).
+    Chat(ChatArgs),
+    /// OpenAI-compatible HTTP server: /v1/chat/completions, /v1/completions, /v1/models, /health.
+    Serve(ServeArgs),
+}
+
+/// Options shared by `chat` and `serve`.
+#[derive(Args, Debug)]
+pub struct ChatModelArgs {
+    /// Model: a .gguf file, a Hugging Face folder, or a Hugging Face repo id (owner/name, resolved
+    /// through the local hub cache; owner/name:FILE picks one .gguf of several).
+    #[arg(short = 'm', long)]
+    pub model: PathBuf,
+    /// Worker threads (default: all cores).
+    #[arg(short = 't', long)]
+    pub threads: Option<usize>,
+    /// Context size of each conversation in tokens; default: min(model's training context, 4096).
+    #[arg(short = 'c', long = "ctx-size")]
+    pub ctx_size: Option<usize>,
+    /// A Jinja chat template file to use instead of the model's own.
+    #[arg(long = "chat-template-file")]
+    pub chat_template_file: Option<PathBuf>,
+    /// Arithmetic of the matrix products: fast (SIMD kernels) or llama-cpp (llama.cpp's x86
+    /// arithmetic bit for bit).
+    #[arg(long, value_parser = ["fast", "llama-cpp"], default_value = "fast")]
+    pub numerics: String,
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub m: ChatModelArgs,
+    /// Address to listen on (only this machine by default).
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// Port to listen on (0 picks a free one, printed at start).
+    #[arg(long, default_value_t = 8080)]
+    pub port: u16,
+    /// Require `Authorization: Bearer KEY` on /v1/* requests.
+    #[arg(long = "api-key")]
+    pub api_key: Option<String>,
+    /// Sequences generated together in one batched pass (continuous batching).
+    #[arg(long = "parallel", default_value_t = 16)]
+    pub parallel: usize,
+    /// Requests that may wait beyond --parallel; more get 429.
+    #[arg(long = "max-queue", default_value_t = 64)]
+    pub max_queue: usize,
+    /// Largest request body in bytes (larger ones get 413).
+    #[arg(long = "max-body", default_value_t = 1 << 20)]
+    pub max_body: usize,
+    /// The model id /v1/models lists (default: the model file or folder name).
+    #[arg(long = "alias")]
+    pub alias: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct ChatArgs {
+    #[command(flatten)]
+    pub m: ChatModelArgs,
+    /// A system message to start every conversation with (also /system in the chat).
+    #[arg(long)]
+    pub system: Option<String>,
+    /// Most new tokens per answer (the context may end it sooner).
+    #[arg(short = 'n', long = "n-predict", default_value_t = 1024)]
+    pub n_predict: usize,
+    /// Sampling temperature; 0 is greedy decoding.
+    #[arg(long, default_value_t = 0.8)]
+    pub temp: f32,
+    /// Keep only the K most likely tokens (0: off).
+    #[arg(long = "top-k", default_value_t = 40)]
+    pub top_k: usize,
+    /// Keep the smallest set of tokens whose probability adds up to P (1.0: off).
+    #[arg(long = "top-p", default_value_t = 0.95)]
+    pub top_p: f32,
+    /// Drop tokens less likely than P times the most likely one (0.0: off).
+    #[arg(long = "min-p", default_value_t = 0.05)]
+    pub min_p: f32,
+    /// Penalize tokens seen in the last 64 tokens (1.0: off).
+    #[arg(long = "repeat-penalty", default_value_t = 1.0)]
+    pub repeat_penalty: f32,
+    /// Random seed for sampling.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
 }
 
 #[derive(Args, Debug)]

@@ -2,6 +2,7 @@
 
 pub mod args;
 mod bench;
+mod chat;
 mod convert;
 mod doctor;
 mod imatrix;
@@ -9,6 +10,7 @@ mod inspect;
 mod perplexity;
 mod quantize;
 mod run;
+mod serve;
 mod tune;
 
 use clap::Parser;
@@ -26,6 +28,8 @@ pub fn main() -> ExitCode {
         args::Command::Convert(a) => convert::convert(a),
         args::Command::Imatrix(a) => imatrix::imatrix(a),
         args::Command::Bench(a) => bench::bench(a),
+        args::Command::Chat(a) => chat::chat(a),
+        args::Command::Serve(a) => serve::serve(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -66,6 +70,33 @@ pub(crate) fn load_model<'a>(
         .tokenizer()
         .with_context(|| format!("loading the tokenizer of {}", path.display()))?;
     Ok((model, tok))
+}
+
+/// The chat template: `file` if given, else the model's own, else ChatML (with a note).
+pub(crate) fn chat_template(
+    src: &crate::model::ModelSource,
+    file: Option<&std::path::Path>,
+    tok: &autoround_formats::tokenizer::Tokenizer,
+) -> anyhow::Result<crate::engine::chat_template::ChatTemplate> {
+    use crate::engine::chat_template::ChatTemplate;
+    use anyhow::Context;
+    if let Some(f) = file {
+        let text = std::fs::read_to_string(f)
+            .with_context(|| format!("reading the chat template {}", f.display()))?;
+        let piece = |id: Option<u32>| {
+            id.map(|i| String::from_utf8_lossy(tok.piece(i)).into_owned())
+                .unwrap_or_default()
+        };
+        return ChatTemplate::new(&text, &piece(tok.bos_id()), &piece(tok.eos_id()))
+            .with_context(|| format!("in the chat template {}", f.display()));
+    }
+    match ChatTemplate::from_model(src).context("reading the model's chat template")? {
+        Some(t) => Ok(t),
+        None => {
+            eprintln!("note: the model has no chat template; using ChatML");
+            Ok(ChatTemplate::chatml())
+        }
+    }
 }
 
 /// Size the global rayon pool: `threads` if given, else all available cores.

@@ -111,6 +111,8 @@ impl FinishReason {
 pub struct Finished {
     pub reason: FinishReason,
     pub prompt_tokens: usize,
+    /// Tokens sampled, including an end-of-generation token that ended the sequence (as
+    /// OpenAI and llama-server count them).
     pub completion_tokens: usize,
     /// Seconds spent on the prompt, and from then to the end.
     pub prompt_s: f64,
@@ -514,6 +516,8 @@ impl<'e> Engine<'e> {
             s.sampler.sample(logits)
         };
         if !s.params.ignore_eos && tok.is_eog(next) {
+            // counted, as llama-server and OpenAI count it
+            s.generated += 1;
             return finish(s, FinishReason::Stop);
         }
         s.generated += 1;

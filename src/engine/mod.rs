@@ -1,10 +1,12 @@
 //! Generation and evaluation on top of [`crate::model::Model`].
 
+pub mod chat_template;
 pub mod generate;
 pub mod imatrix;
 pub mod perplexity;
 pub mod sampler;
 
+pub use chat_template::{ChatMessage, ChatTemplate, ChatTemplateError};
 pub use generate::{
     Engine, EngineOptions, Event, FinishReason, Finished, GenerateError, GenerateParams, Output,
     Prompt, Sink,
