@@ -180,7 +180,11 @@ fn answer(
     params: GenerateParams,
     stop: &AtomicBool,
 ) -> anyhow::Result<String> {
-    let prompt = template.render_prompt(messages)?;
+    let prompt = template.render_prompt(
+        messages,
+        engine.tokenizer().add_bos(),
+        engine.tokenizer().add_eos(),
+    )?;
     let (tx, rx) = std::sync::mpsc::channel();
     let id = engine
         .submit(&Prompt::Text(prompt), params, Box::new(tx))

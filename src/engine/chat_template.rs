@@ -242,16 +242,28 @@ impl ChatTemplate {
     }
 
     /// The prompt text for a conversation as llama-server makes it: [`render`](Self::render)
-    /// with the generation prompt, less a leading BOS and a trailing EOS text (the tokenizer
-    /// adds BOS itself where the model wants one, so templates that write it would double it).
-    pub fn render_prompt(&self, messages: &[ChatMessage]) -> Result<String, ChatTemplateError> {
+    /// with the generation prompt, less a leading BOS text where the tokenizer adds BOS itself
+    /// (`add_bos`: templates that write it would double it) and a trailing EOS text where it
+    /// adds EOS (`add_eos`).
+    pub fn render_prompt(
+        &self,
+        messages: &[ChatMessage],
+        add_bos: bool,
+        add_eos: bool,
+    ) -> Result<String, ChatTemplateError> {
         let mut text = self.render(messages, true)?;
-        if let Some(bos) = self.special_token("bos_token").filter(|b| !b.is_empty()) {
+        if let Some(bos) = self
+            .special_token("bos_token")
+            .filter(|b| add_bos && !b.is_empty())
+        {
             if let Some(rest) = text.strip_prefix(bos) {
                 text = rest.to_string();
             }
         }
-        if let Some(eos) = self.special_token("eos_token").filter(|e| !e.is_empty()) {
+        if let Some(eos) = self
+            .special_token("eos_token")
+            .filter(|e| add_eos && !e.is_empty())
+        {
             if let Some(rest) = text.strip_suffix(eos) {
                 text.truncate(rest.len());
             }
@@ -1241,6 +1253,23 @@ fn strftime(format: &str, unix_secs: i64, micros: u32) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// llama-server drops the BOS text a template writes when the tokenizer adds BOS itself,
+    /// and keeps it otherwise (SmolLM2's BOS is `<|im_start|>`, which its template starts with).
+    #[test]
+    fn render_prompt_drops_bos_and_eos_text_only_where_the_tokenizer_adds_them() {
+        let t = ChatTemplate::new(
+            "{{ bos_token }}{% for m in messages %}[{{ m.content }}]{% endfor %}{{ eos_token }}",
+            "<s>",
+            "</s>",
+        )
+        .unwrap();
+        let m = [ChatMessage::new("user", "hi")];
+        assert_eq!(t.render_prompt(&m, true, false).unwrap(), "[hi]</s>");
+        assert_eq!(t.render_prompt(&m, false, true).unwrap(), "<s>[hi]");
+        assert_eq!(t.render_prompt(&m, false, false).unwrap(), "<s>[hi]</s>");
+        assert_eq!(t.render_prompt(&m, true, true).unwrap(), "[hi]");
+    }
 
     fn fixture() -> serde_json::Value {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/chat_templates.json");

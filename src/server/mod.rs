@@ -321,9 +321,12 @@ fn prepare(st: &State, kind: Kind, body: &[u8]) -> Result<Prepared, ApiError> {
         Kind::Chat => {
             let r: openai::ChatRequest = serde_json::from_value(v).map_err(field_err)?;
             let messages = r.messages()?;
-            let text = st.template.render_prompt(&messages).map_err(|e| {
-                ApiError::param("messages", format!("the chat template failed: {e}"))
-            })?;
+            let text = st
+                .template
+                .render_prompt(&messages, st.tok.add_bos(), st.tok.add_eos())
+                .map_err(|e| {
+                    ApiError::param("messages", format!("the chat template failed: {e}"))
+                })?;
             (openai::PromptIn::Text(text), r.common)
         }
         Kind::Text => {
