@@ -300,6 +300,34 @@ fn concurrent_requests_disconnects_and_errors() {
     assert_eq!(v["choices"][0]["text"], alone[1].as_str());
 }
 
+/// A chat template that refuses the conversation (`raise_exception`, as Mistral's does when
+/// roles do not alternate) is a 400 naming the template's message; other requests go on.
+#[test]
+fn a_failing_chat_template_is_a_bad_request() {
+    let Some(model) = common::model("Q8_0") else {
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("ar-tmpl-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let tmpl = dir.join("strict.jinja");
+    std::fs::write(
+        &tmpl,
+        "{% for m in messages %}{% if m.role == 'system' %}{{ raise_exception('system messages are not supported') }}{% endif %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}",
+    )
+    .unwrap();
+    let srv = Server::start(
+        &model,
+        &["-c", "256", "--chat-template-file", tmpl.to_str().unwrap()],
+    );
+    let chat = "/v1/chat/completions";
+    let bad = json!({"messages": [{"role": "system", "content": "x"}, {"role": "user", "content": "hi"}]});
+    let m = error_of(&post(&srv.addr, chat, &bad), 400);
+    assert!(m.contains("system messages are not supported"), "{m}");
+    let good = json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4});
+    assert_eq!(post(&srv.addr, chat, &good).status, 200);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn api_key_is_required_when_set() {
     let Some(model) = common::model("Q8_0") else {

@@ -1,3 +1,4 @@
+#![allow(dead_code)] // each test uses part of it
 //! A running `autoround-cpu serve` for tests, and a small HTTP/1.1 client (one request per
 //! connection) that reads plain and chunked bodies.
 

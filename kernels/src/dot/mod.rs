@@ -134,6 +134,49 @@ pub fn dot_rows(tier: Tier, ty: GgmlType, cols: usize, w: &[u8], act: Act<'_>, o
     scalar_rows(ty, cols, w, act, out)
 }
 
+/// [`dot_rows`] for several activation rows (tokens of sequences decoded together):
+/// `outs[t][r] = dot(weight row r, acts[t])`. Where the tier has a several-token kernel for
+/// `ty`, each weight block is read once for all the tokens; every result is bit-identical to
+/// [`dot_rows`] on that token alone.
+pub fn dot_rows_multi(
+    tier: Tier,
+    ty: GgmlType,
+    cols: usize,
+    w: &[u8],
+    acts: &[Act<'_>],
+    outs: &mut [&mut [f32]],
+) {
+    assert_eq!(acts.len(), outs.len(), "one output per activation row");
+    let rows = outs.first().map_or(0, |o| o.len());
+    #[cfg(target_arch = "x86_64")]
+    if acts.len() > 1 && tier >= Tier::Avx2 && Tier::supported(tier) {
+        let rb = ty.row_bytes(cols as u64).expect("whole blocks") as usize;
+        assert_eq!(w.len(), rb * rows, "{ty}: weight rows");
+        let ab = reference::vec_dot_type(ty)
+            .row_bytes(cols as u64)
+            .expect("whole blocks") as usize;
+        let mut quant: [&[u8]; 16] = [&[]; 16];
+        let all_quant = acts.len() <= 16
+            && acts.iter().zip(quant.iter_mut()).all(|(a, q)| match a {
+                Act::Quant(a) if a.len() == ab => {
+                    *q = a;
+                    true
+                }
+                _ => false,
+            });
+        if all_quant && outs.iter().all(|o| o.len() == rows) {
+            let quant = &quant[..acts.len()];
+            // SAFETY: `Tier::supported` checked the tier's features; sizes checked above.
+            if unsafe { x86::dot_rows_multi(tier >= Tier::Avx512, ty, cols, w, quant, outs) } {
+                return;
+            }
+        }
+    }
+    for (a, o) in acts.iter().zip(outs.iter_mut()) {
+        dot_rows(tier, ty, cols, w, *a, o);
+    }
+}
+
 /// The reference, row by row (float rows against f32 activations: each product in f32, summed
 /// in f64, as ggml's scalar F16 code).
 pub fn scalar_rows(ty: GgmlType, cols: usize, w: &[u8], act: Act<'_>, out: &mut [f32]) {

@@ -172,3 +172,63 @@ fn neon_covers_the_x86_types() {
         assert_eq!(neon_handles(ty), has_simd(ty), "{ty}");
     }
 }
+
+/// Several tokens at once ([`dot_rows_multi`], the batched decode of several sequences) give
+/// every (row, token) exactly what [`dot_rows`] gives that token alone, on every tier: 1 to 10,
+/// 17 and 19 tokens (groups of eight or four and the rest), odd row counts, every type (those
+/// without a several-token kernel go token by token).
+#[test]
+fn several_tokens_equal_each_alone() {
+    let mut rng = Rng(0x5eed_4321_0bad_cafe);
+    use GgmlType as T;
+    for ty in [
+        T::Q4_0,
+        T::Q4_1,
+        T::Q5_0,
+        T::Q5_1,
+        T::Q8_0,
+        T::Q4_K,
+        T::Q6_K,
+    ] {
+        let cols = 512;
+        for rows in [1usize, 2, 5, 8] {
+            let w = weight_rows(ty, cols, rows, &mut rng);
+            let vt = reference::vec_dot_type(ty);
+            let q = reference::engine_quantize_fn(vt).unwrap();
+            let ab = vt.row_bytes(cols as u64).unwrap() as usize;
+            for n in (1..=10usize).chain([17, 19]) {
+                let acts: Vec<Vec<u8>> = (0..n)
+                    .map(|t| {
+                        let mut x: Vec<f32> = (0..cols).map(|_| rng.unit()).collect();
+                        if t == 1 {
+                            x[7] = 90.0;
+                        }
+                        let mut a = vec![0u8; ab];
+                        q(&x, &mut a);
+                        a
+                    })
+                    .collect();
+                let act: Vec<Act> = acts.iter().map(|a| Act::Quant(a)).collect();
+                for &tier in &tiers() {
+                    let mut got = vec![vec![f32::NAN; rows]; n];
+                    let mut outs: Vec<&mut [f32]> = got.iter_mut().map(|o| &mut o[..]).collect();
+                    dot_rows_multi(tier, ty, cols, &w, &act, &mut outs);
+                    for t in 0..n {
+                        let mut want = vec![0f32; rows];
+                        dot_rows(tier, ty, cols, &w, act[t], &mut want);
+                        let same = got[t]
+                            .iter()
+                            .zip(&want)
+                            .all(|(a, b)| a.to_bits() == b.to_bits());
+                        assert!(
+                            same,
+                            "{ty} {} rows {rows} n {n} token {t}: {:?} vs {want:?}",
+                            tier.name(),
+                            got[t]
+                        );
+                    }
+                }
+            }
+        }
+    }
+}

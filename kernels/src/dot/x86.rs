@@ -306,6 +306,220 @@ unsafe fn legacy_rows<const VNNI: bool, const KIND: u8>(
     }
 }
 
+/// The signed or unsigned weight bytes of one block at `x` (the first half of
+/// [`block_lanes`]), and where its activation bytes start.
+#[inline(always)]
+unsafe fn block_weights<const KIND: u8>(x: *const u8) -> __m256i {
+    // SAFETY: `x` points at a whole block of the kind's size.
+    unsafe {
+        match KIND {
+            Q4_0 => _mm256_sub_epi8(nibbles16(x.add(2)), _mm256_set1_epi8(8)),
+            Q4_1 => nibbles16(x.add(4)),
+            Q5_0 => {
+                let hb = bytes_from_bits(read_u32(x.add(2)));
+                _mm256_or_si256(
+                    nibbles16(x.add(6)),
+                    _mm256_andnot_si256(hb, _mm256_set1_epi8(0xF0u8 as i8)),
+                )
+            }
+            Q5_1 => {
+                let hb = bytes_from_bits(read_u32(x.add(4)));
+                _mm256_or_si256(
+                    nibbles16(x.add(8)),
+                    _mm256_and_si256(hb, _mm256_set1_epi8(0x10)),
+                )
+            }
+            _ => load32(x.add(2)),
+        }
+    }
+}
+
+/// The i32 lanes of weights `wv` (from [`block_weights`]) against the activation block at `y`:
+/// together the same integers as [`block_lanes`].
+#[inline(always)]
+unsafe fn weights_lanes<const VNNI: bool, const KIND: u8>(wv: __m256i, y: *const u8) -> __m256i {
+    // SAFETY: `y` points at a whole activation block.
+    unsafe {
+        match KIND {
+            Q4_1 | Q5_1 => dot_u8::<VNNI>(wv, load32(y.add(4))),
+            _ => dot_s8::<VNNI>(wv, load32(y.add(2))),
+        }
+    }
+}
+
+/// [`legacy_rows`] for `NT` activation rows at once (several sequences decoded together): each
+/// weight block is read and unpacked once for all of them. For every (row, token) the float
+/// operations are `legacy_rows`'s, in its order, so each result is bit-identical to that
+/// token's alone.
+#[inline(always)]
+unsafe fn legacy_rows_multi<const VNNI: bool, const KIND: u8, const NT: usize>(
+    cols: usize,
+    w: &[u8],
+    acts: [&[u8]; NT],
+    outs: &mut [&mut [f32]; NT],
+) {
+    let (wb, _) = block_bytes(KIND);
+    let nb = cols / 32;
+    let rows = outs[0].len();
+    let mut r0 = 0;
+    while r0 + 2 <= rows {
+        // SAFETY: rows r0, r0 + 1 lie inside `w`.
+        let sums = unsafe {
+            let p = w.as_ptr().add(r0 * nb * wb);
+            multi_block_rows::<VNNI, KIND, NT, 2>(nb, [p, p.add(nb * wb)], &acts)
+        };
+        for (i, s) in sums.iter().enumerate() {
+            for t in 0..NT {
+                outs[t][r0 + i] = s[t];
+            }
+        }
+        r0 += 2;
+    }
+    if r0 < rows {
+        // SAFETY: row r0 lies inside `w`.
+        let sums = unsafe {
+            multi_block_rows::<VNNI, KIND, NT, 1>(nb, [w.as_ptr().add(r0 * nb * wb)], &acts)
+        };
+        for t in 0..NT {
+            outs[t][r0] = sums[0][t];
+        }
+    }
+}
+
+/// `R` weight rows (starting at `rows`) against `NT` activation rows: the sums of
+/// [`legacy_rows_multi`], all in registers.
+#[inline(always)]
+unsafe fn multi_block_rows<const VNNI: bool, const KIND: u8, const NT: usize, const R: usize>(
+    nb: usize,
+    rows: [*const u8; R],
+    acts: &[&[u8]; NT],
+) -> [[f32; NT]; R] {
+    let (wb, ab) = block_bytes(KIND);
+    let has_min = KIND == Q4_1 || KIND == Q5_1;
+    let mut acc = [[_mm256_setzero_ps(); NT]; R];
+    let mut more = [[0f32; NT]; R];
+    // SAFETY: every row has `nb` blocks, every activation row `nb` blocks.
+    unsafe {
+        for b in 0..nb {
+            // the rows' bytes are contiguous: fetch ahead of where they read
+            prefetch_ahead(rows[0].wrapping_add(b * R * wb), R * wb);
+            // (loops, not closures: closures do not get this function's target features)
+            let mut ys = [std::ptr::null::<u8>(); NT];
+            let mut dys = [_mm256_setzero_ps(); NT];
+            for t in 0..NT {
+                ys[t] = acts[t].as_ptr().add(b * ab);
+                dys[t] = f16_splat(ys[t]);
+            }
+            for i in 0..R {
+                let x = rows[i].add(b * wb);
+                let wv = block_weights::<KIND>(x);
+                let dx = f16_splat(x);
+                for t in 0..NT {
+                    let d = _mm256_mul_ps(dx, dys[t]);
+                    let lanes = weights_lanes::<VNNI, KIND>(wv, ys[t]);
+                    acc[i][t] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(lanes), acc[i][t]);
+                    if has_min {
+                        more[i][t] += f16_at(x.add(2)) * f16_at(ys[t].add(2));
+                    }
+                }
+            }
+        }
+        let mut sums = [[0f32; NT]; R];
+        for i in 0..R {
+            for t in 0..NT {
+                sums[i][t] = hsum(acc[i][t]) + more[i][t];
+            }
+        }
+        sums
+    }
+}
+
+/// # Safety
+/// As [`dot_rows`]; every activation row has the bytes of `cols` elements of the vec-dot type
+/// and every output the same length. Returns false (doing nothing) where `ty` has no
+/// several-token kernel; the caller then runs [`dot_rows`] per token.
+pub unsafe fn dot_rows_multi(
+    vnni: bool,
+    ty: GgmlType,
+    cols: usize,
+    w: &[u8],
+    acts: &[&[u8]],
+    outs: &mut [&mut [f32]],
+) -> bool {
+    use GgmlType as T;
+    if !matches!(ty, T::Q4_0 | T::Q4_1 | T::Q5_0 | T::Q5_1 | T::Q8_0) {
+        return false;
+    }
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        if vnni {
+            multi_avx512(ty, cols, w, acts, outs)
+        } else {
+            multi_avx2(ty, cols, w, acts, outs)
+        }
+    }
+    true
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn multi_avx2(ty: GgmlType, cols: usize, w: &[u8], a: &[&[u8]], o: &mut [&mut [f32]]) {
+    // SAFETY: the features are enabled; sizes are the caller's contract.
+    unsafe { multi::<false>(ty, cols, w, a, o) }
+}
+
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn multi_avx512(ty: GgmlType, cols: usize, w: &[u8], a: &[&[u8]], o: &mut [&mut [f32]]) {
+    // SAFETY: the features are enabled; sizes are the caller's contract.
+    unsafe { multi::<true>(ty, cols, w, a, o) }
+}
+
+/// Tokens in groups of up to eight (AVX-512) or four (AVX2) through [`legacy_rows_multi`].
+#[inline(always)]
+unsafe fn multi<const VNNI: bool>(
+    ty: GgmlType,
+    cols: usize,
+    w: &[u8],
+    acts: &[&[u8]],
+    outs: &mut [&mut [f32]],
+) {
+    macro_rules! group {
+        ($kind:expr, $nt:literal, $a:expr, $o:expr) => {{
+            let a: [&[u8]; $nt] = std::array::from_fn(|t| $a[t]);
+            let o: &mut [&mut [f32]; $nt] = $o.try_into().expect("group size");
+            legacy_rows_multi::<VNNI, { $kind }, $nt>(cols, w, a, o)
+        }};
+    }
+    // AVX-512 has the registers for eight tokens' sums of two rows, AVX2 for four
+    let most = if VNNI { 8 } else { 4 };
+    macro_rules! kind {
+        ($kind:expr) => {{
+            for (a, o) in acts.chunks(most).zip(outs.chunks_mut(most)) {
+                // SAFETY: forwarded from the caller.
+                unsafe {
+                    match a.len() {
+                        1 => legacy_rows::<VNNI, { $kind }>(cols, w, a[0], &mut *o[0]),
+                        2 => group!($kind, 2, a, o),
+                        3 => group!($kind, 3, a, o),
+                        4 => group!($kind, 4, a, o),
+                        5 => group!($kind, 5, a, o),
+                        6 => group!($kind, 6, a, o),
+                        7 => group!($kind, 7, a, o),
+                        _ => group!($kind, 8, a, o),
+                    }
+                }
+            }
+        }};
+    }
+    use GgmlType as T;
+    match ty {
+        T::Q4_0 => kind!(Q4_0),
+        T::Q4_1 => kind!(Q4_1),
+        T::Q5_0 => kind!(Q5_0),
+        T::Q5_1 => kind!(Q5_1),
+        _ => kind!(Q8_0),
+    }
+}
+
 /// Q4_K/Q5_K's eight 6-bit scales and eight 6-bit mins, unpacked from their 12 bytes at `p`:
 /// bytes 0..4 hold scales 0..4 (low 6 bits), 4..8 mins 0..4; bytes 8..12 hold the low 4 bits of
 /// scales 4..8 (low nibbles) and mins 4..8 (high nibbles), whose top 2 bits are the top bits of
