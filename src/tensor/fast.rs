@@ -49,7 +49,7 @@ thread_local! {
     /// Quantized activations of the decode path (the tokens' rows per vec-dot type in use, and
     /// the group-wise kernels' rows), and the scratch outputs of several tokens.
     static ACT: RefCell<(QuantizedRows, Vec<GroupAct>, Vec<Vec<f32>>)> =
-        RefCell::new((Vec::new(), Vec::new(), Vec::new()));
+        const { RefCell::new((Vec::new(), Vec::new(), Vec::new())) };
     /// Dequantized weight slab of the prefill path.
     static SLAB: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
