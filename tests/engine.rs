@@ -10,23 +10,13 @@ use autoround_cpu::engine::{
 use autoround_cpu::model::llama::{KvCache, Logits, Model};
 use autoround_cpu::model::ModelSource;
 
-fn argmax(x: &[f32]) -> u32 {
-    let mut best = 0;
-    for (i, &v) in x.iter().enumerate() {
-        if v > x[best] {
-            best = i;
-        }
-    }
-    best as u32
-}
-
 /// Greedy tokens of one prompt alone, with the plain forward pass (as `run` does).
 fn greedy_alone(model: &Model, prompt: &[u32], n: usize, eog: impl Fn(u32) -> bool) -> Vec<u32> {
     let mut cache = KvCache::new(&model.cfg, 256);
     let mut logits = model.forward(prompt, &mut cache, Logits::Last).unwrap();
     let mut out = Vec::new();
     while out.len() < n {
-        let t = argmax(&logits);
+        let t = common::argmax(&logits);
         if eog(t) {
             break;
         }

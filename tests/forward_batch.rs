@@ -7,23 +7,13 @@ mod common;
 use autoround_cpu::model::llama::{ForwardError, KvCache, Logits, Model, Segment};
 use autoround_cpu::model::ModelSource;
 
-fn argmax(x: &[f32]) -> u32 {
-    let mut best = 0;
-    for (i, &v) in x.iter().enumerate() {
-        if v > x[best] {
-            best = i;
-        }
-    }
-    best as u32
-}
-
 /// Greedy steps of one sequence alone: the logits after the prompt and after each of `steps`
 /// generated tokens.
 fn alone(model: &Model, prompt: &[u32], steps: usize) -> Vec<Vec<f32>> {
     let mut cache = KvCache::new(&model.cfg, 64);
     let mut out = vec![model.forward(prompt, &mut cache, Logits::Last).unwrap()];
     for _ in 0..steps {
-        let next = argmax(out.last().unwrap());
+        let next = common::argmax(out.last().unwrap());
         out.push(model.forward(&[next], &mut cache, Logits::Last).unwrap());
     }
     out
@@ -61,7 +51,7 @@ fn batched_steps_equal_each_sequence_alone() {
             .iter()
             .map(|&i| match got[i].last() {
                 None => prompts[i].to_vec(),
-                Some(l) => vec![argmax(l)],
+                Some(l) => vec![common::argmax(l)],
             })
             .collect();
         let mut segs: Vec<Segment> = Vec::new();

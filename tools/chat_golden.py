@@ -2,8 +2,7 @@
 """Record llama-server's greedy chat answers for fixed conversations (golden data for the
 OpenAI server's tests).
 
-llama-server (the reference peer; --no-repack: its AMX repacking hangs on this kind of machine and
-changes the arithmetic) renders each model's own chat template (--jinja) and answers
+llama-server (the reference peer) renders each model's own chat template (--jinja) and answers
 /v1/chat/completions with temperature 0; we record the text, the finish reason and
 the token counts, and per generated token its text and the margin between the two most likely
 tokens' log-probabilities. tests/server.rs asks our server the same and compares: equal text,
@@ -12,10 +11,10 @@ token, after which the texts may differ.
 
 Usage: tools/chat_golden.py --bin LLAMA_BIN_DIR --models MODELS_DIR --out FILE
 """
-import argparse, json, os, subprocess, sys, time, urllib.request
+import argparse, json, os, sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from llama_cpp_golden import free_port, post  # noqa: E402
+from llama_cpp_golden import llama_server, post  # noqa: E402
 
 CONVERSATIONS = [
     [{"role": "user", "content": "What is the capital of France?"}],
@@ -30,22 +29,8 @@ MAX_TOKENS = 48
 
 
 def answers(bin_dir, model, threads):
-    port = free_port()
-    srv = subprocess.Popen([os.path.join(bin_dir, "llama-server"), "-m", model, "--host", "127.0.0.1",
-                            "--port", str(port), "-t", str(threads), "-c", "2048", "-np", "1", "--jinja",
-                            "--no-repack"],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        base = f"http://127.0.0.1:{port}"
-        for _ in range(600):
-            try:
-                with urllib.request.urlopen(base + "/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except Exception:
-                time.sleep(0.2)
-        else:
-            sys.exit("llama-server did not become healthy")
+    # --no-repack: its AMX repacking hangs on this kind of machine and changes the arithmetic
+    with llama_server(bin_dir, model, threads, "--jinja", "--no-repack") as base:
         out = []
         for msgs in CONVERSATIONS:
             r = post(base + "/v1/chat/completions", {"messages": msgs, "max_tokens": MAX_TOKENS,
@@ -60,9 +45,6 @@ def answers(bin_dir, model, threads):
                         "prompt_tokens": r["usage"]["prompt_tokens"],
                         "completion_tokens": r["usage"]["completion_tokens"], "steps": steps})
         return out
-    finally:
-        srv.terminate()
-        srv.wait(30)
 
 
 def main():

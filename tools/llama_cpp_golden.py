@@ -5,7 +5,7 @@ Greedy tokens come from llama-server's /completion endpoint (return_tokens, temp
 top_k 1, ignore_eos) on 127.0.0.1; perplexities from llama-perplexity's output (the running
 estimate after each chunk and the final line). Same threads for every run.
 """
-import argparse, json, os, re, socket, subprocess, sys, time, urllib.request
+import argparse, contextlib, json, os, re, socket, subprocess, sys, time, urllib.request
 
 PROMPTS = [
     "The capital of France is",
@@ -28,10 +28,12 @@ def post(url, body):
         return json.loads(r.read())
 
 
-def greedy(bin_dir, model, threads):
+@contextlib.contextmanager
+def llama_server(bin_dir, model, threads, *extra):
+    """llama-server on a free loopback port, one slot, context 2048; yields its base URL."""
     port = free_port()
     srv = subprocess.Popen([os.path.join(bin_dir, "llama-server"), "-m", model, "--host", "127.0.0.1",
-                            "--port", str(port), "-t", str(threads), "-c", "2048", "-np", "1"],
+                            "--port", str(port), "-t", str(threads), "-c", "2048", "-np", "1", *extra],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         base = f"http://127.0.0.1:{port}"
@@ -44,6 +46,14 @@ def greedy(bin_dir, model, threads):
                 time.sleep(0.2)
         else:
             sys.exit("llama-server did not become healthy")
+        yield base
+    finally:
+        srv.terminate()
+        srv.wait(30)
+
+
+def greedy(bin_dir, model, threads):
+    with llama_server(bin_dir, model, threads) as base:
         out = []
         for p in PROMPTS:
             ids = post(base + "/tokenize", {"content": p, "add_special": True, "parse_special": True})["tokens"]
@@ -52,9 +62,6 @@ def greedy(bin_dir, model, threads):
                                             "seed": 0})
             out.append({"prompt": p, "prompt_ids": ids, "tokens": r["tokens"], "text": r["content"]})
         return out
-    finally:
-        srv.terminate()
-        srv.wait(30)
 
 
 def perplexity(bin_dir, model, eval_file, threads, ctx, chunks):

@@ -148,3 +148,14 @@ pub fn assert_clean_error(o: &std::process::Output, needles: &[&str]) {
         assert!(e.contains(n), "stderr should mention {n:?}: {e}");
     }
 }
+
+/// The index of the largest value (the first of equals), as greedy sampling picks it.
+pub fn argmax(x: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &v) in x.iter().enumerate() {
+        if v > x[best] {
+            best = i;
+        }
+    }
+    best as u32
+}

@@ -52,25 +52,9 @@ pub fn has_simd_on(tier: Tier, ty: GgmlType) -> bool {
     }
 }
 
-/// Whether the NEON tier has a kernel for `ty`.
+/// Whether the NEON tier has a kernel for `ty`: for every type the x86 tiers have one for.
 pub fn neon_handles(ty: GgmlType) -> bool {
-    use GgmlType as T;
-    matches!(
-        ty,
-        T::Q4_0
-            | T::Q4_1
-            | T::Q5_0
-            | T::Q5_1
-            | T::Q8_0
-            | T::Q2_K
-            | T::Q3_K
-            | T::Q4_K
-            | T::Q5_K
-            | T::Q6_K
-            | T::F16
-            | T::BF16
-            | T::F32
-    )
+    has_simd(ty)
 }
 
 /// Whether the x86 tiers have a kernel for `ty` (others run the reference row by row).
