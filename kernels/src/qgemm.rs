@@ -537,6 +537,26 @@ mod imp {
         }
     }
 
+    /// Stores the C tiles tmm2-5 (16 × 16 i32 each) at `cp`, one after another.
+    ///
+    /// # Safety
+    /// Tiles configured by `with_tiles`; `cp` points at 4 KiB of writable memory.
+    #[inline(always)]
+    unsafe fn store_c4(cp: *mut u8) {
+        // SAFETY: the caller's contract.
+        unsafe {
+            asm!(
+                "tilestored [{c} + {bs}*1], tmm2",
+                "tilestored [{c} + {bs}*1 + 1024], tmm3",
+                "tilestored [{c} + {bs}*1 + 2048], tmm4",
+                "tilestored [{c} + {bs}*1 + 3072], tmm5",
+                c = in(reg) cp,
+                bs = in(reg) 64usize,
+                options(nostack),
+            );
+        }
+    }
+
     /// [`tile_avx512`] for Q6_K's two planes (see [`Layout`]), two token tiles at a time: per
     /// super-block, four K = 64 products per plane and token tile accumulate `Σ hi·a` and
     /// `Σ lo·a` in C tiles; the exact `128·Σhi·a + Σlo·a` is then scaled once by `d·d_a`.
@@ -619,15 +639,7 @@ mod imp {
             }
             for sb in 0..sbs {
                 let cp = c.as_mut_ptr().add((sb % 2) * 4 * T * T) as *mut u8;
-                asm!(
-                    "tilestored [{c} + {bs}*1], tmm2",
-                    "tilestored [{c} + {bs}*1 + 1024], tmm3",
-                    "tilestored [{c} + {bs}*1 + 2048], tmm4",
-                    "tilestored [{c} + {bs}*1 + 3072], tmm5",
-                    c = in(reg) cp,
-                    bs = in(reg) 64usize,
-                    options(nostack),
-                );
+                store_c4(cp);
                 if sb + 1 < sbs {
                     zero();
                     launch(sb + 1);
@@ -724,15 +736,7 @@ mod imp {
             }
             for g in 0..groups {
                 let cp = c.as_mut_ptr().add((g % 2) * 4 * T * T) as *mut u8;
-                asm!(
-                    "tilestored [{c} + {bs}*1], tmm2",
-                    "tilestored [{c} + {bs}*1 + 1024], tmm3",
-                    "tilestored [{c} + {bs}*1 + 2048], tmm4",
-                    "tilestored [{c} + {bs}*1 + 3072], tmm5",
-                    c = in(reg) cp,
-                    bs = in(reg) 64usize,
-                    options(nostack),
-                );
+                store_c4(cp);
                 if g + 1 < groups {
                     launch(4 * (g + 1));
                 }
