@@ -1,44 +1,12 @@
 //! `autoround-cpu run`: load, tokenize the prompt, generate and stream text.
 
 use super::args::RunArgs;
-use crate::engine::{Sampler, SamplingParams};
+use crate::engine::{Sampler, Utf8Stream};
 use crate::model::llama::{KvCache, Logits};
 use crate::model::ModelSource;
 use anyhow::Context;
 use std::io::Write;
 use std::time::Instant;
-
-/// Writes the longest valid UTF-8 prefix of accumulated token bytes, keeping a partial character
-/// for the next token.
-#[derive(Default)]
-pub struct Utf8Stream {
-    pending: Vec<u8>,
-}
-
-impl Utf8Stream {
-    pub fn push(&mut self, bytes: &[u8]) -> String {
-        self.pending.extend_from_slice(bytes);
-        match std::str::from_utf8(&self.pending) {
-            Ok(s) => {
-                let s = s.to_string();
-                self.pending.clear();
-                s
-            }
-            Err(e) => {
-                let valid = e.valid_up_to();
-                // A broken sequence (not merely an incomplete tail) is replaced, not held forever.
-                let keep_from = if e.error_len().is_some() {
-                    self.pending.len()
-                } else {
-                    valid
-                };
-                let s = String::from_utf8_lossy(&self.pending[..keep_from]).into_owned();
-                self.pending.drain(..keep_from);
-                s
-            }
-        }
-    }
-}
 
 /// Process the escapes llama.cpp processes in prompts: `\n`, `\t`, `\r`, `\\`, `\"`, `\'`.
 pub fn unescape(s: &str) -> String {
@@ -91,15 +59,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
         );
     }
     let n_predict = a.n_predict.min(n_ctx - prompt.len());
-    let mut sampler = Sampler::new(SamplingParams {
-        temperature: a.temp,
-        top_k: a.top_k,
-        top_p: a.top_p,
-        min_p: a.min_p,
-        repeat_penalty: a.repeat_penalty,
-        repeat_last_n: a.repeat_last_n,
-        seed: a.seed,
-    });
+    let mut sampler = Sampler::new(a.sampling.params());
     for &t in &prompt {
         sampler.accept(t);
     }
@@ -158,15 +118,5 @@ mod tests {
     fn unescape_handles_llama_cpp_escapes() {
         assert_eq!(unescape(r#"a\nb\tc\\d\"e\q"#), "a\nb\tc\\d\"e\\q");
         assert_eq!(unescape("trailing\\"), "trailing\\");
-    }
-
-    #[test]
-    fn utf8_stream_holds_partial_characters() {
-        let mut s = Utf8Stream::default();
-        let bytes = "é🙂".as_bytes();
-        assert_eq!(s.push(&bytes[..1]), "");
-        assert_eq!(s.push(&bytes[1..3]), "é");
-        assert_eq!(s.push(&bytes[3..]), "🙂");
-        assert_eq!(s.push(&[0xff, b'a']), "\u{fffd}a");
     }
 }

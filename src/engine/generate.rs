@@ -185,7 +185,7 @@ pub struct Output {
 /// character or in what may be the start of a stop string.
 #[derive(Default)]
 struct TextState {
-    bytes: Vec<u8>,
+    utf8: Utf8Stream,
     /// Decoded text not yet given out.
     held: String,
 }
@@ -194,16 +194,7 @@ impl TextState {
     /// Adds a token's bytes; returns the text that can be given out, and whether a stop string
     /// was reached (the text then ends before it).
     fn push(&mut self, piece: &[u8], stop: &[String]) -> (String, bool) {
-        self.bytes.extend_from_slice(piece);
-        let valid = match std::str::from_utf8(&self.bytes) {
-            Ok(_) => self.bytes.len(),
-            // a broken sequence (not merely an incomplete tail) is replaced, not held forever
-            Err(e) if e.error_len().is_some() => self.bytes.len(),
-            Err(e) => e.valid_up_to(),
-        };
-        self.held
-            .push_str(&String::from_utf8_lossy(&self.bytes[..valid]));
-        self.bytes.drain(..valid);
+        self.held.push_str(&self.utf8.push(piece));
         if let Some(at) = stop
             .iter()
             .filter(|s| !s.is_empty())
@@ -233,9 +224,47 @@ impl TextState {
     /// Everything held, at the end.
     fn flush(&mut self) -> String {
         let mut out = std::mem::take(&mut self.held);
-        out.push_str(&String::from_utf8_lossy(&self.bytes));
-        self.bytes.clear();
+        out.push_str(&self.utf8.finish());
         out
+    }
+}
+
+/// Gives out the longest valid UTF-8 prefix of accumulated token bytes, keeping a partial
+/// character for the next token (`run` and the engine's text).
+#[derive(Default)]
+pub struct Utf8Stream {
+    pending: Vec<u8>,
+}
+
+impl Utf8Stream {
+    pub fn push(&mut self, bytes: &[u8]) -> String {
+        self.pending.extend_from_slice(bytes);
+        match std::str::from_utf8(&self.pending) {
+            Ok(s) => {
+                let s = s.to_string();
+                self.pending.clear();
+                s
+            }
+            Err(e) => {
+                let valid = e.valid_up_to();
+                // A broken sequence (not merely an incomplete tail) is replaced, not held forever.
+                let keep_from = if e.error_len().is_some() {
+                    self.pending.len()
+                } else {
+                    valid
+                };
+                let s = String::from_utf8_lossy(&self.pending[..keep_from]).into_owned();
+                self.pending.drain(..keep_from);
+                s
+            }
+        }
+    }
+
+    /// What is still held (an incomplete character), replaced, at the end.
+    pub fn finish(&mut self) -> String {
+        let s = String::from_utf8_lossy(&self.pending).into_owned();
+        self.pending.clear();
+        s
     }
 }
 
@@ -432,7 +461,7 @@ impl<'e> Engine<'e> {
             ) {
                 Ok(()) => {
                     s.prompt_s = t0.elapsed().as_secs_f64();
-                    done[i] = Self::advance(self.tok, s, &self.logits);
+                    done[i] = Self::advance(self.tok, s, &mut self.logits);
                 }
                 Err(e) => {
                     s.sink.send(Event::Error(e.to_string()));
@@ -466,7 +495,9 @@ impl<'e> Engine<'e> {
             for (k, &i) in idx.iter().enumerate() {
                 let s = &mut self.active[i];
                 done[i] = match &r {
-                    Ok(()) => Self::advance(self.tok, s, &self.logits[k * vocab..(k + 1) * vocab]),
+                    Ok(()) => {
+                        Self::advance(self.tok, s, &mut self.logits[k * vocab..(k + 1) * vocab])
+                    }
                     Err(e) => {
                         s.sink.send(Event::Error(e.to_string()));
                         true
@@ -494,7 +525,7 @@ impl<'e> Engine<'e> {
 
     /// Samples the next token of `s` from `logits` and sends its events; true when the
     /// sequence has ended.
-    fn advance(tok: &Tokenizer, s: &mut Seq, logits: &[f32]) -> bool {
+    fn advance(tok: &Tokenizer, s: &mut Seq, logits: &mut [f32]) -> bool {
         let finish = |s: &mut Seq, reason| {
             let rest = s.text.flush();
             if !rest.is_empty() {
@@ -503,18 +534,15 @@ impl<'e> Engine<'e> {
             s.sink.send(Event::Done(s.finished(reason)));
             true
         };
-        let next = if s.params.ignore_eos {
+        if s.params.ignore_eos {
             // as llama.cpp: end-of-generation tokens can never be sampled
-            let mut l = logits.to_vec();
             for id in tok.eog_ids() {
-                if let Some(x) = l.get_mut(id as usize) {
+                if let Some(x) = logits.get_mut(id as usize) {
                     *x = f32::NEG_INFINITY;
                 }
             }
-            s.sampler.sample(&l)
-        } else {
-            s.sampler.sample(logits)
-        };
+        }
+        let next = s.sampler.sample(logits);
         if !s.params.ignore_eos && tok.is_eog(next) {
             // counted, as llama-server and OpenAI count it
             s.generated += 1;
@@ -651,6 +679,16 @@ mod tests {
         }
         out.push(t.flush());
         (out, false)
+    }
+
+    #[test]
+    fn utf8_stream_holds_partial_characters() {
+        let mut s = Utf8Stream::default();
+        let bytes = "é🙂".as_bytes();
+        assert_eq!(s.push(&bytes[..1]), "");
+        assert_eq!(s.push(&bytes[1..3]), "é");
+        assert_eq!(s.push(&bytes[3..]), "🙂");
+        assert_eq!(s.push(&[0xff, b'a']), "\u{fffd}a");
     }
 
     #[test]

@@ -9,7 +9,7 @@ pub mod sampler;
 pub use chat_template::{ChatMessage, ChatTemplate, ChatTemplateError};
 pub use generate::{
     Engine, EngineOptions, Event, FinishReason, Finished, GenerateError, GenerateParams, Output,
-    Prompt, Sink,
+    Prompt, Sink, Utf8Stream,
 };
 pub use imatrix::{compute_imatrix, ImatrixOptions, ImatrixRun};
 pub use perplexity::{perplexity, PerplexityOptions, PerplexityResult};
