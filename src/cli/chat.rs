@@ -95,15 +95,7 @@ pub fn chat(a: ChatArgs) -> anyhow::Result<()> {
         system: a.system.clone(),
         messages: Vec::new(),
     };
-    let sampling = SamplingParams {
-        temperature: a.temp,
-        top_k: a.top_k,
-        top_p: a.top_p,
-        min_p: a.min_p,
-        repeat_penalty: a.repeat_penalty,
-        seed: a.seed,
-        ..Default::default()
-    };
+    let sampling = a.sampling.params();
     eprintln!(
         "chat with {} ({threads} threads, context {n_ctx}); /help for commands, Ctrl-D to leave",
         m.model.display()
