@@ -4,6 +4,10 @@
 #
 # Usage: tools/bench-vs-llama-cpp.sh FILE.gguf [FILE.gguf ...]
 # Env:   THREADS="2 1"  REPS=5  P=512  N=128   (pp<P> and tg<N>, llama-bench's tests)
+#        PARALLEL="4 8"  also tg<N>x<S>: S sequences of N tokens decoded together, one token of
+#                       each per forward pass (a server with S clients); llama.cpp's side is
+#                       llama-batched-bench -npp 1 -ntg N -npl S (its S_TG), ours
+#                       `bench -p 0 -n N --parallel S`; both count all S·N tokens
 #        LLAMA_BENCH    llama-bench to use (default: tools/peer-llama-cpp-noamx.sh's build: the
 #                       native build crashes in its AMX path here unless repacking is off)
 #        AR_BIN         our binary (default: target/release/autoround-cpu, built if missing)
@@ -14,7 +18,9 @@ here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
 [ $# -ge 1 ] || { echo "usage: $0 FILE.gguf [FILE.gguf ...]" >&2; exit 2; }
 THREADS="${THREADS:-2 1}"; REPS="${REPS:-5}"; P="${P:-512}"; N="${N:-128}"
+PARALLEL="${PARALLEL:-}"
 LB="${LLAMA_BENCH:-$("$here/peer-llama-cpp-noamx.sh" | tail -n1)/llama-bench}"
+LBB="$(dirname "$LB")/llama-batched-bench"
 AR="${AR_BIN:-$root/target/release/autoround-cpu}"
 if [ -z "${AR_BIN:-}" ]; then (cd "$root" && cargo build --release --quiet); fi
 OUT="${OUT:-$(mktemp -d)}"; mkdir -p "$OUT"
@@ -26,6 +32,11 @@ for f in "$@"; do
       echo "[bench] $tag run $i/$REPS" >&2
       "$LB" -m "$f" -p "$P" -n "$N" -t "$t" -r 1 -o jsonl 2>/dev/null >> "$OUT/$tag.llama.jsonl"
       "$AR" bench -m "$f" -p "$P" -n "$N" -t "$t" -r 1 -o jsonl >> "$OUT/$tag.ours.jsonl"
+      for s in $PARALLEL; do
+        "$LBB" -m "$f" -c $((s * (N + 1) + 256)) -npp 1 -ntg "$N" -npl "$s" -t "$t" \
+          --output-format jsonl 2>/dev/null >> "$OUT/$tag.llama.jsonl"
+        "$AR" bench -m "$f" -p 0 -n "$N" --parallel "$s" -t "$t" -r 1 -o jsonl >> "$OUT/$tag.ours.jsonl"
+      done
     done
   done
 done
@@ -48,8 +59,14 @@ for f in files:
                 if not line.startswith("{"):
                     continue
                 j = json.loads(line)
-                test = f"pp{j['n_prompt']}" if j["n_gen"] == 0 else f"tg{j['n_gen']}"
-                r.setdefault(test, []).append(j["avg_ts"])
+                if "speed_tg" in j:  # llama-batched-bench
+                    test, ts = f"tg{j['tg']}x{j['pl']}", j["speed_tg"]
+                else:
+                    test = f"pp{j['n_prompt']}" if j["n_gen"] == 0 else f"tg{j['n_gen']}"
+                    if j.get("n_parallel", 1) > 1:
+                        test += f"x{j['n_parallel']}"
+                    ts = j["avg_ts"]
+                r.setdefault(test, []).append(ts)
             return r
         ll, us = runs(os.path.join(out, name)), runs(os.path.join(out, tag + ".ours.jsonl"))
         for test in sorted(ll, key=lambda s: (s[:2] != "pp", s)):

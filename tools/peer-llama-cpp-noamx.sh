@@ -19,7 +19,7 @@ bash "$PEER" >/dev/null # the source (and the native build, which the other tool
 SRC=$(ls -d "$ROOT"/src-* | head -n1)
 BUILD="$ROOT/build-noamx"
 STAMP="$BUILD/.peer-build-complete"
-if [ -f "$STAMP" ] && [ -x "$BUILD/bin/llama-bench" ]; then
+if [ -f "$STAMP" ] && [ -x "$BUILD/bin/llama-bench" ] && [ -x "$BUILD/bin/llama-batched-bench" ]; then
   echo "[peer-noamx] already built: $BUILD/bin" >&2
   echo "$BUILD/bin"; exit 0
 fi
@@ -37,6 +37,6 @@ cmake -S "$SRC" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF -
   -DGGML_CUDA=OFF -DGGML_VULKAN=OFF -DGGML_METAL=OFF -DGGML_OPENCL=OFF -DGGML_RPC=OFF \
   -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=ON \
   -DLLAMA_BUILD_TOOLS=ON >&2
-cmake --build "$BUILD" --config Release -j "$JOBS" --target llama-bench llama-server llama-cli >&2
+cmake --build "$BUILD" --config Release -j "$JOBS" --target llama-bench llama-batched-bench llama-server llama-cli >&2
 touch "$STAMP"
 echo "$BUILD/bin"

@@ -125,6 +125,11 @@ pub struct BenchArgs {
     /// Worker threads, one or more (comma-separated): each is a separate test.
     #[arg(short = 't', long, value_delimiter = ',')]
     pub threads: Vec<usize>,
+    /// Sequences generated together in each tg test, one or more (comma-separated): with P > 1,
+    /// tg<N>xP decodes P sequences of N tokens, one token of each per forward pass, as a server
+    /// with P clients does; its t/s counts every sequence's tokens.
+    #[arg(long = "parallel", value_delimiter = ',', default_value = "1")]
+    pub parallel: Vec<usize>,
     /// Repetitions of each test (after one warm-up run).
     #[arg(short = 'r', long = "repetitions", default_value_t = 5)]
     pub repetitions: usize,

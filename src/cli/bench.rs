@@ -3,13 +3,16 @@
 //! - `pp<N>`: N random tokens (the first one BOS) in one forward pass over an empty cache,
 //!   logits of the last token only.
 //! - `tg<N>`: N tokens one at a time over an empty cache (BOS, then random tokens), logits each.
+//! - `tg<N>x<P>` (`--parallel P`): P sequences of N tokens each, as `tg<N>`, decoded together:
+//!   every forward pass takes one token of each ([`Model::forward_batch`]), as the server does
+//!   for P clients. Its rate counts all P·N tokens (llama-batched-bench's `S_TG`).
 //!
 //! As llama-bench does, each test runs once to warm up, then `-r` timed repetitions, each on a
 //! cleared cache; the rate is tokens ÷ seconds per repetition, reported as mean ± sample
 //! standard deviation. Only the forward passes are timed.
 
 use super::args::BenchArgs;
-use crate::model::llama::{KvCache, Logits, Model};
+use crate::model::llama::{KvCache, Logits, Model, Segment};
 use crate::model::ModelSource;
 use crate::quantize::mixture::Mixture;
 use anyhow::{bail, Context, Result};
@@ -20,6 +23,8 @@ struct Row {
     test: String,
     n_prompt: usize,
     n_gen: usize,
+    /// Sequences generated together.
+    parallel: usize,
     threads: usize,
     /// Seconds per repetition.
     secs: Vec<f64>,
@@ -27,7 +32,7 @@ struct Row {
 
 impl Row {
     fn rates(&self) -> Vec<f64> {
-        let n = (self.n_prompt + self.n_gen) as f64;
+        let n = (self.n_prompt + self.n_gen * self.parallel) as f64;
         self.secs.iter().map(|s| n / s).collect()
     }
 }
@@ -84,6 +89,43 @@ fn run_once(
     Ok(t0.elapsed().as_secs_f64())
 }
 
+/// Seconds of one repetition of `tg<n_gen>x<parallel>`: `parallel` sequences (each BOS, then
+/// random tokens) advanced one token each per forward pass.
+fn run_parallel(
+    model: &Model<'_>,
+    bos: u32,
+    n_gen: usize,
+    parallel: usize,
+    ids: &mut Ids,
+) -> Result<f64> {
+    let vocab = model.cfg.vocab_size;
+    let mut caches: Vec<KvCache> = (0..parallel)
+        .map(|_| KvCache::new(&model.cfg, n_gen + 1))
+        .collect();
+    let gen: Vec<Vec<u32>> = (0..n_gen)
+        .map(|i| {
+            (0..parallel)
+                .map(|_| if i == 0 { bos } else { ids.next(vocab) })
+                .collect()
+        })
+        .collect();
+    let mut logits = Vec::new();
+    let t0 = Instant::now();
+    for step in &gen {
+        let mut segs: Vec<Segment> = caches
+            .iter_mut()
+            .zip(step)
+            .map(|(cache, t)| Segment {
+                tokens: std::slice::from_ref(t),
+                cache,
+            })
+            .collect();
+        model.forward_batch(&mut segs, &mut logits)?;
+        std::hint::black_box(&logits);
+    }
+    Ok(t0.elapsed().as_secs_f64())
+}
+
 /// "135M", "1.10B": llama-bench's way of writing a parameter count.
 fn params_str(n: u64) -> String {
     if n >= 1_000_000_000 {
@@ -109,6 +151,9 @@ pub fn bench(a: BenchArgs) -> Result<()> {
     };
     if threads.contains(&0) {
         bail!("-t: thread counts must be at least 1");
+    }
+    if a.parallel.contains(&0) {
+        bail!("--parallel: sequence counts must be at least 1");
     }
     let src =
         ModelSource::open(&a.model).with_context(|| format!("opening {}", a.model.display()))?;
@@ -167,12 +212,18 @@ pub fn bench(a: BenchArgs) -> Result<()> {
     for &t in &threads {
         for &p in &a.n_prompt {
             if p > 0 {
-                tests.push((format!("pp{p}"), p, 0, t));
+                tests.push((format!("pp{p}"), p, 0, 1, t));
             }
         }
         for &n in &a.n_gen {
-            if n > 0 {
-                tests.push((format!("tg{n}"), 0, n, t));
+            for &pl in &a.parallel {
+                if n > 0 {
+                    let name = match pl {
+                        1 => format!("tg{n}"),
+                        _ => format!("tg{n}x{pl}"),
+                    };
+                    tests.push((name, 0, n, pl, t));
+                }
             }
         }
     }
@@ -184,23 +235,26 @@ pub fn bench(a: BenchArgs) -> Result<()> {
         println!("| ------------------------------ | ---------: | ---------: | ---------- | ------: | --------------: | -------------------: |");
     }
     let mut ids = Ids(0x9E37_79B9_7F4A_7C15);
-    for (name, p, n, t) in tests {
+    for (name, p, n, pl, t) in tests {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(t)
             .build()
             .context("starting the worker threads")?;
+        let once = |ids: &mut Ids| match pl {
+            1 => run_once(&model, bos, p, n, ids),
+            _ => run_parallel(&model, bos, n, pl, ids),
+        };
         let secs = pool.install(|| -> Result<Vec<f64>> {
             if !a.no_warmup {
-                run_once(&model, bos, p, n, &mut ids)?;
+                once(&mut ids)?;
             }
-            (0..a.repetitions)
-                .map(|_| run_once(&model, bos, p, n, &mut ids))
-                .collect()
+            (0..a.repetitions).map(|_| once(&mut ids)).collect()
         })?;
         let row = Row {
             test: name,
             n_prompt: p,
             n_gen: n,
+            parallel: pl,
             threads: t,
             secs,
         };
@@ -219,6 +273,7 @@ pub fn bench(a: BenchArgs) -> Result<()> {
                     "n_threads": row.threads,
                     "n_prompt": row.n_prompt,
                     "n_gen": row.n_gen,
+                    "n_parallel": row.parallel,
                     "test": row.test,
                     "avg_ns": (avg_ns * 1e9) as u64,
                     "stddev_ns": (sd_ns * 1e9) as u64,

@@ -101,8 +101,9 @@ enum Src<'a> {
 /// `n` decode tokens (fewer than [`PREFILL_ROWS`]): quantize their activations (once per
 /// vec-dot type), then the rows of every weight in parallel on the decode pool. Each task takes
 /// a run of rows (at least 64 KiB of weights) and does every token with them
-/// ([`dot::dot_rows_multi`]: the 32-value block types read each weight block once for up to
-/// four tokens; other types go token by token over rows still in cache), so sequences decoded
+/// ([`dot::dot_rows_multi`]: Q4_0/Q4_1/Q5_0/Q5_1/Q8_0 and Q4_K/Q5_K/Q6_K read and unpack each
+/// weight block once for up to eight tokens on AVX-512, four on AVX2; other types go token by
+/// token over rows still in cache), so sequences decoded
 /// together share the weights' memory traffic; each (row, token) result is the same as with
 /// that token alone.
 fn gemv(ws: &[&Weight], x: &[f32], n: usize, outs: &mut [&mut [f32]]) {

@@ -188,6 +188,7 @@ fn several_tokens_equal_each_alone() {
         T::Q5_1,
         T::Q8_0,
         T::Q4_K,
+        T::Q5_K,
         T::Q6_K,
     ] {
         let cols = 512;

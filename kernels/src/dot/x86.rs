@@ -447,7 +447,10 @@ pub unsafe fn dot_rows_multi(
     outs: &mut [&mut [f32]],
 ) -> bool {
     use GgmlType as T;
-    if !matches!(ty, T::Q4_0 | T::Q4_1 | T::Q5_0 | T::Q5_1 | T::Q8_0) {
+    if !matches!(
+        ty,
+        T::Q4_0 | T::Q4_1 | T::Q5_0 | T::Q5_1 | T::Q8_0 | T::Q4_K | T::Q5_K | T::Q6_K
+    ) {
         return false;
     }
     // SAFETY: forwarded from the caller.
@@ -473,7 +476,8 @@ unsafe fn multi_avx512(ty: GgmlType, cols: usize, w: &[u8], a: &[&[u8]], o: &mut
     unsafe { multi::<true>(ty, cols, w, a, o) }
 }
 
-/// Tokens in groups of up to eight (AVX-512) or four (AVX2) through [`legacy_rows_multi`].
+/// Tokens in groups of up to eight (AVX-512) or four (AVX2) through [`legacy_rows_multi`],
+/// [`q45_k_rows_multi`] or [`q6_k_rows_multi`].
 #[inline(always)]
 unsafe fn multi<const VNNI: bool>(
     ty: GgmlType,
@@ -482,29 +486,30 @@ unsafe fn multi<const VNNI: bool>(
     acts: &[&[u8]],
     outs: &mut [&mut [f32]],
 ) {
-    macro_rules! group {
-        ($kind:expr, $nt:literal, $a:expr, $o:expr) => {{
-            let a: [&[u8]; $nt] = std::array::from_fn(|t| $a[t]);
-            let o: &mut [&mut [f32]; $nt] = $o.try_into().expect("group size");
-            legacy_rows_multi::<VNNI, { $kind }, $nt>(cols, w, a, o)
-        }};
-    }
-    // AVX-512 has the registers for eight tokens' sums of two rows, AVX2 for four
-    let most = if VNNI { 8 } else { 4 };
-    macro_rules! kind {
-        ($kind:expr) => {{
+    // `$kernel::<$g.., NT>` on each group of tokens; a lone token takes `$one`
+    macro_rules! groups {
+        ($one:expr, $kernel:ident [$($g:tt),*]) => {{
+            // AVX-512 has the registers for eight tokens' sums of two rows, AVX2 for four
+            let most = if VNNI { 8 } else { 4 };
             for (a, o) in acts.chunks(most).zip(outs.chunks_mut(most)) {
+                macro_rules! nt {
+                    ($nt:literal) => {{
+                        let a: [&[u8]; $nt] = std::array::from_fn(|t| a[t]);
+                        let o: &mut [&mut [f32]; $nt] = o.try_into().expect("group size");
+                        $kernel::<$($g,)* $nt>(cols, w, a, o)
+                    }};
+                }
                 // SAFETY: forwarded from the caller.
                 unsafe {
                     match a.len() {
-                        1 => legacy_rows::<VNNI, { $kind }>(cols, w, a[0], &mut *o[0]),
-                        2 => group!($kind, 2, a, o),
-                        3 => group!($kind, 3, a, o),
-                        4 => group!($kind, 4, a, o),
-                        5 => group!($kind, 5, a, o),
-                        6 => group!($kind, 6, a, o),
-                        7 => group!($kind, 7, a, o),
-                        _ => group!($kind, 8, a, o),
+                        1 => $one(cols, w, a[0], &mut *o[0]),
+                        2 => nt!(2),
+                        3 => nt!(3),
+                        4 => nt!(4),
+                        5 => nt!(5),
+                        6 => nt!(6),
+                        7 => nt!(7),
+                        _ => nt!(8),
                     }
                 }
             }
@@ -512,11 +517,14 @@ unsafe fn multi<const VNNI: bool>(
     }
     use GgmlType as T;
     match ty {
-        T::Q4_0 => kind!(Q4_0),
-        T::Q4_1 => kind!(Q4_1),
-        T::Q5_0 => kind!(Q5_0),
-        T::Q5_1 => kind!(Q5_1),
-        _ => kind!(Q8_0),
+        T::Q4_0 => groups!(legacy_rows::<VNNI, Q4_0>, legacy_rows_multi[VNNI, Q4_0]),
+        T::Q4_1 => groups!(legacy_rows::<VNNI, Q4_1>, legacy_rows_multi[VNNI, Q4_1]),
+        T::Q5_0 => groups!(legacy_rows::<VNNI, Q5_0>, legacy_rows_multi[VNNI, Q5_0]),
+        T::Q5_1 => groups!(legacy_rows::<VNNI, Q5_1>, legacy_rows_multi[VNNI, Q5_1]),
+        T::Q4_K => groups!(q45_k_rows::<false>, q45_k_rows_multi[false]),
+        T::Q5_K => groups!(q45_k_rows::<true>, q45_k_rows_multi[true]),
+        T::Q6_K => groups!(q6_k_rows, q6_k_rows_multi[]),
+        _ => groups!(legacy_rows::<VNNI, Q8_0>, legacy_rows_multi[VNNI, Q8_0]),
     }
 }
 
@@ -545,12 +553,27 @@ unsafe fn word_splat_mask(k: i8) -> __m128i {
     )
 }
 
-/// Q4_K (`HIGH == false`) and Q5_K (`HIGH == true`) rows against Q8_K activations.
+/// Q4_K (`HIGH == false`) and Q5_K (`HIGH == true`) rows against Q8_K activations: the one-token
+/// case of [`q45_k_rows_multi`].
+#[inline(always)]
+unsafe fn q45_k_rows<const HIGH: bool>(cols: usize, w: &[u8], a: &[u8], out: &mut [f32]) {
+    // SAFETY: forwarded from the caller.
+    unsafe { q45_k_rows_multi::<HIGH, 1>(cols, w, [a], &mut [out]) }
+}
+
+/// Q4_K/Q5_K rows against `NT` Q8_K activation rows (tokens decoded together): each weight
+/// super-block is read and unpacked once for all of them, and every token's float operations
+/// are those of one token alone, in the same order, so its results are the same bits.
 ///
 /// Per super-block: `d·d8·Σ_j sc_j·Σ(q·a) − dmin·d8·Σ_j m_j·Σa`, the second sum from Q8_K's
 /// block sums (each 16-element sum appears once per 32-element sub-block pair of mins).
 #[inline(always)]
-unsafe fn q45_k_rows<const HIGH: bool>(cols: usize, w: &[u8], a: &[u8], out: &mut [f32]) {
+unsafe fn q45_k_rows_multi<const HIGH: bool, const NT: usize>(
+    cols: usize,
+    w: &[u8],
+    acts: [&[u8]; NT],
+    outs: &mut [&mut [f32]; NT],
+) {
     let nb = cols / 256;
     let wb = if HIGH { 176 } else { 144 };
     let qs_off = if HIGH { 48 } else { 16 };
@@ -559,26 +582,21 @@ unsafe fn q45_k_rows<const HIGH: bool>(cols: usize, w: &[u8], a: &[u8], out: &mu
     // SAFETY: constant shuffles only.
     let splat: [__m256i; 8] =
         unsafe { std::array::from_fn(|k| _mm256_broadcastsi128_si256(word_splat_mask(k as i8))) };
-    for (r, o) in out.iter_mut().enumerate() {
+    for r in 0..outs[0].len() {
         // SAFETY: super-block b of row r lies inside `w` (wb bytes each), activation super-block
-        // b inside `a` (292 bytes each: f32 scale, 256 quants, 16 i16 sums at 260).
+        // b inside each activation row (292 bytes each: f32 scale, 256 quants, 16 i16 sums at
+        // 260).
         unsafe {
             let row = w.as_ptr().add(r * nb * wb);
-            let mut acc = _mm256_setzero_ps();
-            let mut accm = _mm256_setzero_ps();
+            let mut acc = [_mm256_setzero_ps(); NT];
+            let mut accm = [_mm256_setzero_ps(); NT];
             for b in 0..nb {
                 let x = row.add(b * wb);
-                let y = a.as_ptr().add(b * 292);
                 prefetch_ahead(x, wb);
                 let (sc, mn) = scales_mins_k4(x.add(4));
-                let d8 = (y as *const f32).read_unaligned();
                 // mins: each repeated for the two 16-element sums of its sub-block
                 let mn = _mm_cvtsi64_si128(mn as i64);
                 let mn16 = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(mn, mn));
-                let bsums = _mm256_loadu_si256(y.add(260) as *const __m256i);
-                let msum = _mm256_madd_epi16(mn16, bsums);
-                let dmin = _mm256_set1_ps(f16_at(x.add(2)) * d8);
-                accm = _mm256_fmadd_ps(dmin, _mm256_cvtepi32_ps(msum), accm);
                 let sc16 =
                     _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(_mm_cvtsi64_si128(sc as i64)));
                 let qh = if HIGH {
@@ -586,7 +604,9 @@ unsafe fn q45_k_rows<const HIGH: bool>(cols: usize, w: &[u8], a: &[u8], out: &mu
                 } else {
                     _mm256_setzero_si256()
                 };
-                let mut sumi = _mm256_setzero_si256();
+                // the super-block's 256 values (sub-block j = 2c + h) and their scales
+                let mut v = [_mm256_setzero_si256(); 8];
+                let mut s = [_mm256_setzero_si256(); 8];
                 for c in 0..4 {
                     let q = load32(x.add(qs_off + 32 * c));
                     let mut lo = _mm256_and_si256(q, m4);
@@ -599,61 +619,76 @@ unsafe fn q45_k_rows<const HIGH: bool>(cols: usize, w: &[u8], a: &[u8], out: &mu
                         lo = _mm256_or_si256(lo, bit(2 * c));
                         hi = _mm256_or_si256(hi, bit(2 * c + 1));
                     }
-                    let p0 = _mm256_maddubs_epi16(lo, load32(y.add(4 + 64 * c)));
-                    let p1 = _mm256_maddubs_epi16(hi, load32(y.add(4 + 64 * c + 32)));
-                    let s0 = _mm256_shuffle_epi8(sc16, splat[2 * c]);
-                    let s1 = _mm256_shuffle_epi8(sc16, splat[2 * c + 1]);
-                    sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p0, s0));
-                    sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p1, s1));
+                    v[2 * c] = lo;
+                    v[2 * c + 1] = hi;
+                    s[2 * c] = _mm256_shuffle_epi8(sc16, splat[2 * c]);
+                    s[2 * c + 1] = _mm256_shuffle_epi8(sc16, splat[2 * c + 1]);
                 }
-                let d = f16_at(x) * d8;
-                acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+                let (dw, dminw) = (f16_at(x), f16_at(x.add(2)));
+                // (loops, not closures: closures do not get the caller's target features)
+                for t in 0..NT {
+                    let y = acts[t].as_ptr().add(b * 292);
+                    let d8 = (y as *const f32).read_unaligned();
+                    let bsums = _mm256_loadu_si256(y.add(260) as *const __m256i);
+                    let msum = _mm256_madd_epi16(mn16, bsums);
+                    let dmin = _mm256_set1_ps(dminw * d8);
+                    accm[t] = _mm256_fmadd_ps(dmin, _mm256_cvtepi32_ps(msum), accm[t]);
+                    let mut sumi = _mm256_setzero_si256();
+                    for j in 0..8 {
+                        let p = _mm256_maddubs_epi16(v[j], load32(y.add(4 + 32 * j)));
+                        sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, s[j]));
+                    }
+                    let d = dw * d8;
+                    acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc[t]);
+                }
             }
-            *o = hsum(acc) - hsum(accm);
+            for t in 0..NT {
+                outs[t][r] = hsum(acc[t]) - hsum(accm[t]);
+            }
         }
     }
 }
 
-/// Q6_K rows against Q8_K activations.
+/// Q6_K rows against Q8_K activations: the one-token case of [`q6_k_rows_multi`].
 #[inline(always)]
 unsafe fn q6_k_rows(cols: usize, w: &[u8], a: &[u8], out: &mut [f32]) {
+    // SAFETY: forwarded from the caller.
+    unsafe { q6_k_rows_multi::<1>(cols, w, [a], &mut [out]) }
+}
+
+/// Q6_K rows against `NT` Q8_K activation rows, each super-block unpacked once for all of them
+/// (per token the same operations as alone, as [`q45_k_rows_multi`]).
+#[inline(always)]
+unsafe fn q6_k_rows_multi<const NT: usize>(
+    cols: usize,
+    w: &[u8],
+    acts: [&[u8]; NT],
+    outs: &mut [&mut [f32]; NT],
+) {
     let nb = cols / 256;
     let m4 = _mm256_set1_epi8(0x0F);
     let m2 = _mm256_set1_epi8(3);
-    // Mask `k` puts word `2k` of a lane in the low half and word `2k + 1` in the high half.
     // SAFETY: constant shuffles only.
-    let pair: [__m256i; 4] = unsafe {
-        std::array::from_fn(|k| {
-            _mm256_set_m128i(
-                word_splat_mask(2 * k as i8 + 1),
-                word_splat_mask(2 * k as i8),
-            )
-        })
-    };
-    for (r, o) in out.iter_mut().enumerate() {
+    let pair = unsafe { pair_masks() };
+    for r in 0..outs[0].len() {
         // SAFETY: super-block b of row r lies inside `w` (210 bytes each), activation
-        // super-block b inside `a` (292 bytes each).
+        // super-block b inside each activation row (292 bytes each).
         unsafe {
             let row = w.as_ptr().add(r * nb * 210);
-            let mut sum = 0f32;
+            let mut sum = [0f32; NT];
             for b in 0..nb {
                 let x = row.add(b * 210);
-                let y = a.as_ptr().add(b * 292);
                 prefetch_ahead(x, 210);
-                let d8 = (y as *const f32).read_unaligned();
                 let sc8 = _mm_loadu_si128(x.add(192) as *const __m128i);
                 let sc_all = _mm256_cvtepi8_epi16(sc8);
-                // the values are q - 32: take 32 × Σ scale × block sum off, exactly
-                let bsums = _mm256_loadu_si256(y.add(260) as *const __m256i);
-                let mut sumi = _mm256_sub_epi32(
-                    _mm256_setzero_si256(),
-                    _mm256_slli_epi32(_mm256_madd_epi16(sc_all, bsums), 5),
-                );
                 // scales 0..8 and 8..16, each in both lanes
                 let halves = [
                     _mm256_broadcastsi128_si256(_mm256_castsi256_si128(sc_all)),
                     _mm256_broadcastsi128_si256(_mm256_extracti128_si256(sc_all, 1)),
                 ];
+                // the 256 unsigned values at 32k (k = 4n + i) and the scales of their halves
+                let mut v = [_mm256_setzero_si256(); 8];
+                let mut s = [_mm256_setzero_si256(); 8];
                 for (n, half) in halves.iter().enumerate() {
                     let qa = load32(x.add(64 * n));
                     let qb = load32(x.add(64 * n + 32));
@@ -662,23 +697,38 @@ unsafe fn q6_k_rows(cols: usize, w: &[u8], a: &[u8], out: &mut [f32]) {
                         let s = _mm256_srl_epi16(qh, _mm_cvtsi32_si128(k));
                         _mm256_slli_epi16(_mm256_and_si256(s, m2), 4)
                     };
-                    let v = [
-                        _mm256_or_si256(_mm256_and_si256(qa, m4), high(0)),
-                        _mm256_or_si256(_mm256_and_si256(qb, m4), high(2)),
-                        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(qa, 4), m4), high(4)),
-                        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(qb, 4), m4), high(6)),
-                    ];
-                    for (k, vk) in v.iter().enumerate() {
-                        let p = _mm256_maddubs_epi16(*vk, load32(y.add(4 + 128 * n + 32 * k)));
-                        // scales j = 8n + 2k (low 16 elements) and j + 1 (high 16)
-                        let s = _mm256_shuffle_epi8(*half, pair[k]);
-                        sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, s));
+                    v[4 * n] = _mm256_or_si256(_mm256_and_si256(qa, m4), high(0));
+                    v[4 * n + 1] = _mm256_or_si256(_mm256_and_si256(qb, m4), high(2));
+                    v[4 * n + 2] =
+                        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(qa, 4), m4), high(4));
+                    v[4 * n + 3] =
+                        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(qb, 4), m4), high(6));
+                    for i in 0..4 {
+                        // scales j = 8n + 2i (low 16 elements) and j + 1 (high 16)
+                        s[4 * n + i] = _mm256_shuffle_epi8(*half, pair[i]);
                     }
                 }
-                // one exact integer per super-block (see `q3_k_rows`)
-                sum += f16_at(x.add(208)) * d8 * hsum_i32(sumi) as f32;
+                let dw = f16_at(x.add(208));
+                for t in 0..NT {
+                    let y = acts[t].as_ptr().add(b * 292);
+                    let d8 = (y as *const f32).read_unaligned();
+                    // the values are q - 32: take 32 × Σ scale × block sum off, exactly
+                    let bsums = _mm256_loadu_si256(y.add(260) as *const __m256i);
+                    let mut sumi = _mm256_sub_epi32(
+                        _mm256_setzero_si256(),
+                        _mm256_slli_epi32(_mm256_madd_epi16(sc_all, bsums), 5),
+                    );
+                    for k in 0..8 {
+                        let p = _mm256_maddubs_epi16(v[k], load32(y.add(4 + 32 * k)));
+                        sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, s[k]));
+                    }
+                    // one exact integer per super-block (see `q3_k_rows`)
+                    sum[t] += dw * d8 * hsum_i32(sumi) as f32;
+                }
             }
-            *o = sum;
+            for t in 0..NT {
+                outs[t][r] = sum[t];
+            }
         }
     }
 }
