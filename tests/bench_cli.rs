@@ -119,3 +119,43 @@ fn bad_counts_are_refused_by_name() {
     let o = bench(&["-m", m, "-n", "2", "-o", "csv"]);
     common::assert_clean_error(&o, &["csv"]);
 }
+
+#[test]
+fn repack_says_what_it_did() {
+    let Some(m) = common::model("Q8_0") else {
+        return;
+    };
+    let m = m.to_str().unwrap();
+    let args = [
+        "-m",
+        m,
+        "-p",
+        "0",
+        "-n",
+        "2",
+        "--parallel",
+        "16",
+        "-r",
+        "1",
+        "--repack",
+    ];
+    let o = bench(&args);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    if autoround_kernels::qgemm::available() {
+        // SmolLM2: 7 matrices in each of 30 layers, and the tied output
+        assert!(
+            err.contains("unpacked 211 matrices into AMX int8 tiles"),
+            "{err}"
+        );
+    } else {
+        assert!(err.contains("--repack: ignored"), "{err}");
+    }
+    let o = bench(&[&args[..], &["--numerics", "llama-cpp"]].concat());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("--repack: ignored with --numerics llama-cpp"),
+        "{err}"
+    );
+}

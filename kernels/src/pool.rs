@@ -33,6 +33,8 @@ struct Shared {
     /// A task panicked.
     panicked: AtomicBool,
     sleepers: AtomicUsize,
+    /// Set by [`Pool::rest`]: idle workers park now instead of spinning out their time.
+    rest: AtomicBool,
     lock: Mutex<()>,
     wake: Condvar,
     stop: AtomicBool,
@@ -74,6 +76,7 @@ impl Pool {
             pending: AtomicUsize::new(0),
             panicked: AtomicBool::new(false),
             sleepers: AtomicUsize::new(0),
+            rest: AtomicBool::new(false),
             lock: Mutex::new(()),
             wake: Condvar::new(),
             stop: AtomicBool::new(false),
@@ -166,6 +169,13 @@ impl Pool {
         });
     }
 
+    /// Lets the idle workers park at once rather than spin: for callers about to run other
+    /// threads (rayon's) on the same cores, which spinning workers would slow. The next
+    /// [`run`](Self::run) wakes them.
+    pub fn rest(&self) {
+        self.shared.rest.store(true, Relaxed);
+    }
+
     /// The number of threads a job runs on.
     pub fn threads(&self) -> usize {
         self.workers.len() + 1
@@ -194,6 +204,7 @@ impl Pool {
         s.tasks.store(tasks, Relaxed);
         s.panicked.store(false, Relaxed);
         s.pending.store(self.workers.len(), Relaxed);
+        s.rest.store(false, Relaxed);
         s.epoch.fetch_add(1, SeqCst);
         if s.sleepers.load(SeqCst) > 0 {
             let _g = s.lock.lock().unwrap_or_else(|e| e.into_inner());
@@ -244,7 +255,8 @@ fn worker(s: &Shared) {
             }
             std::hint::spin_loop();
             spins += 1;
-            if spins.is_multiple_of(1024) && start.elapsed() > spin_time() {
+            if spins.is_multiple_of(1024) && (s.rest.load(Relaxed) || start.elapsed() > spin_time())
+            {
                 let mut g = s.lock.lock().unwrap_or_else(|e| e.into_inner());
                 s.sleepers.fetch_add(1, SeqCst);
                 while s.epoch.load(SeqCst) == seen && !s.stop.load(SeqCst) {

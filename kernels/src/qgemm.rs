@@ -184,19 +184,11 @@ struct Packed {
     tiles: usize,
 }
 
-/// Packs `n` rows of activations quantized to `vt` (`cols` values each) for blocks of `len`,
-/// in a multiple of `step` tiles.
-fn pack_activations(
-    vt: GgmlType,
-    act: &[u8],
-    n: usize,
-    cols: usize,
-    len: usize,
-    step: usize,
-) -> Packed {
+/// Packs `n` rows of activations quantized to `vt` (`cols` values each) for blocks of `len`.
+fn pack_activations(vt: GgmlType, act: &[u8], n: usize, cols: usize, len: usize) -> Packed {
     let row_bytes = act.len() / n;
     let blocks = cols / len;
-    let tiles = n.div_ceil(T).next_multiple_of(step);
+    let tiles = n.div_ceil(T);
     let mut p = Packed {
         a: vec![0; tiles * blocks * len * T],
         da: vec![0.0; tiles * blocks * T],
@@ -247,21 +239,28 @@ fn pack_activations(
     p
 }
 
-/// One task's weight rows in B-tile order.
+/// One task's scratch: its weight rows unpacked, and the C tiles.
 #[derive(Default)]
 struct Rows {
-    /// `[row tile][chunk of len][plane][len/4][16 rows][4]` (the "VNNI" layout `TDPBSSD`
-    /// reads).
-    b: Vec<i8>,
-    /// `[row tile][scale block][16 rows]`.
-    dw: Vec<f32>,
-    mw: Vec<f32>,
+    /// The task's row tiles in B-tile order (see [`Tiles`]).
+    tiles: Tiles,
     /// 16 unpacked rows (`[row][plane][cols]`) and one row's per-scale-block values.
     row: Vec<i8>,
     row_dw: Vec<f32>,
     row_mw: Vec<f32>,
     /// The integer tiles of two groups of four blocks (16 tokens × 16 rows of i32 each).
     c: Vec<i32>,
+}
+
+/// Weight row tiles (16 rows each) in the layout the tile products read.
+#[derive(Default)]
+struct Tiles {
+    /// `[row tile][chunk of len][plane][len/4][16 rows][4]` (the "VNNI" layout `TDPBSSD`
+    /// reads).
+    b: Vec<i8>,
+    /// `[row tile][scale block][16 rows]`; `mw` is empty for types without offsets.
+    dw: Vec<f32>,
+    mw: Vec<f32>,
 }
 
 thread_local! {
@@ -273,9 +272,163 @@ struct Out(*mut f32);
 // SAFETY: every task writes only the columns of its own rows (see `matmul`).
 unsafe impl Sync for Out {}
 
+/// Bytes of one row tile's B values and scale slots for `ty` with `cols` values per row.
+fn tile_sizes(ty: GgmlType, cols: usize) -> (usize, usize) {
+    let lay = layout(ty);
+    (lay.planes * cols * T, cols / lay.len / lay.per_scale * T)
+}
+
+/// Unpacks weight rows `r0 .. r0 + nr` of `w` (`ty`, `cols` values each) into `tiles` (room
+/// for `nr.div_ceil(16)` row tiles); rows past `nr` in the last tile get zero weights and
+/// scales. `row`, `row_dw`, `row_mw` are scratch.
+#[allow(clippy::too_many_arguments)]
+fn unpack_tiles(
+    ty: GgmlType,
+    cols: usize,
+    w: &[u8],
+    r0: usize,
+    nr: usize,
+    tiles: (&mut [i8], &mut [f32], &mut [f32]),
+    row: &mut Vec<i8>,
+    row_dw: &mut Vec<f32>,
+    row_mw: &mut Vec<f32>,
+) {
+    let lay = layout(ty);
+    let len = lay.len;
+    let scales = cols / len / lay.per_scale;
+    let rb = ty.row_bytes(cols as u64).expect("whole blocks") as usize;
+    let (tile_b, tile_s) = tile_sizes(ty, cols);
+    let (b, dw, mw) = tiles;
+    let offsets = !mw.is_empty();
+    let rts = nr.div_ceil(T);
+    let pc = lay.planes * cols;
+    row.resize(T * pc, 0);
+    row_dw.resize(scales, 0.0);
+    row_mw.resize(scales, 0.0);
+    if !nr.is_multiple_of(T) {
+        dw[(rts - 1) * tile_s..rts * tile_s].fill(0.0);
+        if offsets {
+            mw[(rts - 1) * tile_s..rts * tile_s].fill(0.0);
+        }
+    }
+    for rt in 0..rts {
+        let here = T.min(nr - rt * T);
+        for j in 0..here {
+            let r = r0 + rt * T + j;
+            let y = &mut row[j * pc..(j + 1) * pc];
+            unpack_row(ty, &w[r * rb..(r + 1) * rb], y, row_dw, row_mw);
+            for k in 0..scales {
+                dw[rt * tile_s + k * T + j] = row_dw[k];
+                if offsets {
+                    mw[rt * tile_s + k * T + j] = row_mw[k];
+                }
+            }
+        }
+        row[here * pc..].fill(0);
+        // B tiles: 4-value group `p4` of a chunk of row `j` goes to tile row `p4`, slot `j`;
+        // the chunks' planes are consecutive, so group `g` of the row's planes lands in tile
+        // row `g` for one plane, or below for Q6_K's two
+        let bq = b[rt * tile_b..(rt + 1) * tile_b].as_chunks_mut::<4>().0;
+        let rq = row.as_chunks::<4>().0;
+        let (groups, per) = (len / 4, cols / 4);
+        for (g, line) in bq.chunks_exact_mut(T).enumerate() {
+            // line g = chunk blk, plane pl, group p4
+            let (blk, pl, p4) = (g / groups / lay.planes, g / groups % lay.planes, g % groups);
+            let at = pl * per + blk * groups + p4;
+            for (j, v) in line.iter_mut().enumerate() {
+                *v = rq[j * pc / 4 + at];
+            }
+        }
+    }
+}
+
+/// The tile products of every token tile of `packed` against row tiles `tiles` (weight rows
+/// `r0 .. r0 + nr`), written to `o` (rows `out_stride` apart). `c` is scratch.
+#[allow(clippy::too_many_arguments)]
+fn row_tile_products(
+    ty: GgmlType,
+    cols: usize,
+    packed: &Packed,
+    n: usize,
+    tiles: (&[i8], &[f32], &[f32]),
+    r0: usize,
+    nr: usize,
+    o: &Out,
+    out_stride: usize,
+    c: &mut Vec<i32>,
+) {
+    let lay = layout(ty);
+    let (tile_b, tile_s) = tile_sizes(ty, cols);
+    let (b, dw, mw) = tiles;
+    let rts = nr.div_ceil(T);
+    c.resize(8 * T * T + 16, 0);
+    // 64-byte aligned room for two groups of four C tiles
+    let skip = c.as_ptr().align_offset(64);
+    let c = &mut c[skip..skip + 8 * T * T];
+    imp::with_tiles(lay, || {
+        let mut tt = 0;
+        while tt < packed.tiles {
+            // the type's token tiles per pass, or what is left
+            let k = lay.tokens.min(packed.tiles - tt);
+            let toks = (k * T).min(n - tt * T);
+            for rt in 0..rts {
+                let cols_here = T.min(nr - rt * T);
+                // SAFETY: token rows tt·16 .. tt·16 + toks ≤ n and columns
+                // r0 + rt·16 .. + cols_here ≤ rows ≤ out_stride lie inside `out`
+                // (the caller asserted); this task alone writes columns r0..r0 + nr.
+                let dst = unsafe { o.0.add(tt * T * out_stride + r0 + rt * T) };
+                imp::tile_product(
+                    packed,
+                    tt,
+                    k,
+                    &b[rt * tile_b..(rt + 1) * tile_b],
+                    &dw[rt * tile_s..(rt + 1) * tile_s],
+                    (!mw.is_empty()).then(|| &mw[rt * tile_s..(rt + 1) * tile_s]),
+                    lay,
+                    c,
+                    dst,
+                    out_stride,
+                    toks,
+                    cols_here,
+                );
+            }
+            tt += k;
+        }
+    });
+}
+
+/// Checks a product's sizes; returns the activations packed into A tiles, or `None` when there
+/// is nothing to compute.
+fn check_and_pack(
+    ty: GgmlType,
+    cols: usize,
+    rows: usize,
+    act: &[u8],
+    n: usize,
+    out: &[f32],
+    out_stride: usize,
+) -> Option<Packed> {
+    assert!(available(), "int8 AMX products are not available here");
+    assert!(supports(ty), "{ty}: no int8 AMX product");
+    let vt = crate::reference::vec_dot_type(ty);
+    assert_eq!(
+        act.len(),
+        n * vt.row_bytes(cols as u64).expect("whole blocks") as usize,
+        "activation rows"
+    );
+    assert!(n == 0 || (out_stride >= rows && out.len() >= (n - 1) * out_stride + rows));
+    if n == 0 || rows == 0 {
+        return None;
+    }
+    let lay = layout(ty);
+    Some(pack_activations(vt, act, n, cols, lay.len))
+}
+
 /// `out[t·out_stride + r] = Σ_c w[r][c]·x[t][c]` for `t < n`, `r < rows`, where `w` holds
 /// `rows` rows of `cols` values of `ty` and `act` the `n` activation rows quantized to
-/// [`crate::reference::vec_dot_type`]`(ty)` as llama.cpp quantizes them.
+/// [`crate::reference::vec_dot_type`]`(ty)` as llama.cpp quantizes them. The weights are
+/// unpacked into tiles on the way, 64 rows per task; [`WeightTiles`] keeps them unpacked
+/// instead, for products that run many times on few tokens.
 ///
 /// # Panics
 /// If [`available`] or [`supports`] is false, or the sizes do not fit.
@@ -290,25 +443,12 @@ pub fn matmul(
     out: &mut [f32],
     out_stride: usize,
 ) {
-    assert!(available(), "int8 AMX products are not available here");
-    assert!(supports(ty), "{ty}: no int8 AMX product");
-    let vt = crate::reference::vec_dot_type(ty);
     let rb = ty.row_bytes(cols as u64).expect("whole blocks") as usize;
     assert_eq!(w.len(), rb * rows, "{ty}: weight rows");
-    assert_eq!(
-        act.len(),
-        n * vt.row_bytes(cols as u64).expect("whole blocks") as usize,
-        "activation rows"
-    );
-    assert!(n == 0 || (out_stride >= rows && out.len() >= (n - 1) * out_stride + rows));
-    if n == 0 || rows == 0 {
+    let Some(packed) = check_and_pack(ty, cols, rows, act, n, out, out_stride) else {
         return;
-    }
-    let lay = layout(ty);
-    let len = lay.len;
-    let blocks = cols / len;
-    let scales = blocks / lay.per_scale;
-    let packed = pack_activations(vt, act, n, cols, len, lay.tokens);
+    };
+    let (tile_b, tile_s) = tile_sizes(ty, cols);
     let offsets = has_offset(ty);
     let o = Out(out.as_mut_ptr());
     let o = &o;
@@ -319,87 +459,130 @@ pub fn matmul(
         ROWS.with(|buf| {
             let mut buf = buf.borrow_mut();
             let Rows {
-                b,
-                dw,
-                mw,
+                tiles,
                 row,
                 row_dw,
                 row_mw,
                 c,
             } = &mut *buf;
-            let tile_b = lay.planes * cols * T;
-            let tile_s = scales * T;
-            b.resize(rts * tile_b, 0);
-            dw.resize(rts * tile_s, 0.0);
-            mw.resize(rts * tile_s, 0.0);
-            row.resize(T * lay.planes * cols, 0);
-            row_dw.resize(scales, 0.0);
-            row_mw.resize(scales, 0.0);
-            c.resize(8 * T * T + 16, 0);
-            // rows past `nr` in the last tile: zero weights and scales
-            if !nr.is_multiple_of(T) {
-                dw[(rts - 1) * tile_s..].fill(0.0);
-                mw[(rts - 1) * tile_s..].fill(0.0);
-            }
-            let pc = lay.planes * cols;
-            for rt in 0..rts {
-                let here = T.min(nr - rt * T);
-                for j in 0..here {
-                    let r = r0 + rt * T + j;
-                    let y = &mut row[j * pc..(j + 1) * pc];
-                    unpack_row(ty, &w[r * rb..(r + 1) * rb], y, row_dw, row_mw);
-                    for k in 0..scales {
-                        dw[rt * tile_s + k * T + j] = row_dw[k];
-                        mw[rt * tile_s + k * T + j] = row_mw[k];
-                    }
-                }
-                row[here * pc..].fill(0);
-                // B tiles: 4-value group `p4` of a chunk of row `j` goes to tile row `p4`,
-                // slot `j`; the chunks' planes are consecutive, so group `g` of the row's
-                // planes lands in tile row `g` for one plane, or below for Q6_K's two
-                let bq = b[rt * tile_b..(rt + 1) * tile_b].as_chunks_mut::<4>().0;
-                let rq = row.as_chunks::<4>().0;
-                let (groups, per) = (len / 4, cols / 4);
-                for (g, line) in bq.chunks_exact_mut(T).enumerate() {
-                    // line g = chunk blk, plane pl, group p4
-                    let (blk, pl, p4) =
-                        (g / groups / lay.planes, g / groups % lay.planes, g % groups);
-                    let at = pl * per + blk * groups + p4;
-                    for (j, v) in line.iter_mut().enumerate() {
-                        *v = rq[j * pc / 4 + at];
-                    }
-                }
-            }
-            // 64-byte aligned room for two groups of four C tiles
-            let skip = c.as_ptr().align_offset(64);
-            let c = &mut c[skip..skip + 8 * T * T];
-            imp::with_tiles(lay, || {
-                for tt in (0..packed.tiles).step_by(lay.tokens) {
-                    let toks = (lay.tokens * T).min(n - tt * T);
-                    for rt in 0..rts {
-                        let cols_here = T.min(nr - rt * T);
-                        // SAFETY: token rows tt·16 .. tt·16 + toks ≤ n and columns
-                        // r0 + rt·16 .. + cols_here ≤ rows ≤ out_stride lie inside `out`
-                        // (asserted above); this task alone writes columns r0..r0 + nr.
-                        let dst = unsafe { o.0.add(tt * T * out_stride + r0 + rt * T) };
-                        imp::tile_product(
-                            &packed,
-                            tt,
-                            &b[rt * tile_b..(rt + 1) * tile_b],
-                            &dw[rt * tile_s..(rt + 1) * tile_s],
-                            offsets.then(|| &mw[rt * tile_s..(rt + 1) * tile_s]),
-                            lay,
-                            c,
-                            dst,
-                            out_stride,
-                            toks,
-                            cols_here,
-                        );
-                    }
-                }
-            });
+            tiles.b.resize(rts * tile_b, 0);
+            tiles.dw.resize(rts * tile_s, 0.0);
+            tiles.mw.resize(if offsets { rts * tile_s } else { 0 }, 0.0);
+            let t = (&mut tiles.b[..], &mut tiles.dw[..], &mut tiles.mw[..]);
+            unpack_tiles(ty, cols, w, r0, nr, t, row, row_dw, row_mw);
+            let t = (&tiles.b[..], &tiles.dw[..], &tiles.mw[..]);
+            row_tile_products(ty, cols, &packed, n, t, r0, nr, o, out_stride, c);
         });
     });
+}
+
+/// A weight matrix unpacked once into the tiles [`matmul`] unpacks on every call: about one
+/// byte per weight (two for Q6_K) plus 4 (8 with offsets) per scale block of 32 (256 for
+/// Q6_K). Products on it skip the unpacking, which dominates at a few tokens (decode of many
+/// sequences together) and costs a few percent of a long prompt's.
+pub struct WeightTiles {
+    ty: GgmlType,
+    rows: usize,
+    cols: usize,
+    tiles: Tiles,
+}
+
+impl std::fmt::Debug for WeightTiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "WeightTiles({} {}x{}, {} bytes)",
+            self.ty,
+            self.rows,
+            self.cols,
+            self.bytes()
+        )
+    }
+}
+
+impl WeightTiles {
+    /// Unpacks `rows` rows of `cols` values of `ty` (in parallel on rayon's pool).
+    ///
+    /// # Panics
+    /// If [`supports`] is false for `ty` or `w` does not hold the rows.
+    pub fn new(ty: GgmlType, cols: usize, w: &[u8], rows: usize) -> WeightTiles {
+        assert!(supports(ty), "{ty}: no int8 AMX product");
+        let rb = ty.row_bytes(cols as u64).expect("whole blocks") as usize;
+        assert_eq!(w.len(), rb * rows, "{ty}: weight rows");
+        let (tile_b, tile_s) = tile_sizes(ty, cols);
+        let rts = rows.div_ceil(T);
+        let offsets = has_offset(ty);
+        let mut tiles = Tiles {
+            b: vec![0; rts * tile_b],
+            dw: vec![0.0; rts * tile_s],
+            mw: vec![0.0; if offsets { rts * tile_s } else { 0 }],
+        };
+        let per = GROUP / T;
+        let mut mw_chunks: Vec<&mut [f32]> = if offsets {
+            tiles.mw.chunks_mut(per * tile_s).collect()
+        } else {
+            (0..rows.div_ceil(GROUP)).map(|_| &mut [][..]).collect()
+        };
+        tiles
+            .b
+            .par_chunks_mut(per * tile_b)
+            .zip(tiles.dw.par_chunks_mut(per * tile_s))
+            .zip(mw_chunks.par_iter_mut())
+            .enumerate()
+            .for_each(|(g, ((b, dw), mw))| {
+                let r0 = g * GROUP;
+                let nr = GROUP.min(rows - r0);
+                let (mut row, mut row_dw, mut row_mw) = (Vec::new(), Vec::new(), Vec::new());
+                let t = (b, dw, &mut **mw);
+                unpack_tiles(ty, cols, w, r0, nr, t, &mut row, &mut row_dw, &mut row_mw);
+            });
+        WeightTiles {
+            ty,
+            rows,
+            cols,
+            tiles,
+        }
+    }
+
+    /// The memory the tiles take.
+    pub fn bytes(&self) -> usize {
+        self.tiles.b.len() + 4 * (self.tiles.dw.len() + self.tiles.mw.len())
+    }
+
+    /// As [`matmul`] on the weights these tiles were made from.
+    ///
+    /// # Panics
+    /// If [`available`] is false, or the sizes do not fit.
+    pub fn matmul(&self, act: &[u8], n: usize, out: &mut [f32], out_stride: usize) {
+        let (ty, cols, rows) = (self.ty, self.cols, self.rows);
+        let Some(packed) = check_and_pack(ty, cols, rows, act, n, out, out_stride) else {
+            return;
+        };
+        let (tile_b, tile_s) = tile_sizes(ty, cols);
+        let per = GROUP / T;
+        let o = Out(out.as_mut_ptr());
+        let o = &o;
+        (0..rows.div_ceil(GROUP)).into_par_iter().for_each(|g| {
+            let r0 = g * GROUP;
+            let nr = GROUP.min(rows - r0);
+            let rts = nr.div_ceil(T);
+            let (t0, t1) = (g * per, g * per + rts);
+            let mw = &self.tiles.mw;
+            let t = (
+                &self.tiles.b[t0 * tile_b..t1 * tile_b],
+                &self.tiles.dw[t0 * tile_s..t1 * tile_s],
+                if mw.is_empty() {
+                    &mw[..]
+                } else {
+                    &mw[t0 * tile_s..t1 * tile_s]
+                },
+            );
+            ROWS.with(|buf| {
+                let c = &mut buf.borrow_mut().c;
+                row_tile_products(ty, cols, &packed, n, t, r0, nr, o, out_stride, c);
+            });
+        });
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -492,13 +675,14 @@ mod imp {
         crate::amx::with_config(colsb, rows, f)
     }
 
-    /// Token tiles `tt .. tt + lay.tokens` of `p` times one row tile (`b`, `dw`, `mw` as in
-    /// `Rows`): writes `toks` output rows of `cols` values at `dst`, `stride` apart. `c` is
-    /// 64-byte aligned room for eight C tiles.
+    /// Token tiles `tt .. tt + k` of `p` (`k` ≤ `lay.tokens`) times one row tile (`b`, `dw`,
+    /// `mw` as in `Tiles`): writes `toks` output rows of `cols` values at `dst`, `stride`
+    /// apart. `c` is 64-byte aligned room for eight C tiles.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn tile_product(
         p: &Packed,
         tt: usize,
+        k: usize,
         b: &[i8],
         dw: &[f32],
         mw: Option<&[f32]>,
@@ -513,27 +697,43 @@ mod imp {
         let blocks = dw.len() / T * lay.per_scale;
         assert!(b.len() == blocks * lay.planes * len * T);
         assert!(mw.is_none_or(|m| m.len() == dw.len()));
-        let end = tt + lay.tokens;
+        let end = tt + k;
+        assert!((1..=lay.tokens).contains(&k));
         assert!(end <= p.tiles && p.a.len() >= end * blocks * len * T);
         assert!(p.da.len() >= end * blocks * T && p.sa.len() == p.da.len());
         assert!(c.len() == 8 * T * T && c.as_ptr().align_offset(64) == 0);
-        assert!(toks <= lay.tokens * T && cols <= T);
+        assert!(toks <= k * T && cols <= T);
         // SAFETY: with_tiles configured the tiles for `lay` (callers run inside it); AVX-512F
         // is part of every AMX CPU (`amx::available` requires it); the asserts bound every
         // access but `dst`, which the caller vouches for.
         unsafe {
             match (lay.planes, mw) {
-                (2, None) if len == 64 && lay.per_scale == 4 && lay.tokens == 2 => {
-                    tile_split_avx512(p, tt, b, dw, c, dst, stride, toks, cols)
+                (2, None) if len == 64 && lay.per_scale == 4 && k == 2 => {
+                    tile_split_avx512::<true>(p, tt, b, dw, c, dst, stride, toks, cols)
                 }
-                (1, Some(m)) if lay.per_scale == 1 && lay.tokens == 1 => {
+                (2, None) if len == 64 && lay.per_scale == 4 && k == 1 => {
+                    tile_split_avx512::<false>(p, tt, b, dw, c, dst, stride, toks, cols)
+                }
+                (1, Some(m)) if lay.per_scale == 1 && k == 1 => {
                     tile_avx512::<true>(p, tt, b, dw, m, len, c, dst, stride, toks, cols)
                 }
-                (1, None) if lay.per_scale == 1 && lay.tokens == 1 => {
+                (1, None) if lay.per_scale == 1 && k == 1 => {
                     tile_avx512::<false>(p, tt, b, dw, dw, len, c, dst, stride, toks, cols)
                 }
                 _ => unreachable!("no tile product for this layout"),
             }
+        }
+    }
+
+    /// Blocks ahead of the ones being multiplied whose B tiles are fetched.
+    const AHEAD: usize = 8;
+
+    /// Fetches the cache lines of `len` bytes at `p` (a hint: any address may be given).
+    #[inline(always)]
+    unsafe fn prefetch(p: *const i8, len: usize) {
+        for off in (0..len).step_by(64) {
+            // SAFETY: a prefetch never faults.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(off)) };
         }
     }
 
@@ -562,7 +762,7 @@ mod imp {
     /// `Σ lo·a` in C tiles; the exact `128·Σhi·a + Σlo·a` is then scaled once by `d·d_a`.
     #[target_feature(enable = "avx512f")]
     #[allow(clippy::too_many_arguments)]
-    unsafe fn tile_split_avx512(
+    unsafe fn tile_split_avx512<const TWO: bool>(
         p: &Packed,
         tt: usize,
         b: &[i8],
@@ -576,19 +776,36 @@ mod imp {
         const TILE: usize = 64 * T; // bytes per A or B tile
         let sbs = dw.len() / T;
         let mut acc = [[_mm512_setzero_ps(); T]; 2];
+        let pairs = if TWO { 2 } else { 1 };
         // SAFETY (whole body): bounds asserted by `tile_product`.
         unsafe {
             let a0 = p.a.as_ptr().add(tt * 4 * sbs * TILE);
-            let a1 = a0.add(4 * sbs * TILE);
+            // (the second token tile's, used only when TWO)
+            let a1 = a0.wrapping_add(4 * sbs * TILE);
             let da = [
                 p.da.as_ptr().add(tt * 4 * sbs * T),
-                p.da.as_ptr().add((tt + 1) * 4 * sbs * T),
+                p.da.as_ptr().wrapping_add((tt + 1) * 4 * sbs * T),
             ];
             // Super-block `sb`: tmm0/tmm1 the two token tiles' A, tmm6/tmm7 the B planes,
             // tmm2/tmm3 the first token tile's hi/lo sums, tmm4/tmm5 the second's.
             let launch = |sb: usize| {
                 let bb = b.as_ptr().add(8 * sb * TILE);
                 for i in 0..4 {
+                    if !TWO {
+                        asm!(
+                            "tileloadd tmm6, [{b} + {s}*1]",
+                            "tileloadd tmm0, [{a0} + {s}*1]",
+                            "tdpbssd tmm2, tmm0, tmm6",
+                            "tileloadd tmm7, [{b} + {s}*1 + 1024]",
+                            "tdpbssd tmm3, tmm0, tmm7",
+                            a0 = in(reg) a0.add((4 * sb + i) * TILE),
+                            b = in(reg) bb.add(2 * i * TILE),
+                            s = in(reg) 64usize,
+                            out("tmm0") _, out("tmm6") _, out("tmm7") _,
+                            options(nostack),
+                        );
+                        continue;
+                    }
                     asm!(
                         "tileloadd tmm6, [{b} + {s}*1]",
                         "tileloadd tmm0, [{a0} + {s}*1]",
@@ -619,7 +836,7 @@ mod imp {
             };
             let mut post = |ct: *const i32, sb: usize| {
                 let dwv = _mm512_loadu_ps(dw.as_ptr().add(sb * T));
-                for (k, (acc, da)) in acc.iter_mut().zip(da).enumerate() {
+                for (k, (acc, da)) in acc.iter_mut().zip(da).take(pairs).enumerate() {
                     let ct = ct.add(2 * k * T * T);
                     for (t, acc) in acc.iter_mut().enumerate() {
                         let hi = _mm512_load_si512(ct.add(t * T) as *const _);
@@ -640,6 +857,10 @@ mod imp {
             for sb in 0..sbs {
                 let cp = c.as_mut_ptr().add((sb % 2) * 4 * T * T) as *mut u8;
                 store_c4(cp);
+                prefetch(
+                    b.as_ptr().wrapping_add(8 * (sb + AHEAD / 8) * TILE),
+                    8 * TILE,
+                );
                 if sb + 1 < sbs {
                     zero();
                     launch(sb + 1);
@@ -737,6 +958,8 @@ mod imp {
             for g in 0..groups {
                 let cp = c.as_mut_ptr().add((g % 2) * 4 * T * T) as *mut u8;
                 store_c4(cp);
+                // With one token tile the B tiles are a stream from memory: fetch ahead.
+                prefetch(b.as_ptr().wrapping_add((4 * g + AHEAD) * tile), 4 * tile);
                 if g + 1 < groups {
                     launch(4 * (g + 1));
                 }
@@ -783,6 +1006,7 @@ mod imp {
     pub(super) fn tile_product(
         _p: &Packed,
         _tt: usize,
+        _k: usize,
         _b: &[i8],
         _dw: &[f32],
         _mw: Option<&[f32]>,
@@ -871,6 +1095,16 @@ mod tests {
                 out[rows..stride].iter().all(|v| v.is_nan()),
                 "{ty}: wrote past rows"
             );
+            // weights unpacked once give the same bits
+            let tiles = WeightTiles::new(ty, cols, &w, rows);
+            let mut again = vec![f32::NAN; n * stride];
+            tiles.matmul(&act, n, &mut again, stride);
+            for (i, (a, b)) in out.iter().zip(&again).enumerate() {
+                assert!(
+                    a.to_bits() == b.to_bits(),
+                    "{ty} at {i}: {a} vs {b} (tiles)"
+                );
+            }
         }
     }
 }

@@ -38,6 +38,20 @@ pub enum Command {
     Serve(ServeArgs),
 }
 
+/// How the engine computes: options of every command that runs the model.
+#[derive(Args, Debug, Clone)]
+pub struct EngineArgs {
+    /// Arithmetic of the matrix products: fast (SIMD kernels, AMX/f32 GEMM for prompts) or
+    /// llama-cpp (llama.cpp's x86 arithmetic bit for bit, for comparisons with it).
+    #[arg(long, value_parser = ["fast", "llama-cpp"], default_value = "fast")]
+    pub numerics: String,
+    /// Also unpack the weights at load into AMX int8 tiles (CPUs with AMX-INT8 only), about one
+    /// more byte of memory per weight: batches of 16 or more tokens (many sequences decoded
+    /// together, prompts) then skip unpacking them on every product.
+    #[arg(long)]
+    pub repack: bool,
+}
+
 /// Options shared by `chat` and `serve`.
 #[derive(Args, Debug)]
 pub struct ChatModelArgs {
@@ -54,10 +68,8 @@ pub struct ChatModelArgs {
     /// A Jinja chat template file to use instead of the model's own.
     #[arg(long = "chat-template-file")]
     pub chat_template_file: Option<PathBuf>,
-    /// Arithmetic of the matrix products: fast (SIMD kernels) or llama-cpp (llama.cpp's x86
-    /// arithmetic bit for bit).
-    #[arg(long, value_parser = ["fast", "llama-cpp"], default_value = "fast")]
-    pub numerics: String,
+    #[command(flatten)]
+    pub engine: EngineArgs,
 }
 
 #[derive(Args, Debug)]
@@ -139,10 +151,8 @@ pub struct BenchArgs {
     /// Skip the warm-up run before each test.
     #[arg(long = "no-warmup")]
     pub no_warmup: bool,
-    /// Arithmetic of the matrix products: fast (SIMD kernels, AMX/f32 GEMM for prompts) or
-    /// llama-cpp (llama.cpp's x86 arithmetic bit for bit, for comparisons with it).
-    #[arg(long, value_parser = ["fast", "llama-cpp"], default_value = "fast")]
-    pub numerics: String,
+    #[command(flatten)]
+    pub engine: EngineArgs,
 }
 
 #[derive(Args, Debug)]
@@ -173,10 +183,8 @@ pub struct RunArgs {
     /// Print the generated token ids to stderr at the end.
     #[arg(long = "print-ids")]
     pub print_ids: bool,
-    /// Arithmetic of the matrix products: fast (SIMD kernels, AMX/f32 GEMM for prompts) or
-    /// llama-cpp (llama.cpp's x86 arithmetic bit for bit, for comparisons with it).
-    #[arg(long, value_parser = ["fast", "llama-cpp"], default_value = "fast")]
-    pub numerics: String,
+    #[command(flatten)]
+    pub engine: EngineArgs,
 }
 
 #[derive(Args, Debug)]
@@ -205,10 +213,8 @@ pub struct PerplexityArgs {
     /// Worker threads (default: all cores).
     #[arg(short = 't', long)]
     pub threads: Option<usize>,
-    /// Arithmetic of the matrix products: fast (SIMD kernels, AMX/f32 GEMM for prompts) or
-    /// llama-cpp (llama.cpp's x86 arithmetic bit for bit, for comparisons with it).
-    #[arg(long, value_parser = ["fast", "llama-cpp"], default_value = "fast")]
-    pub numerics: String,
+    #[command(flatten)]
+    pub engine: EngineArgs,
 }
 
 #[derive(Args, Debug)]

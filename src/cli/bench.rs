@@ -157,7 +157,7 @@ pub fn bench(a: BenchArgs) -> Result<()> {
     }
     let src =
         ModelSource::open(&a.model).with_context(|| format!("opening {}", a.model.display()))?;
-    let (model, tok) = super::load_model(&src, &a.model, super::numerics(&a.numerics))?;
+    let (model, tok) = super::load_model(&src, &a.model, &a.engine)?;
     let bos = tok.special_ids().bos.unwrap_or(0);
     let (size, params, ftype) = match &src {
         ModelSource::Gguf(f) => {

@@ -112,7 +112,14 @@ pub fn imatrix(a: ImatrixArgs) -> anyhow::Result<()> {
     let src =
         ModelSource::open(&a.model).with_context(|| format!("opening {}", a.model.display()))?;
     // the statistics are llama-imatrix's: its activations, from its arithmetic
-    let (model, tok) = super::load_model(&src, &a.model, crate::model::llama::Numerics::LlamaCpp)?;
+    let (model, tok) = super::load_model(
+        &src,
+        &a.model,
+        &super::args::EngineArgs {
+            numerics: "llama-cpp".into(),
+            repack: false,
+        },
+    )?;
     eprintln!(
         "loaded {} in {:.2} s, {} threads",
         a.model.display(),

@@ -40,31 +40,47 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// The `--numerics` value (checked by clap).
-pub(crate) fn numerics(s: &str) -> crate::model::llama::Numerics {
-    match s {
-        "llama-cpp" => crate::model::llama::Numerics::LlamaCpp,
-        _ => crate::model::llama::Numerics::Fast,
-    }
-}
-
-/// The model and tokenizer of an opened source, with the matrix-product arithmetic `numerics`;
-/// errors name the file (`path`, as the user gave it).
+/// The model and tokenizer of an opened source, computing as `engine` says (`--numerics`,
+/// `--repack`); errors name the file (`path`, as the user gave it).
 pub(crate) fn load_model<'a>(
     src: &'a crate::model::ModelSource,
     path: &std::path::Path,
-    numerics: crate::model::llama::Numerics,
+    engine: &args::EngineArgs,
 ) -> anyhow::Result<(
     crate::model::llama::Model<'a>,
     autoround_formats::tokenizer::Tokenizer,
 )> {
+    use crate::model::llama::Numerics;
     use anyhow::Context;
     let mut model = src
         .load()
         .with_context(|| format!("loading {}", path.display()))?;
-    model.numerics = numerics;
+    model.numerics = match engine.numerics.as_str() {
+        "llama-cpp" => Numerics::LlamaCpp,
+        _ => Numerics::Fast,
+    };
     for line in model.load_summary() {
         eprintln!("{line}");
+    }
+    if engine.repack {
+        if model.numerics != Numerics::Fast {
+            eprintln!(
+                "--repack: ignored with --numerics llama-cpp (its products read the file's bytes)"
+            );
+        } else if !autoround_kernels::qgemm::available() {
+            eprintln!(
+                "--repack: ignored: this CPU has no AMX-INT8 tiles (or the OS refused the tile state)"
+            );
+        } else {
+            let t0 = std::time::Instant::now();
+            let (n, bytes) = model.unpack_tiles();
+            eprintln!(
+                "unpacked {n} matrices into AMX int8 tiles at load ({:.1} MiB, {:.1} s): batches of {}+ tokens use them",
+                bytes as f64 / (1 << 20) as f64,
+                t0.elapsed().as_secs_f64(),
+                crate::tensor::fast::TILE_ROWS
+            );
+        }
     }
     let tok = src
         .tokenizer()

@@ -18,7 +18,7 @@ pub fn perplexity(a: PerplexityArgs) -> anyhow::Result<()> {
     let t0 = Instant::now();
     let src =
         ModelSource::open(&a.model).with_context(|| format!("opening {}", a.model.display()))?;
-    let (model, tok) = super::load_model(&src, &a.model, super::numerics(&a.numerics))?;
+    let (model, tok) = super::load_model(&src, &a.model, &a.engine)?;
     if a.ctx_size > model.cfg.n_ctx_train {
         eprintln!(
             "warning: --ctx-size {} exceeds the model's training context {}",

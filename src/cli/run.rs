@@ -39,7 +39,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
     let t0 = Instant::now();
     let src =
         ModelSource::open(&a.model).with_context(|| format!("opening {}", a.model.display()))?;
-    let (model, tok) = super::load_model(&src, &a.model, super::numerics(&a.numerics))?;
+    let (model, tok) = super::load_model(&src, &a.model, &a.engine)?;
     let load_s = t0.elapsed().as_secs_f64();
     let n_ctx = a.ctx_size.unwrap_or(model.cfg.n_ctx_train.min(4096));
     let text = if a.no_escape {

