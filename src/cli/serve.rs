@@ -16,6 +16,16 @@ pub fn serve(a: ServeArgs) -> anyhow::Result<()> {
     let src =
         ModelSource::open(&m.model).with_context(|| format!("opening {}", m.model.display()))?;
     let (model, tok) = super::load_model(&src, &m.model, &m.engine)?;
+    let tiles = crate::tensor::fast::TILE_ROWS;
+    if a.parallel >= tiles
+        && !m.engine.repack
+        && model.numerics == crate::model::llama::Numerics::Fast
+        && autoround_kernels::qgemm::available()
+    {
+        eprintln!(
+            "note: --repack would run decode steps of {tiles}+ sequences on AMX tiles (faster; about one more byte of memory per weight)"
+        );
+    }
     let template = super::chat_template(&src, m.chat_template_file.as_deref(), &tok)?;
     let n_ctx = m.ctx_size.unwrap_or(model.cfg.n_ctx_train.min(4096));
     if n_ctx < 2 {
