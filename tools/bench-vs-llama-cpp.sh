@@ -11,6 +11,7 @@
 #        LLAMA_BENCH    llama-bench to use (default: tools/peer-llama-cpp-noamx.sh's build: the
 #                       native build crashes in its AMX path here unless repacking is off)
 #        AR_BIN         our binary (default: target/release/autoround-cpu, built if missing)
+#        AR_ARGS        more arguments for `autoround-cpu bench` (e.g. --repack)
 #        OUT            folder for the raw jsonl (default: a temporary folder)
 # Prints one markdown table; the raw runs stay in $OUT.
 set -euo pipefail
@@ -24,6 +25,7 @@ LBB="$(dirname "$LB")/llama-batched-bench"
 AR="${AR_BIN:-$root/target/release/autoround-cpu}"
 if [ -z "${AR_BIN:-}" ]; then (cd "$root" && cargo build --release --quiet); fi
 OUT="${OUT:-$(mktemp -d)}"; mkdir -p "$OUT"
+read -r -a AR_EXTRA <<< "${AR_ARGS:-}"
 for f in "$@"; do [ -f "$f" ] || { echo "no such file: $f" >&2; exit 2; }; done
 for f in "$@"; do
   for t in $THREADS; do
@@ -31,11 +33,12 @@ for f in "$@"; do
     for i in $(seq "$REPS"); do
       echo "[bench] $tag run $i/$REPS" >&2
       "$LB" -m "$f" -p "$P" -n "$N" -t "$t" -r 1 -o jsonl 2>/dev/null >> "$OUT/$tag.llama.jsonl"
-      "$AR" bench -m "$f" -p "$P" -n "$N" -t "$t" -r 1 -o jsonl >> "$OUT/$tag.ours.jsonl"
+      "$AR" bench -m "$f" -p "$P" -n "$N" -t "$t" -r 1 -o jsonl "${AR_EXTRA[@]}" >> "$OUT/$tag.ours.jsonl"
       for s in $PARALLEL; do
         "$LBB" -m "$f" -c $((s * (N + 1) + 256)) -npp 1 -ntg "$N" -npl "$s" -t "$t" \
           --output-format jsonl 2>/dev/null >> "$OUT/$tag.llama.jsonl"
-        "$AR" bench -m "$f" -p 0 -n "$N" --parallel "$s" -t "$t" -r 1 -o jsonl >> "$OUT/$tag.ours.jsonl"
+        "$AR" bench -m "$f" -p 0 -n "$N" --parallel "$s" -t "$t" -r 1 -o jsonl "${AR_EXTRA[@]}" \
+          >> "$OUT/$tag.ours.jsonl"
       done
     done
   done

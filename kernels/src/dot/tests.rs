@@ -187,6 +187,8 @@ fn several_tokens_equal_each_alone() {
         T::Q5_0,
         T::Q5_1,
         T::Q8_0,
+        T::Q2_K,
+        T::Q3_K,
         T::Q4_K,
         T::Q5_K,
         T::Q6_K,

@@ -449,7 +449,16 @@ pub unsafe fn dot_rows_multi(
     use GgmlType as T;
     if !matches!(
         ty,
-        T::Q4_0 | T::Q4_1 | T::Q5_0 | T::Q5_1 | T::Q8_0 | T::Q4_K | T::Q5_K | T::Q6_K
+        T::Q4_0
+            | T::Q4_1
+            | T::Q5_0
+            | T::Q5_1
+            | T::Q8_0
+            | T::Q2_K
+            | T::Q3_K
+            | T::Q4_K
+            | T::Q5_K
+            | T::Q6_K
     ) {
         return false;
     }
@@ -477,7 +486,7 @@ unsafe fn multi_avx512(ty: GgmlType, cols: usize, w: &[u8], a: &[&[u8]], o: &mut
 }
 
 /// Tokens in groups of up to eight (AVX-512) or four (AVX2) through [`legacy_rows_multi`],
-/// [`q45_k_rows_multi`] or [`q6_k_rows_multi`].
+/// or the K-quants' `*_rows_multi`.
 #[inline(always)]
 unsafe fn multi<const VNNI: bool>(
     ty: GgmlType,
@@ -524,6 +533,8 @@ unsafe fn multi<const VNNI: bool>(
         T::Q4_K => groups!(q45_k_rows::<false>, q45_k_rows_multi[false]),
         T::Q5_K => groups!(q45_k_rows::<true>, q45_k_rows_multi[true]),
         T::Q6_K => groups!(q6_k_rows, q6_k_rows_multi[]),
+        T::Q2_K => groups!(q2_k_rows, q2_k_rows_multi[]),
+        T::Q3_K => groups!(q3_k_rows, q3_k_rows_multi[]),
         _ => groups!(legacy_rows::<VNNI, Q8_0>, legacy_rows_multi[VNNI, Q8_0]),
     }
 }
@@ -770,53 +781,76 @@ unsafe fn scaled_half(
     }
 }
 
-/// Q2_K rows against Q8_K: per super-block `d·d8·Σ_j (sc_j & 15)·Σ q·a − dmin·d8·Σ_j (sc_j >> 4)·bsum_j`,
-/// the 2-bit values used as they are (`maddubs` pairs stay far below 2¹⁵).
+/// Q2_K rows against Q8_K activations: the one-token case of [`q2_k_rows_multi`].
 #[inline(always)]
 unsafe fn q2_k_rows(cols: usize, w: &[u8], a: &[u8], out: &mut [f32]) {
+    // SAFETY: forwarded from the caller.
+    unsafe { q2_k_rows_multi::<1>(cols, w, [a], &mut [out]) }
+}
+
+/// Q2_K rows against `NT` Q8_K activation rows: per super-block
+/// `d·d8·Σ_j (sc_j & 15)·Σ q·a − dmin·d8·Σ_j (sc_j >> 4)·bsum_j`, the 2-bit values used as they
+/// are (`maddubs` pairs stay far below 2¹⁵); each super-block is unpacked once for all the
+/// tokens (per token the same operations as alone, as [`q45_k_rows_multi`]).
+#[inline(always)]
+unsafe fn q2_k_rows_multi<const NT: usize>(
+    cols: usize,
+    w: &[u8],
+    acts: [&[u8]; NT],
+    outs: &mut [&mut [f32]; NT],
+) {
     let nb = cols / 256;
     let m2 = _mm256_set1_epi8(3);
     let m4 = _mm_set1_epi8(0x0F);
     // SAFETY: constant shuffles only.
     let pair = unsafe { pair_masks() };
-    for (r, o) in out.iter_mut().enumerate() {
+    for r in 0..outs[0].len() {
         // SAFETY: super-block b of row r lies inside `w` (84 bytes each), activation
-        // super-block b inside `a` (292 bytes each).
+        // super-block b inside each activation row (292 bytes each).
         unsafe {
             let row = w.as_ptr().add(r * nb * 84);
-            let mut acc = _mm256_setzero_ps();
-            let mut accm = _mm256_setzero_ps();
+            let mut acc = [_mm256_setzero_ps(); NT];
+            let mut accm = [_mm256_setzero_ps(); NT];
             for b in 0..nb {
                 let x = row.add(b * 84);
-                let y = a.as_ptr().add(b * 292);
                 prefetch_ahead(x, 84);
-                let d8 = (y as *const f32).read_unaligned();
                 let sc8 = _mm_loadu_si128(x as *const __m128i);
                 let scales = _mm256_cvtepu8_epi16(_mm_and_si128(sc8, m4));
                 let mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(sc8, 4), m4));
-                let bsums = _mm256_loadu_si256(y.add(260) as *const __m256i);
-                let summs = _mm256_madd_epi16(mins, bsums);
                 let halves = [
                     _mm256_broadcastsi128_si256(_mm256_castsi256_si128(scales)),
                     _mm256_broadcastsi128_si256(_mm256_extracti128_si256(scales, 1)),
                 ];
-                let mut sumi = _mm256_setzero_si256();
-                for (n, half) in halves.iter().enumerate() {
+                let mut v = [[_mm256_setzero_si256(); 4]; 2];
+                for (n, vn) in v.iter_mut().enumerate() {
                     let q = load32(x.add(16 + 32 * n));
-                    let v = [
+                    *vn = [
                         _mm256_and_si256(q, m2),
                         _mm256_and_si256(_mm256_srli_epi16(q, 2), m2),
                         _mm256_and_si256(_mm256_srli_epi16(q, 4), m2),
                         _mm256_and_si256(_mm256_srli_epi16(q, 6), m2),
                     ];
-                    sumi = _mm256_add_epi32(sumi, scaled_half(v, *half, y, n, &pair));
                 }
-                let d = f16_at(x.add(80)) * d8;
-                let dmin = f16_at(x.add(82)) * d8;
-                acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
-                accm = _mm256_fmadd_ps(_mm256_set1_ps(dmin), _mm256_cvtepi32_ps(summs), accm);
+                let (dw, dminw) = (f16_at(x.add(80)), f16_at(x.add(82)));
+                for t in 0..NT {
+                    let y = acts[t].as_ptr().add(b * 292);
+                    let d8 = (y as *const f32).read_unaligned();
+                    let bsums = _mm256_loadu_si256(y.add(260) as *const __m256i);
+                    let summs = _mm256_madd_epi16(mins, bsums);
+                    let mut sumi = _mm256_setzero_si256();
+                    for n in 0..2 {
+                        sumi = _mm256_add_epi32(sumi, scaled_half(v[n], halves[n], y, n, &pair));
+                    }
+                    let d = dw * d8;
+                    let dmin = dminw * d8;
+                    acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc[t]);
+                    accm[t] =
+                        _mm256_fmadd_ps(_mm256_set1_ps(dmin), _mm256_cvtepi32_ps(summs), accm[t]);
+                }
             }
-            *o = hsum(acc) - hsum(accm);
+            for t in 0..NT {
+                outs[t][r] = hsum(acc[t]) - hsum(accm[t]);
+            }
         }
     }
 }
@@ -837,58 +871,81 @@ unsafe fn q3_k_scales(p: *const u8) -> __m256i {
     _mm256_cvtepi8_epi16(_mm_sub_epi8(b, _mm_set1_epi8(32)))
 }
 
-/// Q3_K rows against Q8_K: the 3-bit values as `u = low | high << 2` (0..8, unsigned), and
-/// `4 × Σ_j scale_j·bsum_j` taken off for their offset of 4, exactly.
+/// Q3_K rows against Q8_K activations: the one-token case of [`q3_k_rows_multi`].
 #[inline(always)]
 unsafe fn q3_k_rows(cols: usize, w: &[u8], a: &[u8], out: &mut [f32]) {
+    // SAFETY: forwarded from the caller.
+    unsafe { q3_k_rows_multi::<1>(cols, w, [a], &mut [out]) }
+}
+
+/// Q3_K rows against `NT` Q8_K activation rows: the 3-bit values as `u = low | high << 2`
+/// (0..8, unsigned), and `4 × Σ_j scale_j·bsum_j` taken off for their offset of 4, exactly;
+/// each super-block is unpacked once for all the tokens (per token the same operations as
+/// alone, as [`q45_k_rows_multi`]).
+#[inline(always)]
+unsafe fn q3_k_rows_multi<const NT: usize>(
+    cols: usize,
+    w: &[u8],
+    acts: [&[u8]; NT],
+    outs: &mut [&mut [f32]; NT],
+) {
     let nb = cols / 256;
     let m2 = _mm256_set1_epi8(3);
     let one = _mm256_set1_epi8(1);
     // SAFETY: constant shuffles only.
     let pair = unsafe { pair_masks() };
-    for (r, o) in out.iter_mut().enumerate() {
+    for r in 0..outs[0].len() {
         // SAFETY: super-block b of row r lies inside `w` (110 bytes each), activation
-        // super-block b inside `a` (292 bytes each).
+        // super-block b inside each activation row (292 bytes each).
         unsafe {
             let row = w.as_ptr().add(r * nb * 110);
-            let mut sum = 0f32;
+            let mut sum = [0f32; NT];
             for b in 0..nb {
                 let x = row.add(b * 110);
-                let y = a.as_ptr().add(b * 292);
                 prefetch_ahead(x, 110);
-                let d8 = (y as *const f32).read_unaligned();
                 let scales = q3_k_scales(x.add(96));
-                let bsums = _mm256_loadu_si256(y.add(260) as *const __m256i);
-                let mut sumi = _mm256_sub_epi32(
-                    _mm256_setzero_si256(),
-                    _mm256_slli_epi32(_mm256_madd_epi16(scales, bsums), 2),
-                );
                 let halves = [
                     _mm256_broadcastsi128_si256(_mm256_castsi256_si128(scales)),
                     _mm256_broadcastsi128_si256(_mm256_extracti128_si256(scales, 1)),
                 ];
                 let hm = load32(x);
-                for (n, half) in halves.iter().enumerate() {
+                let mut v = [[_mm256_setzero_si256(); 4]; 2];
+                for (n, vn) in v.iter_mut().enumerate() {
                     let q = load32(x.add(32 + 32 * n));
                     // bit 4n + k of each hmask byte, at bit 2
                     let hi = |k: i32| {
                         let s = _mm256_srl_epi16(hm, _mm_cvtsi32_si128(4 * n as i32 + k));
                         _mm256_slli_epi16(_mm256_and_si256(s, one), 2)
                     };
-                    let v = [
+                    *vn = [
                         _mm256_or_si256(_mm256_and_si256(q, m2), hi(0)),
                         _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 2), m2), hi(1)),
                         _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 4), m2), hi(2)),
                         _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 6), m2), hi(3)),
                     ];
-                    sumi = _mm256_add_epi32(sumi, scaled_half(v, *half, y, n, &pair));
                 }
-                // one exact integer per super-block: the offset term sits in other lanes than
-                // the products it cancels, so lane-wise float sums could lose a later block
-                // to the cancellation (an activation outlier against a scale near f16's max)
-                sum += f16_at(x.add(108)) * d8 * hsum_i32(sumi) as f32;
+                let dw = f16_at(x.add(108));
+                for t in 0..NT {
+                    let y = acts[t].as_ptr().add(b * 292);
+                    let d8 = (y as *const f32).read_unaligned();
+                    let bsums = _mm256_loadu_si256(y.add(260) as *const __m256i);
+                    let mut sumi = _mm256_sub_epi32(
+                        _mm256_setzero_si256(),
+                        _mm256_slli_epi32(_mm256_madd_epi16(scales, bsums), 2),
+                    );
+                    for n in 0..2 {
+                        sumi = _mm256_add_epi32(sumi, scaled_half(v[n], halves[n], y, n, &pair));
+                    }
+                    // one exact integer per super-block: the offset term sits in other lanes
+                    // than the products it cancels, so lane-wise float sums could lose a later
+                    // block to the cancellation (an activation outlier against a scale near
+                    // f16's max)
+                    sum[t] += dw * d8 * hsum_i32(sumi) as f32;
+                }
             }
-            *o = sum;
+            for t in 0..NT {
+                outs[t][r] = sum[t];
+            }
         }
     }
 }
