@@ -9,7 +9,9 @@
 //!   (group-wise: as repacked at load), with the CPU's best tier (AVX-512 VNNI, AVX2, NEON).
 //! - **Prefill** (a batch of tokens), where the CPU has AMX-INT8 and the type a kernel there:
 //!   [`autoround_kernels::qgemm`], the activations quantized as llama.cpp quantizes them and the
-//!   exact integer block sums against the weights in place (unpacked per task into tile order).
+//!   exact integer block sums against the weights in place (unpacked per task into tile order),
+//!   or against the tiles unpacked once at load (`--repack`, [`Weight::unpack_tiles`]), which
+//!   also take batches from [`TILE_ROWS`] tokens: many sequences decoded together.
 //! - **Prefill**, other types (group-wise ones too) or CPUs: the weights are dequantized a slab of
 //!   rows at a time into a
 //!   per-thread f32 buffer, and the slab is multiplied with every token at once by
@@ -106,14 +108,13 @@ enum Src<'a> {
     Other,
 }
 
-/// `n` decode tokens (fewer than [`PREFILL_ROWS`]): quantize their activations (once per
-/// vec-dot type), then the rows of every weight in parallel on the decode pool. Each task takes
-/// a run of rows (at least 64 KiB of weights) and does every token with them
-/// ([`dot::dot_rows_multi`]: Q4_0/Q4_1/Q5_0/Q5_1/Q8_0 and Q4_K/Q5_K/Q6_K read and unpack each
-/// weight block once for up to eight tokens on AVX-512, four on AVX2; other types go token by
-/// token over rows still in cache), so sequences decoded
-/// together share the weights' memory traffic; each (row, token) result is the same as with
-/// that token alone.
+/// `n` decode tokens (fewer than [`PREFILL_ROWS`], or [`TILE_ROWS`] on tiles): quantize their
+/// activations (once per vec-dot type), then the rows of every weight in parallel on the decode
+/// pool. Each task takes a run of rows (at least 64 KiB of weights) and does every token with
+/// them ([`dot::dot_rows_multi`]: on x86 the 32-value block types and the K-quants read and
+/// unpack each weight block once for up to eight tokens on AVX-512, four on AVX2; float weights
+/// go token by token over rows still in cache), so sequences decoded together share the
+/// weights' memory traffic; each (row, token) result is the same as with that token alone.
 fn gemv(ws: &[&Weight], x: &[f32], n: usize, outs: &mut [&mut [f32]]) {
     let tier = Tier::selected().unwrap_or(Tier::Scalar);
     let pool = pool();
