@@ -46,7 +46,7 @@ pub struct EngineArgs {
     #[arg(long, value_parser = ["fast", "llama-cpp"], default_value = "fast")]
     pub numerics: String,
     /// Also unpack the weights at load into AMX int8 tiles (CPUs with AMX-INT8 only), about one
-    /// more byte of memory per weight: batches of 16 or more tokens (many sequences decoded
+    /// more byte of memory per weight: batches of 8 or more tokens (many sequences decoded
     /// together, prompts) then skip unpacking them on every product.
     #[arg(long)]
     pub repack: bool,

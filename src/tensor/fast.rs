@@ -43,10 +43,11 @@ pub const PREFILL_ROWS: usize = 32;
 
 /// Batches of at least this many tokens take the prefill path when every weight of the product
 /// has its AMX tiles ([`Weight::unpack_tiles`]). With no unpacking per call the tiles win over
-/// the decode kernels from about here (2 threads, 16 sequences: 133 against 79 tokens/s on
-/// synth-1b Q4_K_M, 427 against 407 on SmolLM2 Q8_0; at 8 sequences they are even on the first
-/// and 246 against 408 on the second).
-pub const TILE_ROWS: usize = 16;
+/// the decode kernels from about here. Measured with 2 threads, decode kernels against tiles
+/// in tokens/s: 8 sequences of SmolLM2 Q8_0 403 against 423, of synth-1b Q4_0 68 against 89,
+/// of synth-1b Q4_K_M 83 against 77; 12 sequences 407 against 607, 67 against 129 and 82
+/// against 113; from 4 to 8 tokens as threshold, 4 sequences lost a quarter to a half.
+pub const TILE_ROWS: usize = 8;
 
 /// Elements of weights dequantized per slab in the prefill path (16 MiB of f32).
 const SLAB_ELEMENTS: usize = 4 << 20;
