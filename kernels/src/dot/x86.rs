@@ -446,22 +446,6 @@ pub unsafe fn dot_rows_multi(
     acts: &[&[u8]],
     outs: &mut [&mut [f32]],
 ) -> bool {
-    use GgmlType as T;
-    if !matches!(
-        ty,
-        T::Q4_0
-            | T::Q4_1
-            | T::Q5_0
-            | T::Q5_1
-            | T::Q8_0
-            | T::Q2_K
-            | T::Q3_K
-            | T::Q4_K
-            | T::Q5_K
-            | T::Q6_K
-    ) {
-        return false;
-    }
     // SAFETY: forwarded from the caller.
     unsafe {
         if vnni {
@@ -470,23 +454,34 @@ pub unsafe fn dot_rows_multi(
             multi_avx2(ty, cols, w, acts, outs)
         }
     }
-    true
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn multi_avx2(ty: GgmlType, cols: usize, w: &[u8], a: &[&[u8]], o: &mut [&mut [f32]]) {
+unsafe fn multi_avx2(
+    ty: GgmlType,
+    cols: usize,
+    w: &[u8],
+    a: &[&[u8]],
+    o: &mut [&mut [f32]],
+) -> bool {
     // SAFETY: the features are enabled; sizes are the caller's contract.
     unsafe { multi::<false>(ty, cols, w, a, o) }
 }
 
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn multi_avx512(ty: GgmlType, cols: usize, w: &[u8], a: &[&[u8]], o: &mut [&mut [f32]]) {
+unsafe fn multi_avx512(
+    ty: GgmlType,
+    cols: usize,
+    w: &[u8],
+    a: &[&[u8]],
+    o: &mut [&mut [f32]],
+) -> bool {
     // SAFETY: the features are enabled; sizes are the caller's contract.
     unsafe { multi::<true>(ty, cols, w, a, o) }
 }
 
 /// Tokens in groups of up to eight (AVX-512) or four (AVX2) through [`legacy_rows_multi`],
-/// or the K-quants' `*_rows_multi`.
+/// or the K-quants' `*_rows_multi`; false (doing nothing) for types without one.
 #[inline(always)]
 unsafe fn multi<const VNNI: bool>(
     ty: GgmlType,
@@ -494,7 +489,7 @@ unsafe fn multi<const VNNI: bool>(
     w: &[u8],
     acts: &[&[u8]],
     outs: &mut [&mut [f32]],
-) {
+) -> bool {
     // `$kernel::<$g.., NT>` on each group of tokens; a lone token takes `$one`
     macro_rules! groups {
         ($one:expr, $kernel:ident [$($g:tt),*]) => {{
@@ -535,8 +530,10 @@ unsafe fn multi<const VNNI: bool>(
         T::Q6_K => groups!(q6_k_rows, q6_k_rows_multi[]),
         T::Q2_K => groups!(q2_k_rows, q2_k_rows_multi[]),
         T::Q3_K => groups!(q3_k_rows, q3_k_rows_multi[]),
-        _ => groups!(legacy_rows::<VNNI, Q8_0>, legacy_rows_multi[VNNI, Q8_0]),
+        T::Q8_0 => groups!(legacy_rows::<VNNI, Q8_0>, legacy_rows_multi[VNNI, Q8_0]),
+        _ => return false,
     }
+    true
 }
 
 /// Q4_K/Q5_K's eight 6-bit scales and eight 6-bit mins, unpacked from their 12 bytes at `p`:
