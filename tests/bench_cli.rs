@@ -151,6 +151,19 @@ fn repack_says_what_it_did() {
     } else {
         assert!(err.contains("--repack: ignored"), "{err}");
     }
+    // a tier pinned below AMX: said, and the run goes on without tiles
+    let o = Command::new(env!("CARGO_BIN_EXE_autoround-cpu"))
+        .arg("bench")
+        .args(args)
+        .env("AUTOROUND_ISA", "avx2")
+        .output()
+        .expect("runs the binary");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("--repack: ignored: no AMX-INT8 tiles here"),
+        "{err}"
+    );
     let o = bench(&[&args[..], &["--numerics", "llama-cpp"]].concat());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{err}");

@@ -69,7 +69,7 @@ pub(crate) fn load_model<'a>(
             );
         } else if !autoround_kernels::qgemm::available() {
             eprintln!(
-                "--repack: ignored: this CPU has no AMX-INT8 tiles (or the OS refused the tile state)"
+                "--repack: ignored: no AMX-INT8 tiles here (the CPU lacks them, the OS refused the tile state, or AUTOROUND_ISA pins a lower tier)"
             );
         } else {
             let t0 = std::time::Instant::now();
