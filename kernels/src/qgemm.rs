@@ -504,8 +504,10 @@ impl WeightTiles {
     /// Unpacks `rows` rows of `cols` values of `ty` (in parallel on rayon's pool).
     ///
     /// # Panics
-    /// If [`supports`] is false for `ty` or `w` does not hold the rows.
+    /// If [`available`] or [`supports`] is false, or `w` does not hold the rows.
     pub fn new(ty: GgmlType, cols: usize, w: &[u8], rows: usize) -> WeightTiles {
+        // (Q6_K's unpacking is AVX-512BW code, which AMX CPUs have)
+        assert!(available(), "int8 AMX products are not available here");
         assert!(supports(ty), "{ty}: no int8 AMX product");
         let rb = ty.row_bytes(cols as u64).expect("whole blocks") as usize;
         assert_eq!(w.len(), rb * rows, "{ty}: weight rows");
