@@ -473,18 +473,7 @@ mod tests {
             s
         };
         use GgmlType as T;
-        for ty in [
-            T::Q4_0,
-            T::Q4_1,
-            T::Q5_0,
-            T::Q5_1,
-            T::Q8_0,
-            T::Q2_K,
-            T::Q3_K,
-            T::Q4_K,
-            T::Q5_K,
-            T::Q6_K,
-        ] {
+        for ty in crate::dot::tests::QUANTIZED {
             let cols = 512;
             let rows = 3;
             let rb = ty.row_bytes(cols as u64).unwrap() as usize;

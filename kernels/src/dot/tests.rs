@@ -99,11 +99,10 @@ pub(crate) fn tiers() -> Vec<Tier> {
     run
 }
 
-#[test]
-fn every_tier_matches_the_reference() {
-    let mut rng = Rng(0x5eed_1234_abcd_0001);
+/// The quantized types with SIMD kernels (every tier has them).
+pub(crate) const QUANTIZED: [GgmlType; 10] = {
     use GgmlType as T;
-    for ty in [
+    [
         T::Q4_0,
         T::Q4_1,
         T::Q5_0,
@@ -114,10 +113,14 @@ fn every_tier_matches_the_reference() {
         T::Q4_K,
         T::Q5_K,
         T::Q6_K,
-        T::F16,
-        T::BF16,
-        T::F32,
-    ] {
+    ]
+};
+
+#[test]
+fn every_tier_matches_the_reference() {
+    let mut rng = Rng(0x5eed_1234_abcd_0001);
+    use GgmlType as T;
+    for ty in QUANTIZED.into_iter().chain([T::F16, T::BF16, T::F32]) {
         for cols in [256usize, 512, 1536] {
             let cols = if takes_f32(ty) { cols + 11 } else { cols };
             let rows = 5;
@@ -180,19 +183,7 @@ fn neon_covers_the_x86_types() {
 #[test]
 fn several_tokens_equal_each_alone() {
     let mut rng = Rng(0x5eed_4321_0bad_cafe);
-    use GgmlType as T;
-    for ty in [
-        T::Q4_0,
-        T::Q4_1,
-        T::Q5_0,
-        T::Q5_1,
-        T::Q8_0,
-        T::Q2_K,
-        T::Q3_K,
-        T::Q4_K,
-        T::Q5_K,
-        T::Q6_K,
-    ] {
+    for ty in QUANTIZED {
         let cols = 512;
         for rows in [1usize, 2, 5, 8] {
             let w = weight_rows(ty, cols, rows, &mut rng);
