@@ -7,11 +7,7 @@ mod common;
 use std::process::{Command, Output};
 
 fn bench(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_autoround-cpu"))
-        .arg("bench")
-        .args(args)
-        .output()
-        .expect("runs the binary")
+    common::cli(&[&["bench"], args].concat())
 }
 
 #[test]

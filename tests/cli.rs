@@ -5,14 +5,9 @@ mod common;
 use autoround_formats::gguf::{GgufValue, GgufWriter};
 use autoround_kernels::GgmlType;
 use std::borrow::Cow;
-use std::process::{Command, Output};
+use std::process::Output;
 
-fn cli(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_autoround-cpu"))
-        .args(args)
-        .output()
-        .expect("runs the binary")
-}
+use common::cli;
 
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()

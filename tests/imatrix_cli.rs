@@ -4,14 +4,9 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
-fn cli(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_autoround-cpu"))
-        .args(args)
-        .output()
-        .expect("runs the binary")
-}
+use common::cli;
 
 use common::assert_clean_error;
 
@@ -29,9 +24,7 @@ fn temp_dir(tag: &str) -> TempDir {
     TempDir(d)
 }
 
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
+use common::path_str as s;
 
 #[test]
 fn bad_inputs_are_clear_errors() {

@@ -9,11 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn quantize(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_autoround-cpu"))
-        .arg("quantize")
-        .args(args)
-        .output()
-        .expect("runs the binary")
+    common::cli(&[&["quantize"], args].concat())
 }
 
 use common::assert_clean_error;
@@ -37,9 +33,7 @@ fn assert_only(dir: &Path, names: &[&str]) {
     assert_eq!(found, want, "files in {}", dir.display());
 }
 
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf-8 path")
-}
+use common::path_str as s;
 
 #[test]
 fn bad_flags_are_named_before_any_work() {

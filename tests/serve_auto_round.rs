@@ -7,19 +7,12 @@ mod common;
 mod http;
 
 use serde_json::json;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::PathBuf;
+use std::process::Output;
 
-fn bin(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_autoround-cpu"))
-        .args(args)
-        .output()
-        .expect("running autoround-cpu")
-}
+use common::cli as bin;
 
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf-8 path")
-}
+use common::path_str as s;
 
 fn ok(o: &Output) -> String {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));

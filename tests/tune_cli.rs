@@ -15,16 +15,9 @@ use autoround_kernels::gemm::Precision;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-fn bin(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_autoround-cpu"))
-        .args(args)
-        .output()
-        .expect("runs the binary")
-}
+use common::cli as bin;
 
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf-8 path")
-}
+use common::path_str as s;
 
 fn tmp_dir(tag: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("autoround-tune-{}-{tag}", std::process::id()));

@@ -139,6 +139,19 @@ pub fn llama_cpp_bin() -> Option<PathBuf> {
     }
 }
 
+/// Runs our binary with `args` and waits for it.
+pub fn cli(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_autoround-cpu"))
+        .args(args)
+        .output()
+        .expect("runs the binary")
+}
+
+/// A path as the command line takes it (test paths are UTF-8).
+pub fn path_str(p: &std::path::Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
 /// A command failed cleanly: non-zero exit, no panic, and stderr names every one of `needles`.
 pub fn assert_clean_error(o: &std::process::Output, needles: &[&str]) {
     let e = String::from_utf8_lossy(&o.stderr);
