@@ -139,9 +139,12 @@ pub fn llama_cpp_bin() -> Option<PathBuf> {
     }
 }
 
-/// Runs our binary with `args` and waits for it.
+/// Runs our binary with `args` and waits for it. (The binary is known to the main package's
+/// tests only; other crates' tests include this module too.)
 pub fn cli(args: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_autoround-cpu"))
+    let bin = option_env!("CARGO_BIN_EXE_autoround-cpu")
+        .expect("common::cli runs in the autoround-cpu package's tests");
+    std::process::Command::new(bin)
         .args(args)
         .output()
         .expect("runs the binary")
